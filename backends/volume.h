@@ -1,0 +1,135 @@
+/* ferry: the volume interface.
+ *
+ * Every driver (file, nbd, http, ...) and the clone implement struct volume_ops.  Frontends
+ * (ferry-nbd, ferry-fuse, ferry copy) call the volume_*() dispatch functions below, never the
+ * ops directly: the dispatcher checks ranges and read-only-ness, splits requests larger than
+ * max_request, and emulates what a driver leaves out (zero by writing zeroes, FUA by flush,
+ * extents as "all data"), so a driver stays small.
+ *
+ * Threads: every op may be called concurrently from many threads; a driver that needs
+ * serialisation does it inside.  Errors: ops return 0 or a negative errno and describe the
+ * failure with error_set() (common/error.h), naming the volume.  A driver never exits.
+ */
+#ifndef FERRY_VOLUME_H
+#define FERRY_VOLUME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Capabilities (struct volume.caps). */
+enum {
+  VOLUME_CAN_WRITE = 1u << 0,
+  VOLUME_CAN_TRIM = 1u << 1,      /* trim op does something (else a no-op) */
+  VOLUME_CAN_ZERO = 1u << 2,      /* zero op is cheaper than writing zeroes */
+  VOLUME_CAN_FAST_ZERO = 1u << 3, /* zero with VOLUME_FAST_ZERO may succeed */
+  VOLUME_CAN_EXTENTS = 1u << 4,   /* extents op reports real holes/zeroes */
+  VOLUME_CAN_FUA = 1u << 5,       /* native FUA (else emulated by flush) */
+  VOLUME_CAN_FLUSH = 1u << 6,
+  VOLUME_CAN_CACHE = 1u << 7,     /* cache op prefetches */
+  /* A flush through any handle/thread makes every completed write durable: true for all
+   * our drivers; ferry-nbd advertises NBD multi-conn only when set. */
+  VOLUME_MULTI_CONN = 1u << 8,
+};
+
+/* Request flags. */
+enum {
+  VOLUME_FUA = 1u << 0,       /* pwrite/zero/trim: durable before returning */
+  VOLUME_MAY_TRIM = 1u << 1,  /* zero: may deallocate (NBD: NO_HOLE not set) */
+  VOLUME_FAST_ZERO = 1u << 2, /* zero: fail with -ENOTSUP rather than be slow */
+};
+
+/* Extent flags: the same values as NBD base:allocation. */
+enum {
+  EXTENT_HOLE = 1u << 0, /* not allocated */
+  EXTENT_ZERO = 1u << 1, /* reads as zeroes */
+};
+
+struct extent {
+  uint64_t offset;
+  uint64_t length;
+  uint32_t flags;
+};
+
+struct extent_list {
+  struct extent *v;
+  size_t n, cap;
+};
+
+/* Append, merging with the last extent when contiguous with the same flags. 0 or -ENOMEM. */
+int extent_list_add(struct extent_list *l, uint64_t offset, uint64_t length, uint32_t flags);
+void extent_list_reset(struct extent_list *l); /* n = 0, keeps memory */
+void extent_list_free(struct extent_list *l);
+
+struct volume;
+
+struct volume_ops {
+  const char *driver; /* "file", "nbd", "http", "clone" */
+  int (*pread)(struct volume *v, void *buf, size_t len, uint64_t off);
+  int (*pwrite)(struct volume *v, const void *buf, size_t len, uint64_t off, unsigned flags);
+  int (*zero)(struct volume *v, uint64_t len, uint64_t off, unsigned flags);
+  int (*trim)(struct volume *v, uint64_t len, uint64_t off, unsigned flags);
+  int (*flush)(struct volume *v);
+  /* Describe [off, off+len): append at least one extent starting at off; may stop early. */
+  int (*extents)(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out);
+  int (*cache)(struct volume *v, uint64_t len, uint64_t off);
+  void (*close)(struct volume *v); /* frees the volume */
+};
+
+/* Drivers embed this as their first member. */
+struct volume {
+  const struct volume_ops *ops;
+  char *name;               /* for messages: the URI as given (no password) */
+  uint64_t size;            /* bytes */
+  uint32_t min_block;       /* requests must be aligned to this (1, 512 or 4096) */
+  uint32_t preferred_block; /* e.g. 4096 */
+  uint32_t max_request;     /* largest single op the driver takes; the dispatcher splits */
+  unsigned caps;
+};
+
+struct volume_options {
+  bool readonly;
+  bool direct;          /* file: O_DIRECT */
+  bool create;          /* file: create a missing regular file of create_size bytes */
+  uint64_t create_size;
+  unsigned connections; /* nbd, http: parallel connections (0 = driver default) */
+  double timeout;       /* http: seconds for one request (0 = default) */
+  unsigned retries;     /* http, nbd: attempts after a transient failure (0 = default) */
+};
+
+void volume_options_init(struct volume_options *o);
+
+struct volume_driver {
+  const char *name;
+  /* true when this driver handles the URI (scheme match); the file driver is the fallback */
+  bool (*matches)(const char *uri);
+  int (*open)(const char *uri, const struct volume_options *o, struct volume **out);
+};
+
+/* Open a volume by URI: /path, file:///path, nbd://host[:port]/export,
+ * nbd+unix:///export?socket=PATH, http://, https://.  0 or -errno with a message. */
+int volume_open(const char *uri, const struct volume_options *o, struct volume **out);
+void volume_close(struct volume *v);
+
+/* Helpers for drivers: fill the common fields. */
+int volume_init(struct volume *v, const struct volume_ops *ops, const char *name, uint64_t size);
+
+/* Dispatch: checks, splitting and emulation described above. */
+int volume_pread(struct volume *v, void *buf, size_t len, uint64_t off);
+int volume_pwrite(struct volume *v, const void *buf, size_t len, uint64_t off, unsigned flags);
+int volume_zero(struct volume *v, uint64_t len, uint64_t off, unsigned flags);
+int volume_trim(struct volume *v, uint64_t len, uint64_t off, unsigned flags);
+int volume_flush(struct volume *v);
+int volume_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out);
+int volume_cache(struct volume *v, uint64_t len, uint64_t off);
+
+static inline bool
+volume_can(const struct volume *v, unsigned cap)
+{
+  return (v->caps & cap) == cap;
+}
+
+/* True when buf[0..len) is all zero bytes (fast). */
+bool buffer_is_zero(const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,129 @@
+/* ferry: small helpers, see util.h. */
+#include "common/util.h"
+#include "common/error.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+int
+parse_size(const char *what, const char *text, uint64_t *out)
+{
+  if (!text || !*text || !isdigit((unsigned char)text[0]))
+    return error_set(EINVAL, "%s: '%s' is not a size (expected e.g. 65536, 64K, 4M, 2G)", what,
+                     text ? text : "");
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(text, &end, 10);
+  if (errno == ERANGE)
+    return error_set(ERANGE, "%s: '%s' is too large", what, text);
+  unsigned shift = 0;
+  if (*end) {
+    switch (toupper((unsigned char)*end)) {
+    case 'K': shift = 10; break;
+    case 'M': shift = 20; break;
+    case 'G': shift = 30; break;
+    case 'T': shift = 40; break;
+    case 'P': shift = 50; break;
+    case 'E': shift = 60; break;
+    case 'B': shift = 0; break;
+    default:
+      return error_set(EINVAL, "%s: '%s' has an unknown unit (use K, M, G, T)", what, text);
+    }
+    const char *rest = end + 1;
+    if (toupper((unsigned char)*end) == 'B')
+      rest = end + 1;
+    else if (strcasecmp(rest, "iB") == 0 || strcasecmp(rest, "B") == 0)
+      rest += strlen(rest);
+    if (*rest)
+      return error_set(EINVAL, "%s: '%s' has trailing characters", what, text);
+  }
+  if (shift && v > (UINT64_MAX >> shift))
+    return error_set(ERANGE, "%s: '%s' is too large", what, text);
+  *out = (uint64_t)v << shift;
+  return 0;
+}
+
+int
+parse_uint(const char *what, const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+  if (!text || !*text || !isdigit((unsigned char)text[0]))
+    return error_set(EINVAL, "%s: '%s' is not a number", what, text ? text : "");
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(text, &end, 10);
+  if (*end)
+    return error_set(EINVAL, "%s: '%s' is not a number", what, text);
+  if (errno == ERANGE || v < min || v > max)
+    return error_set(ERANGE, "%s: %s is out of range (%llu..%llu)", what, text,
+                     (unsigned long long)min, (unsigned long long)max);
+  *out = v;
+  return 0;
+}
+
+char *
+format_size(char *buf, size_t len, double bytes)
+{
+  static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+  unsigned u = 0;
+  while (bytes >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
+    bytes /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, len, "%.0f %s", bytes, units[u]);
+  else
+    snprintf(buf, len, "%.1f %s", bytes, units[u]);
+  return buf;
+}
+
+double
+now_seconds(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int
+full_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+  char *p = buf;
+  while (len > 0) {
+    ssize_t r = pread(fd, p, len, (off_t)off);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (r == 0) /* past the end of a file that shrank: the caller checked bounds */
+      return -EIO;
+    p += r;
+    len -= (size_t)r;
+    off += (uint64_t)r;
+  }
+  return 0;
+}
+
+int
+full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t r = pwrite(fd, p, len, (off_t)off);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    p += r;
+    len -= (size_t)r;
+    off += (uint64_t)r;
+  }
+  return 0;
+}

@@ -1,0 +1,37 @@
+/* ferry: small helpers shared by every program. */
+#ifndef FERRY_UTIL_H
+#define FERRY_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Parse "65536", "64K", "64KiB", "1M", "2G", "1T" (binary units, case-insensitive, optional
+ * "B"/"iB").  Returns 0, or a negative errno with a message naming `what` and the text. */
+int parse_size(const char *what, const char *text, uint64_t *out);
+/* Parse a decimal integer in [min, max]; message names `what`. */
+int parse_uint(const char *what, const char *text, uint64_t min, uint64_t max, uint64_t *out);
+
+/* "1.5 GiB" into buf (at least 32 bytes); returns buf. */
+char *format_size(char *buf, size_t len, double bytes);
+
+/* Monotonic clock in seconds. */
+double now_seconds(void);
+
+/* Full-length pread/pwrite (retrying short transfers and EINTR); 0 or -errno. */
+int full_pread(int fd, void *buf, size_t len, uint64_t off);
+int full_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+
+static inline bool
+is_power_of_two(uint64_t x)
+{
+  return x && !(x & (x - 1));
+}
+
+static inline uint64_t
+min_u64(uint64_t a, uint64_t b)
+{
+  return a < b ? a : b;
+}
+
+#endif

@@ -1,0 +1,83 @@
+# Shared helpers for tests/test-*.sh.  Source it first:  . "$TESTS_DIR/functions.sh"
+# Each test gets a private temp dir ($T), removed at exit, and stops what it started by PID.
+set -euo pipefail
+
+: "${FERRY:?run through meson test}"
+T=$(mktemp -d /tmp/ferry-test.XXXXXX)
+_pids=()
+_cleanups=()
+
+_teardown() {
+  local rc=$?
+  set +e
+  local i
+  for ((i = ${#_cleanups[@]} - 1; i >= 0; i--)); do eval "${_cleanups[i]}"; done
+  for pid in "${_pids[@]}"; do
+    kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  done
+  rm -rf "$T"
+  exit $rc
+}
+trap _teardown EXIT
+
+# Run a command at exit (cleanup in reverse order of registration).
+cleanup() { _cleanups+=("$*"); }
+# Stop this PID at exit.
+track_pid() { _pids+=("$1"); }
+
+skip() { echo "SKIP: $*"; exit 77; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# requires CMD...: skip the test when a peer program is missing.
+requires() {
+  local c
+  for c in "$@"; do command -v "$c" >/dev/null 2>&1 || skip "$c not installed"; done
+}
+requires_root() { [ "$(id -u)" = 0 ] || skip "needs root"; }
+
+# wait_for_file PATH [SECONDS]: poll (no fixed sleep) until PATH exists.
+wait_for_file() {
+  local path=$1 limit=${2:-30} i
+  for ((i = 0; i < limit * 20; i++)); do
+    [ -e "$path" ] && return 0
+    sleep 0.05
+  done
+  fail "timed out waiting for $path"
+}
+
+# wait_for_pidfile PIDFILE [SECONDS]: wait until the file holds a PID, print it.
+wait_for_pidfile() {
+  local f=$1 limit=${2:-30} i
+  for ((i = 0; i < limit * 20; i++)); do
+    if [ -s "$f" ]; then cat "$f"; return 0; fi
+    sleep 0.05
+  done
+  fail "timed out waiting for pidfile $f"
+}
+
+# A free TCP port on 127.0.0.1 (bound and released; small race accepted for tests).
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_nbdkit SOCKET PLUGIN ARGS...: nbdkit on a unix socket, waits for it, tracks its PID.
+start_nbdkit() {
+  local sock=$1; shift
+  local pidf="$T/nbdkit.$$.$RANDOM.pid"
+  nbdkit --exit-with-parent -U "$sock" -P "$pidf" "$@" || fail "nbdkit failed to start: $*"
+  track_pid "$(wait_for_pidfile "$pidf")"
+  wait_for_file "$sock"
+}
+
+# expect_fail EXPECTED_TEXT CMD...: CMD must exit non-zero and print EXPECTED_TEXT on stderr.
+expect_fail() {
+  local want=$1; shift
+  local rc=0
+  "$@" >"$T/out" 2>"$T/err" || rc=$?
+  [ $rc -ne 0 ] || fail "expected failure but succeeded: $*"
+  grep -qF -- "$want" "$T/err" || { cat "$T/err" >&2; fail "stderr of '$*' lacks: $want"; }
+  echo "ok: refused ($rc): $(head -1 "$T/err")"
+}
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+same_bytes() { cmp "$1" "$2" || fail "$1 and $2 differ"; }
