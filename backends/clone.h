@@ -1,0 +1,77 @@
+/* ferry: the clone — a lazy destination volume (ARCHITECTURE.md, "the clone").
+ *
+ * A clone is a read-only source, a writable destination of at least the source's size and a
+ * region map file.  clone_volume() is a struct volume that frontends serve like any other:
+ * reads of regions not yet hydrated are fetched from the source (and written to the
+ * destination), writes land on the destination, and a background hydrator copies the rest.
+ *
+ * Contract shared with ferry-nbd, ferry-fuse, `ferry hydrate` and the control socket.
+ */
+#ifndef FERRY_CLONE_H
+#define FERRY_CLONE_H
+
+#include "backends/volume.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct clone;
+
+struct clone_options {
+  uint64_t region_size;   /* 0: the existing map's, else 64 KiB; power of two, 4 KiB..64 MiB */
+  unsigned workers;       /* hydrator workers (0: default) */
+  uint64_t rate;          /* hydrator bytes/s, 0 = unlimited */
+  bool hydrate;           /* run the background hydrator (else copy-on-read only) */
+  bool start_paused;      /* hydrator starts in state "paused" */
+  struct volume_options source; /* source is always opened read-only */
+  struct volume_options dest;
+};
+
+void clone_options_init(struct clone_options *o);
+
+/* Open source, destination and map (created when missing).  Refuses, touching nothing, a map
+ * for another size / region size / source identity, a corrupt map, a destination smaller
+ * than the source.  0 or -errno with a message. */
+int clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
+               const struct clone_options *o, struct clone **out);
+
+/* The clone as a volume (owned by the clone: do not volume_close it). */
+struct volume *clone_volume(struct clone *c);
+
+/* Hydrator control. */
+void clone_pause(struct clone *c);
+void clone_resume(struct clone *c);
+void clone_set_rate(struct clone *c, uint64_t bytes_per_second);
+
+enum clone_state { CLONE_HYDRATING, CLONE_PAUSED, CLONE_CONVERGED, CLONE_FAILED };
+const char *clone_state_name(enum clone_state s); /* "hydrating", "paused", ... */
+
+struct clone_status {
+  enum clone_state state;
+  uint64_t size, region_size;
+  uint64_t regions_total, regions_hydrated;
+  uint64_t bytes_copied;     /* by the hydrator, data actually read from the source */
+  uint64_t bytes_fetched;    /* on demand (copy-on-read) */
+  uint64_t bytes_skipped;    /* zero/hole extents marked without transfer */
+  uint64_t rate_limit;       /* bytes/s, 0 = unlimited */
+  double rate;               /* recent hydration throughput, bytes/s */
+  double eta;                /* seconds, < 0 when unknown */
+  char last_error[512];      /* "" when none */
+};
+
+void clone_get_status(struct clone *c, struct clone_status *st);
+
+/* Block until converged (0), failed (-EIO, message set) or timeout (-ETIMEDOUT);
+ * timeout < 0 waits for ever. */
+int clone_wait(struct clone *c, double timeout_seconds);
+
+/* ferry:hydrated meta context: extents with flags CLONE_EXTENT_HYDRATED where the
+ * destination already holds the data, 0 where it is still only on the source. */
+enum { CLONE_EXTENT_HYDRATED = 1u << 0 };
+int clone_hydrated_extents(struct clone *c, uint64_t len, uint64_t off, struct extent_list *out);
+
+/* Stop the hydrator, flush the destination, commit the map, close everything.
+ * Returns 0 or the first error (message set). */
+int clone_close(struct clone *c);
+
+#endif
