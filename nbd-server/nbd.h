@@ -1,0 +1,100 @@
+/* ferry-nbd internals: the export being served, one client connection, and the functions
+ * that parse and answer the protocol.
+ *
+ * The parsing half (handshake.c, transmission.c) only talks to the peer through struct
+ * conn_io, so the libFuzzer target (fuzz-nbd.c) drives it from a memory buffer; serve.c
+ * supplies the socket implementation, the worker threads and the listeners. */
+#ifndef FERRY_NBD_H
+#define FERRY_NBD_H
+
+#include "backends/volume.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+struct clone;
+
+/* What every connection serves (read-only after startup). */
+struct nbd_export {
+  struct volume *vol;
+  struct clone *clone;     /* non-NULL when serving a clone: enables ferry:hydrated */
+  const char *name;        /* canonical export name ("" by default) */
+  bool strict_name;        /* --export-name given: refuse other names (but "") */
+  const char *description; /* NULL: none */
+  bool readonly;
+  uint32_t min_block, preferred_block, max_block;
+};
+
+/* Transport: full-length receive/send.  0 on success; -1 when the peer went away or the
+ * transport failed (the connection is then finished). */
+struct conn_io {
+  int (*recv)(void *opaque, void *buf, size_t len);
+  int (*sendv)(void *opaque, const struct iovec *iov, int n);
+  /* Stop the reading side (wakes a blocked recv); may be NULL. */
+  void (*shutdown)(void *opaque);
+};
+
+/* Meta context ids handed out by SET_META_CONTEXT. */
+enum { NBD_META_BASE_ALLOCATION = 1, NBD_META_FERRY_HYDRATED = 2 };
+
+struct conn {
+  const struct nbd_export *exp;
+  const struct conn_io *io;
+  void *io_opaque;
+  const char *peer; /* for messages */
+
+  /* Negotiated in the handshake. */
+  bool fixed_newstyle, no_zeroes, structured;
+  bool meta_base, meta_hydrated; /* selected contexts */
+  char *meta_export;             /* export name of the last SET_META_CONTEXT */
+  uint16_t tflags;               /* transmission flags sent to the client */
+  unsigned options_seen;
+
+  /* Transmission: one reader at a time, one reply writer at a time. */
+  pthread_mutex_t read_lock, write_lock;
+  _Atomic bool quit; /* no more requests will be read (DISC, EOF, error, shutdown) */
+};
+
+/* One request as read from the wire; data points into the reading worker's buffer. */
+struct request {
+  uint16_t flags, type;
+  uint64_t handle, offset;
+  uint32_t length;
+  void *data; /* WRITE payload */
+};
+
+/* Per-worker reusable state: no allocation per request in the steady state. */
+struct worker {
+  void *buf;
+  size_t cap;
+  struct extent_list extents;
+  struct iovec *iov;
+  size_t iov_cap;
+  uint8_t *hdrs; /* chunk headers for multi-chunk read replies */
+  size_t hdrs_cap;
+};
+
+void conn_init(struct conn *c, const struct nbd_export *exp, const struct conn_io *io,
+               void *opaque, const char *peer);
+void conn_destroy(struct conn *c);
+void worker_free(struct worker *w);
+
+/* Handshake (handshake.c): 1 = transmission phase entered, 0 = the client ended the session
+ * (ABORT or a clean close), -1 = protocol violation or transport failure (drop). */
+int nbd_handshake(struct conn *c);
+/* Transmission flags for this export and connection. */
+uint16_t nbd_transmission_flags(const struct conn *c);
+
+/* Transmission (transmission.c).  nbd_read_request: 1 = a request is in *req (its WRITE
+ * payload in w->buf), 0 = the client disconnected (DISC or EOF), -1 = drop the connection
+ * (bad magic, oversized write, transport failure).  Call with c->read_lock held. */
+int nbd_read_request(struct conn *c, struct worker *w, struct request *req);
+/* Check, execute and answer one request.  Returns -1 when the reply could not be sent. */
+int nbd_handle_request(struct conn *c, struct worker *w, const struct request *req);
+/* The NBD error for an invalid request, 0 when it may be executed (pure, no I/O). */
+uint32_t nbd_validate_request(const struct conn *c, const struct request *req);
+
+#endif

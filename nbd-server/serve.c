@@ -1,0 +1,383 @@
+/* ferry-nbd: serving — the accept loop, one thread per client for the handshake, then a
+ * per-connection pool of worker threads that take turns reading requests (one reader at a
+ * time under conn.read_lock) and execute and answer them concurrently, so requests are
+ * pipelined and answered out of order.  Workers are started on demand: a client that
+ * keeps one request in flight costs one thread, one that keeps 32 in flight gets up to
+ * --threads.  Reply writes are serialised per connection (conn.write_lock). */
+#include "nbd-server/serve.h"
+#include "nbd-server/nbd.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+struct client {
+  struct conn conn;
+  struct server *srv;
+  int fd;
+  char peer[96];
+  struct client *prev, *next;
+  /* Worker accounting (under srv->lock). */
+  unsigned workers, busy;
+  pthread_cond_t done; /* workers reached 0 */
+};
+
+/* ---- socket transport ---- */
+
+static int
+sock_recv(void *opaque, void *buf, size_t len)
+{
+  struct client *cl = opaque;
+  char *p = buf;
+  while (len > 0) {
+    ssize_t n = recv(cl->fd, p, len, MSG_WAITALL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static int
+sock_sendv(void *opaque, const struct iovec *iov_in, int n)
+{
+  struct client *cl = opaque;
+  struct iovec local[64];
+  struct iovec *iov = n <= 64 ? local : malloc(sizeof *iov * (size_t)n);
+  if (!iov)
+    return -1;
+  memcpy(iov, iov_in, sizeof *iov * (size_t)n);
+  int r = 0, i = 0;
+  while (i < n) {
+    int cnt = n - i > IOV_MAX ? IOV_MAX : n - i;
+    struct msghdr m = { .msg_iov = iov + i, .msg_iovlen = (size_t)cnt };
+    ssize_t w = sendmsg(cl->fd, &m, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0) {
+      r = -1;
+      break;
+    }
+    /* Skip what was sent; resume inside a partially sent element. */
+    size_t left = (size_t)w;
+    while (i < n && left >= iov[i].iov_len) {
+      left -= iov[i].iov_len;
+      i++;
+    }
+    if (i < n) {
+      iov[i].iov_base = (char *)iov[i].iov_base + left;
+      iov[i].iov_len -= left;
+    }
+  }
+  if (iov != local)
+    free(iov);
+  return r;
+}
+
+static void
+sock_shutdown(void *opaque)
+{
+  struct client *cl = opaque;
+  shutdown(cl->fd, SHUT_RDWR);
+}
+
+static const struct conn_io sock_io = {
+  .recv = sock_recv,
+  .sendv = sock_sendv,
+  .shutdown = sock_shutdown,
+};
+
+/* ---- workers ---- */
+
+static void *worker_main(void *arg);
+
+/* Called with srv->lock held. */
+static void
+spawn_worker(struct client *cl)
+{
+  pthread_t t;
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  cl->workers++;
+  if (pthread_create(&t, &a, worker_main, cl) != 0) {
+    cl->workers--; /* the existing workers carry on */
+    log_warning("%s: cannot start another worker thread", cl->peer);
+  }
+  pthread_attr_destroy(&a);
+}
+
+/* The loop every worker runs; returns when the connection is finished. */
+static void
+work(struct client *cl)
+{
+  struct server *srv = cl->srv;
+  struct conn *c = &cl->conn;
+  struct worker w = { 0 };
+  for (;;) {
+    struct request req;
+    pthread_mutex_lock(&c->read_lock);
+    int r = nbd_read_request(c, &w, &req);
+    if (r <= 0) {
+      c->quit = true;
+      pthread_mutex_unlock(&c->read_lock);
+      if (r < 0)
+        sock_shutdown(cl);
+      break;
+    }
+    pthread_mutex_lock(&srv->lock);
+    cl->busy++;
+    /* Nobody left to read the next request: add a worker, up to the limit. */
+    if (cl->busy == cl->workers && cl->workers < srv->threads)
+      spawn_worker(cl);
+    pthread_mutex_unlock(&srv->lock);
+    pthread_mutex_unlock(&c->read_lock);
+
+    int s = nbd_handle_request(c, &w, &req);
+
+    pthread_mutex_lock(&srv->lock);
+    cl->busy--;
+    pthread_mutex_unlock(&srv->lock);
+    if (s < 0)
+      break;
+  }
+  worker_free(&w);
+  pthread_mutex_lock(&srv->lock);
+  if (--cl->workers == 0)
+    pthread_cond_broadcast(&cl->done);
+  pthread_mutex_unlock(&srv->lock);
+}
+
+static void *
+worker_main(void *arg)
+{
+  work(arg);
+  return NULL;
+}
+
+/* Unlink and free a finished client. */
+static void
+client_remove(struct client *cl)
+{
+  struct server *srv = cl->srv;
+  pthread_mutex_lock(&srv->lock);
+  if (cl->prev)
+    cl->prev->next = cl->next;
+  else
+    srv->clients = cl->next;
+  if (cl->next)
+    cl->next->prev = cl->prev;
+  srv->nclients--;
+  pthread_cond_broadcast(&srv->cond);
+  free(cl); /* under the lock: server_run may return as soon as it is released */
+  pthread_mutex_unlock(&srv->lock);
+}
+
+static void
+client_close_fd(struct client *cl)
+{
+  pthread_mutex_lock(&cl->srv->lock);
+  int fd = cl->fd;
+  cl->fd = -1; /* server_run's shutdown loop skips it from now on */
+  pthread_mutex_unlock(&cl->srv->lock);
+  close(fd);
+}
+
+static void *
+client_main(void *arg)
+{
+  struct client *cl = arg;
+  struct server *srv = cl->srv;
+  int r = nbd_handshake(&cl->conn);
+  if (r == 1) {
+    debug("nbd", "%s: transmission (flags 0x%x, structured %d)", cl->peer, cl->conn.tflags,
+          cl->conn.structured);
+    pthread_mutex_lock(&srv->lock);
+    cl->workers++; /* this thread is worker 0 */
+    pthread_mutex_unlock(&srv->lock);
+    work(cl);
+    /* In-flight requests on other workers finish and answer before we close. */
+    pthread_mutex_lock(&srv->lock);
+    while (cl->workers > 0)
+      pthread_cond_wait(&cl->done, &srv->lock);
+    pthread_mutex_unlock(&srv->lock);
+  }
+  debug("nbd", "%s: connection closed", cl->peer);
+  client_close_fd(cl);
+  conn_destroy(&cl->conn);
+  pthread_cond_destroy(&cl->done);
+  client_remove(cl);
+  return NULL;
+}
+
+static void
+describe_peer(int fd, char *buf, size_t len)
+{
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+    snprintf(buf, len, "client fd %d", fd);
+  } else if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *s = (struct sockaddr_in *)&ss;
+    inet_ntop(AF_INET, &s->sin_addr, host, sizeof host);
+    snprintf(buf, len, "%s:%u", host, ntohs(s->sin_port));
+  } else if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
+    inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof host);
+    snprintf(buf, len, "[%s]:%u", host, ntohs(s->sin6_port));
+  } else {
+    snprintf(buf, len, "unix client fd %d", fd);
+  }
+}
+
+static void
+accept_one(struct server *srv, int lfd)
+{
+  int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+  if (fd < 0) {
+    if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+      log_warning("accept: %s", strerror(errno));
+    return;
+  }
+  int one = 1;
+  /* Small replies must not wait for Nagle (spec recommends TCP_NODELAY); fails harmlessly
+   * on unix sockets. */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct client *cl = calloc(1, sizeof *cl);
+  if (!cl) {
+    close(fd);
+    return;
+  }
+  cl->fd = fd;
+  cl->srv = srv;
+  describe_peer(fd, cl->peer, sizeof cl->peer);
+  debug("nbd", "%s: connected", cl->peer);
+  pthread_mutex_lock(&srv->lock);
+  if (srv->max_clients && srv->nclients >= srv->max_clients) {
+    pthread_mutex_unlock(&srv->lock);
+    log_warning("%s: refused: already serving the maximum of %u clients", cl->peer,
+                srv->max_clients);
+    close(fd);
+    free(cl);
+    return;
+  }
+  conn_init(&cl->conn, srv->exp, &sock_io, cl, cl->peer);
+  pthread_cond_init(&cl->done, NULL);
+  cl->next = srv->clients;
+  if (srv->clients)
+    srv->clients->prev = cl;
+  srv->clients = cl;
+  srv->nclients++;
+  srv->total_clients++;
+  pthread_t t;
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  int e = pthread_create(&t, &a, client_main, cl);
+  pthread_attr_destroy(&a);
+  pthread_mutex_unlock(&srv->lock);
+  if (e != 0) {
+    log_warning("%s: cannot start a thread: %s", cl->peer, strerror(e));
+    close(fd);
+    conn_destroy(&cl->conn);
+    pthread_cond_destroy(&cl->done);
+    client_remove(cl);
+    return;
+  }
+}
+
+int
+server_init(struct server *srv, const struct nbd_export *exp, unsigned threads,
+            unsigned max_clients)
+{
+  memset(srv, 0, sizeof *srv);
+  srv->exp = exp;
+  srv->threads = threads ? threads : 1;
+  srv->max_clients = max_clients;
+  pthread_mutex_init(&srv->lock, NULL);
+  pthread_cond_init(&srv->cond, NULL);
+  if (pipe2(srv->wake, O_CLOEXEC | O_NONBLOCK) < 0)
+    return error_set_errno(errno, "pipe");
+  return 0;
+}
+
+void
+server_stop(struct server *srv)
+{
+  /* Async-signal-safe: only a write to the pipe. */
+  char b = 'x';
+  ssize_t r = write(srv->wake[1], &b, 1);
+  (void)r;
+}
+
+unsigned
+server_clients(struct server *srv)
+{
+  pthread_mutex_lock(&srv->lock);
+  unsigned n = srv->nclients;
+  pthread_mutex_unlock(&srv->lock);
+  return n;
+}
+
+int
+server_run(struct server *srv, const int *fds, size_t nfds)
+{
+  struct pollfd *p = calloc(nfds + 1, sizeof *p);
+  if (!p)
+    return error_set(ENOMEM, "out of memory");
+  for (size_t i = 0; i < nfds; i++)
+    p[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+  p[nfds] = (struct pollfd){ .fd = srv->wake[0], .events = POLLIN };
+  for (;;) {
+    int n = poll(p, nfds + 1, -1);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      free(p);
+      return error_set_errno(errno, "poll");
+    }
+    if (p[nfds].revents)
+      break;
+    for (size_t i = 0; i < nfds; i++)
+      if (p[i].revents & POLLIN)
+        accept_one(srv, fds[i]);
+  }
+  free(p);
+  log_info("shutting down: finishing in-flight requests of %u client(s)", server_clients(srv));
+  /* Stop reading new requests (a blocked reader sees end of file); requests already read
+   * are executed and answered, then each connection closes itself. */
+  pthread_mutex_lock(&srv->lock);
+  for (struct client *cl = srv->clients; cl; cl = cl->next)
+    if (cl->fd >= 0)
+      shutdown(cl->fd, SHUT_RD);
+  while (srv->nclients > 0)
+    pthread_cond_wait(&srv->cond, &srv->lock);
+  pthread_mutex_unlock(&srv->lock);
+  return 0;
+}
+
+void
+server_destroy(struct server *srv)
+{
+  close(srv->wake[0]);
+  close(srv->wake[1]);
+  pthread_mutex_destroy(&srv->lock);
+  pthread_cond_destroy(&srv->cond);
+}

@@ -1,0 +1,579 @@
+/* ferry-nbd: the transmission phase — reading requests, checking them against the spec and
+ * the export, running them on the volume and sending simple or structured replies.
+ *
+ * A request is checked completely (nbd_validate_request) before the volume is touched, and
+ * a WRITE payload is read completely before it is written, so a hostile or vanishing
+ * client can never change data with a request the spec says to refuse. */
+#include "nbd-server/nbd.h"
+#include "nbd-server/protocol.h"
+#include "backends/clone.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reads at least this large look for holes (volume_extents) and send them as OFFSET_HOLE
+ * chunks; smaller reads are one data chunk (a hole lookup costs two syscalls, more than
+ * sending a few KiB). */
+#define SPARSE_READ_MIN (64u * 1024)
+/* Keep worker buffers up to this size between requests; larger ones are freed after use. */
+#define KEEP_BUFFER (4u * 1024 * 1024)
+/* Most descriptors in one block status chunk (the spec lets us answer a prefix). */
+#define MAX_DESCRIPTORS (64u * 1024)
+/* Most chunks in one read reply before the rest of the request is sent as data. */
+#define MAX_READ_CHUNKS 1024
+
+void
+worker_free(struct worker *w)
+{
+  free(w->buf);
+  extent_list_free(&w->extents);
+  free(w->iov);
+  free(w->hdrs);
+  memset(w, 0, sizeof *w);
+}
+
+static int
+reserve(struct worker *w, size_t len)
+{
+  if (w->cap >= len && w->buf)
+    return 0;
+  free(w->buf);
+  w->cap = 0;
+  w->buf = malloc(len ? len : 1);
+  if (!w->buf)
+    return -1;
+  w->cap = len;
+  return 0;
+}
+
+static void
+trim_buffer(struct worker *w)
+{
+  if (w->cap > KEEP_BUFFER) {
+    free(w->buf);
+    w->buf = NULL;
+    w->cap = 0;
+  }
+}
+
+int
+nbd_read_request(struct conn *c, struct worker *w, struct request *req)
+{
+  uint8_t h[NBD_REQUEST_SIZE];
+  if (c->quit || c->io->recv(c->io_opaque, h, sizeof h) < 0)
+    return 0;
+  if (get_be32(h) != NBD_REQUEST_MAGIC) {
+    log_warning("%s: bad request magic 0x%08" PRIx32 ", dropping the connection", c->peer,
+                get_be32(h));
+    return -1;
+  }
+  req->flags = get_be16(h + 4);
+  req->type = get_be16(h + 6);
+  req->handle = get_be64(h + 8);
+  req->offset = get_be64(h + 16);
+  req->length = get_be32(h + 24);
+  req->data = NULL;
+  if (req->type == NBD_CMD_DISC) {
+    debug("nbd", "%s: disconnect requested", c->peer);
+    return 0;
+  }
+  if (req->type == NBD_CMD_WRITE) {
+    /* We cannot answer without consuming the payload, and a payload this large is a denial
+     * of service (the spec allows a hard disconnect). */
+    if (req->length > NBD_MAX_REQUEST) {
+      log_warning("%s: write of %" PRIu32 " bytes exceeds the %u byte limit, dropping the "
+                  "connection", c->peer, req->length, NBD_MAX_REQUEST);
+      return -1;
+    }
+    if (reserve(w, req->length) < 0) {
+      log_error("%s: out of memory for a %" PRIu32 " byte write", c->peer, req->length);
+      return -1;
+    }
+    if (req->length && c->io->recv(c->io_opaque, w->buf, req->length) < 0) {
+      log_warning("%s: client vanished in the middle of a write, nothing written", c->peer);
+      return -1;
+    }
+    req->data = w->buf;
+  }
+  return 1;
+}
+
+uint32_t
+nbd_validate_request(const struct conn *c, const struct request *r)
+{
+  const struct nbd_export *e = c->exp;
+  uint16_t tf = c->tflags;
+  uint16_t allowed = (tf & NBD_FLAG_SEND_FUA) ? NBD_CMD_FLAG_FUA : 0;
+  bool writes = false, payload_limit = false;
+  switch (r->type) {
+  case NBD_CMD_READ:
+    if (tf & NBD_FLAG_SEND_DF)
+      allowed |= NBD_CMD_FLAG_DF;
+    payload_limit = true;
+    break;
+  case NBD_CMD_WRITE:
+    writes = payload_limit = true;
+    break;
+  case NBD_CMD_FLUSH:
+    if (!(tf & NBD_FLAG_SEND_FLUSH))
+      return NBD_EINVAL;
+    if (r->offset || r->length)
+      return NBD_EINVAL; /* reserved fields must be zero */
+    break;
+  case NBD_CMD_TRIM:
+    writes = true;
+    if (!e->readonly && !(tf & NBD_FLAG_SEND_TRIM))
+      return NBD_EINVAL;
+    break;
+  case NBD_CMD_CACHE:
+    break;
+  case NBD_CMD_WRITE_ZEROES:
+    writes = true;
+    if (!e->readonly && !(tf & NBD_FLAG_SEND_WRITE_ZEROES))
+      return NBD_EINVAL;
+    allowed |= NBD_CMD_FLAG_NO_HOLE;
+    if (tf & NBD_FLAG_SEND_FAST_ZERO)
+      allowed |= NBD_CMD_FLAG_FAST_ZERO;
+    break;
+  case NBD_CMD_BLOCK_STATUS:
+    if (!c->structured || !(c->meta_base || c->meta_hydrated))
+      return NBD_EINVAL; /* no metadata context was selected */
+    allowed |= NBD_CMD_FLAG_REQ_ONE;
+    break;
+  default:
+    return NBD_EINVAL; /* unknown command */
+  }
+  if (writes && e->readonly)
+    return NBD_EPERM;
+  if (r->flags & ~allowed)
+    return NBD_EINVAL;
+  if (r->type == NBD_CMD_FLUSH)
+    return 0;
+  uint64_t size = e->vol->size;
+  if (r->offset > size || r->length > size - r->offset)
+    return writes && r->type != NBD_CMD_TRIM ? NBD_ENOSPC : NBD_EINVAL;
+  if (e->min_block > 1 && ((r->offset | r->length) & (e->min_block - 1)))
+    return NBD_EINVAL;
+  if (payload_limit && r->length > e->max_block)
+    return r->type == NBD_CMD_READ ? NBD_EOVERFLOW : NBD_EINVAL;
+  if (r->type == NBD_CMD_BLOCK_STATUS && r->length == 0)
+    return NBD_EINVAL;
+  return 0;
+}
+
+/* ---- replies ---- */
+
+static int
+send_locked(struct conn *c, const struct iovec *iov, int n)
+{
+  pthread_mutex_lock(&c->write_lock);
+  int r = c->io->sendv(c->io_opaque, iov, n);
+  pthread_mutex_unlock(&c->write_lock);
+  if (r < 0) {
+    /* The client is gone: stop reading too, so the connection winds down. */
+    c->quit = true;
+    if (c->io->shutdown)
+      c->io->shutdown(c->io_opaque);
+  }
+  return r;
+}
+
+static void
+chunk_header(uint8_t *h, uint16_t flags, uint16_t type, uint64_t handle, uint32_t len)
+{
+  put_be32(h, NBD_STRUCTURED_REPLY_MAGIC);
+  put_be16(h + 4, flags);
+  put_be16(h + 6, type);
+  put_be64(h + 8, handle);
+  put_be32(h + 16, len);
+}
+
+static int
+send_simple(struct conn *c, uint64_t handle, uint32_t err, const void *data, size_t len)
+{
+  uint8_t h[NBD_SIMPLE_REPLY_SIZE];
+  put_be32(h, NBD_SIMPLE_REPLY_MAGIC);
+  put_be32(h + 4, err);
+  put_be64(h + 8, handle);
+  struct iovec iov[2] = { { h, sizeof h }, { (void *)data, len } };
+  return send_locked(c, iov, len ? 2 : 1);
+}
+
+/* An error: a structured ERROR chunk with a message when negotiated, else a simple reply. */
+static int
+send_error(struct conn *c, const struct request *r, uint32_t err, const char *msg)
+{
+  debug("nbd", "%s: %s at %" PRIu64 "+%" PRIu32 " failed: error %" PRIu32 " %s", c->peer,
+        nbd_command_name(r->type), r->offset, r->length, err, msg ? msg : "");
+  if (!c->structured)
+    return send_simple(c, r->handle, err, NULL, 0);
+  size_t mlen = msg ? strlen(msg) : 0;
+  if (mlen > 1024)
+    mlen = 1024;
+  uint8_t h[NBD_CHUNK_HEADER_SIZE + 6];
+  chunk_header(h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, r->handle, (uint32_t)(6 + mlen));
+  put_be32(h + NBD_CHUNK_HEADER_SIZE, err);
+  put_be16(h + NBD_CHUNK_HEADER_SIZE + 4, (uint16_t)mlen);
+  struct iovec iov[2] = { { h, sizeof h }, { (void *)msg, mlen } };
+  return send_locked(c, iov, mlen ? 2 : 1);
+}
+
+static int
+send_ok(struct conn *c, const struct request *r)
+{
+  return send_simple(c, r->handle, 0, NULL, 0);
+}
+
+static const char *
+reason(uint32_t err)
+{
+  switch (err) {
+  case NBD_EPERM: return "the export is read-only";
+  case NBD_ENOSPC: return "request extends beyond the end of the export";
+  case NBD_EOVERFLOW: return "request is larger than the maximum block size";
+  default: return "invalid request (command, flags, range or alignment)";
+  }
+}
+
+/* ---- commands ---- */
+
+static int
+read_simple(struct conn *c, struct worker *w, const struct request *r)
+{
+  if (reserve(w, r->length) < 0)
+    return send_error(c, r, NBD_ENOMEM, "out of memory");
+  int e = volume_pread(c->exp->vol, w->buf, r->length, r->offset);
+  if (e < 0)
+    return send_error(c, r, nbd_errno_to_wire(-e), error_message());
+  return send_simple(c, r->handle, 0, w->buf, r->length);
+}
+
+static int
+grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+  if (*cap >= need)
+    return 0;
+  size_t n = *cap ? *cap : 16;
+  while (n < need)
+    n *= 2;
+  void *q = realloc(*p, n * elem);
+  if (!q)
+    return -1;
+  *p = q;
+  *cap = n;
+  return 0;
+}
+
+/* Structured read: OFFSET_DATA chunks for data, OFFSET_HOLE chunks for ranges the volume
+ * reports as reading zeroes.  All data is read before anything is sent, so an error is
+ * reported alone and no chunk is ever marked final too early. */
+static int
+read_structured(struct conn *c, struct worker *w, const struct request *r)
+{
+  struct volume *v = c->exp->vol;
+  if (r->length == 0) {
+    uint8_t h[NBD_CHUNK_HEADER_SIZE];
+    chunk_header(h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, r->handle, 0);
+    struct iovec iov = { h, sizeof h };
+    return send_locked(c, &iov, 1);
+  }
+  if (reserve(w, r->length) < 0)
+    return send_error(c, r, NBD_ENOMEM, "out of memory");
+  extent_list_reset(&w->extents);
+  bool sparse = !(r->flags & NBD_CMD_FLAG_DF) && r->length >= SPARSE_READ_MIN &&
+                volume_can(v, VOLUME_CAN_EXTENTS);
+  uint64_t end = r->offset + r->length;
+  if (sparse) {
+    uint64_t pos = r->offset;
+    while (pos < end && w->extents.n < MAX_READ_CHUNKS) {
+      size_t before = w->extents.n;
+      if (volume_extents(v, end - pos, pos, &w->extents) < 0 || w->extents.n == before) {
+        sparse = false; /* fall back to reading everything */
+        break;
+      }
+      struct extent *last = &w->extents.v[w->extents.n - 1];
+      pos = last->offset + last->length;
+    }
+  }
+  if (!sparse || w->extents.n == 0) {
+    extent_list_reset(&w->extents);
+    extent_list_add(&w->extents, r->offset, r->length, 0);
+  }
+  /* Clip to the request; past MAX_READ_CHUNKS the rest is one data extent. */
+  struct extent_list *l = &w->extents;
+  size_t n = 0;
+  for (size_t i = 0; i < l->n; i++) {
+    struct extent x = l->v[i];
+    if (x.offset >= end)
+      break;
+    if (x.offset + x.length > end)
+      x.length = end - x.offset;
+    l->v[n++] = x;
+  }
+  l->n = n;
+  struct extent *last = &l->v[n - 1];
+  if (last->offset + last->length < end) {
+    uint64_t from = last->offset + last->length;
+    if (last->flags == 0)
+      last->length = end - last->offset;
+    else if (extent_list_add(l, from, end - from, 0) < 0)
+      return send_error(c, r, NBD_ENOMEM, "out of memory");
+  }
+
+  /* Read the data extents. */
+  uint8_t *buf = w->buf;
+  for (size_t i = 0; i < l->n; i++) {
+    if (l->v[i].flags & EXTENT_ZERO)
+      continue;
+    int e = volume_pread(v, buf + (l->v[i].offset - r->offset), l->v[i].length, l->v[i].offset);
+    if (e < 0)
+      return send_error(c, r, nbd_errno_to_wire(-e), error_message());
+  }
+
+  /* One header area per chunk: 20 bytes + 12 bytes of payload for holes, 8 for data. */
+  enum { SLOT = NBD_CHUNK_HEADER_SIZE + 12 };
+  if (grow((void **)&w->hdrs, &w->hdrs_cap, l->n * SLOT, 1) < 0 ||
+      grow((void **)&w->iov, &w->iov_cap, 2 * l->n, sizeof *w->iov) < 0)
+    return send_error(c, r, NBD_ENOMEM, "out of memory");
+  int niov = 0;
+  for (size_t i = 0; i < l->n; i++) {
+    const struct extent *x = &l->v[i];
+    uint8_t *h = w->hdrs + i * SLOT;
+    uint16_t flags = i + 1 == l->n ? NBD_REPLY_FLAG_DONE : 0;
+    if (x->flags & EXTENT_ZERO) {
+      chunk_header(h, flags, NBD_REPLY_TYPE_OFFSET_HOLE, r->handle, 12);
+      put_be64(h + NBD_CHUNK_HEADER_SIZE, x->offset);
+      put_be32(h + NBD_CHUNK_HEADER_SIZE + 8, (uint32_t)x->length);
+      w->iov[niov++] = (struct iovec){ h, NBD_CHUNK_HEADER_SIZE + 12 };
+    } else {
+      chunk_header(h, flags, NBD_REPLY_TYPE_OFFSET_DATA, r->handle, (uint32_t)(8 + x->length));
+      put_be64(h + NBD_CHUNK_HEADER_SIZE, x->offset);
+      w->iov[niov++] = (struct iovec){ h, NBD_CHUNK_HEADER_SIZE + 8 };
+      w->iov[niov++] = (struct iovec){ buf + (x->offset - r->offset), x->length };
+    }
+  }
+  return send_locked(c, w->iov, niov);
+}
+
+/* Append one context's descriptors (id + (length, flags) pairs) to w->buf at *pos. */
+static int
+block_status_chunk(struct conn *c, struct worker *w, const struct request *r, uint32_t id,
+                   bool last_chunk, size_t *pos)
+{
+  struct volume *v = c->exp->vol;
+  extent_list_reset(&w->extents);
+  int e;
+  if (id == NBD_META_BASE_ALLOCATION)
+    e = volume_extents(v, r->length, r->offset, &w->extents);
+  else
+    e = clone_hydrated_extents(c->exp->clone, r->length, r->offset, &w->extents);
+  if (e < 0)
+    return e;
+  struct extent_list *l = &w->extents;
+  if (l->n == 0)
+    return error_set(EIO, "%s: no extents at offset %" PRIu64, v->name, r->offset);
+  bool one = r->flags & NBD_CMD_FLAG_REQ_ONE;
+  size_t n = one ? 1 : (l->n < MAX_DESCRIPTORS ? l->n : MAX_DESCRIPTORS);
+  size_t need = *pos + NBD_CHUNK_HEADER_SIZE + 4 + 8 * n;
+  if (w->cap < need) {
+    void *p = realloc(w->buf, need);
+    if (!p)
+      return error_set(ENOMEM, "out of memory for block status");
+    w->buf = p;
+    w->cap = need;
+  }
+  uint8_t *out = (uint8_t *)w->buf + *pos;
+  chunk_header(out, last_chunk ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_BLOCK_STATUS, r->handle,
+               (uint32_t)(4 + 8 * n));
+  put_be32(out + NBD_CHUNK_HEADER_SIZE, id);
+  uint8_t *d = out + NBD_CHUNK_HEADER_SIZE + 4;
+  uint64_t end = r->offset + r->length;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    const struct extent *x = &l->v[i];
+    uint64_t len = x->length;
+    /* Descriptor lengths are 32 bits; REQ_ONE must not exceed the request. */
+    if (one && x->offset + len > end)
+      len = end - x->offset;
+    if (len > UINT32_MAX - 0xfffu)
+      len = (UINT32_MAX - 0xfffu) & ~(uint64_t)0xfff;
+    uint32_t flags = x->flags;
+    if (id == NBD_META_BASE_ALLOCATION)
+      flags &= NBD_STATE_HOLE | NBD_STATE_ZERO;
+    put_be32(d + 8 * k, (uint32_t)len);
+    put_be32(d + 8 * k + 4, flags);
+    k++;
+    if (x->offset + len >= end || len != x->length)
+      break; /* later descriptors would start past the request or not be consecutive */
+  }
+  put_be32(out + 16, (uint32_t)(4 + 8 * k));
+  *pos += NBD_CHUNK_HEADER_SIZE + 4 + 8 * k;
+  return 0;
+}
+
+static int
+block_status(struct conn *c, struct worker *w, const struct request *r)
+{
+  size_t pos = 0;
+  int e = 0;
+  if (c->meta_base)
+    e = block_status_chunk(c, w, r, NBD_META_BASE_ALLOCATION, !c->meta_hydrated, &pos);
+  if (e == 0 && c->meta_hydrated)
+    e = block_status_chunk(c, w, r, NBD_META_FERRY_HYDRATED, true, &pos);
+  if (e < 0)
+    return send_error(c, r, nbd_errno_to_wire(-e), error_message());
+  struct iovec iov = { w->buf, pos };
+  return send_locked(c, &iov, 1);
+}
+
+int
+nbd_handle_request(struct conn *c, struct worker *w, const struct request *r)
+{
+  struct volume *v = c->exp->vol;
+  uint32_t err = nbd_validate_request(c, r);
+  if (err) {
+    /* Keep the message: the client sees why. */
+    char msg[200];
+    snprintf(msg, sizeof msg, "%s at %" PRIu64 "+%" PRIu32 ": %s", nbd_command_name(r->type),
+             r->offset, r->length, reason(err));
+    return send_error(c, r, err, msg);
+  }
+  unsigned fua = (r->flags & NBD_CMD_FLAG_FUA) ? VOLUME_FUA : 0;
+  int e = 0;
+  int rc;
+  switch (r->type) {
+  case NBD_CMD_READ:
+    rc = c->structured ? read_structured(c, w, r) : read_simple(c, w, r);
+    trim_buffer(w);
+    return rc;
+  case NBD_CMD_WRITE:
+    /* FUA: volume_pwrite returns only once the data is durable (or flushes for us). */
+    e = volume_pwrite(v, r->data, r->length, r->offset, fua);
+    trim_buffer(w);
+    break;
+  case NBD_CMD_FLUSH:
+    /* Every write we already answered has returned from the volume: this makes it durable. */
+    e = volume_flush(v);
+    break;
+  case NBD_CMD_TRIM:
+    e = volume_trim(v, r->length, r->offset, fua);
+    break;
+  case NBD_CMD_CACHE:
+    e = volume_cache(v, r->length, r->offset);
+    break;
+  case NBD_CMD_WRITE_ZEROES: {
+    unsigned f = fua;
+    if (!(r->flags & NBD_CMD_FLAG_NO_HOLE))
+      f |= VOLUME_MAY_TRIM;
+    if (r->flags & NBD_CMD_FLAG_FAST_ZERO) {
+      /* Fail fast, touching nothing, when zeroing would be no quicker than writing. */
+      if (!volume_can(v, VOLUME_CAN_FAST_ZERO))
+        return send_error(c, r, NBD_ENOTSUP, "fast zeroing is not supported by this volume");
+      f |= VOLUME_FAST_ZERO;
+    }
+    e = volume_zero(v, r->length, r->offset, f);
+    break;
+  }
+  case NBD_CMD_BLOCK_STATUS:
+    return block_status(c, w, r);
+  }
+  if (e < 0) {
+    uint32_t we = nbd_errno_to_wire(-e);
+    /* ENOTSUP is only meaningful for FAST_ZERO (spec); anything else is an I/O failure. */
+    if (we == NBD_ENOTSUP && !(r->flags & NBD_CMD_FLAG_FAST_ZERO))
+      we = NBD_EIO;
+    log_warning("%s: %s", c->peer, error_message());
+    return send_error(c, r, we, error_message());
+  }
+  return send_ok(c, r);
+}
+
+void
+conn_init(struct conn *c, const struct nbd_export *exp, const struct conn_io *io, void *opaque,
+          const char *peer)
+{
+  memset(c, 0, sizeof *c);
+  c->exp = exp;
+  c->io = io;
+  c->io_opaque = opaque;
+  c->peer = peer;
+  pthread_mutex_init(&c->read_lock, NULL);
+  pthread_mutex_init(&c->write_lock, NULL);
+}
+
+void
+conn_destroy(struct conn *c)
+{
+  free(c->meta_export);
+  c->meta_export = NULL;
+  pthread_mutex_destroy(&c->read_lock);
+  pthread_mutex_destroy(&c->write_lock);
+}
+
+uint32_t
+nbd_errno_to_wire(int err)
+{
+  switch (err) {
+  case EPERM:
+  case EROFS:
+    return NBD_EPERM;
+  case EIO:
+    return NBD_EIO;
+  case ENOMEM:
+    return NBD_ENOMEM;
+  case EINVAL:
+  case ERANGE:
+    return NBD_EINVAL;
+  case ENOSPC:
+  case EDQUOT:
+  case EFBIG:
+    return NBD_ENOSPC;
+  case EOVERFLOW:
+    return NBD_EOVERFLOW;
+  case ENOTSUP:
+    return NBD_ENOTSUP;
+  case ESHUTDOWN:
+    return NBD_ESHUTDOWN;
+  default:
+    return NBD_EIO;
+  }
+}
+
+const char *
+nbd_option_name(uint32_t opt)
+{
+  switch (opt) {
+  case NBD_OPT_EXPORT_NAME: return "NBD_OPT_EXPORT_NAME";
+  case NBD_OPT_ABORT: return "NBD_OPT_ABORT";
+  case NBD_OPT_LIST: return "NBD_OPT_LIST";
+  case NBD_OPT_STARTTLS: return "NBD_OPT_STARTTLS";
+  case NBD_OPT_INFO: return "NBD_OPT_INFO";
+  case NBD_OPT_GO: return "NBD_OPT_GO";
+  case NBD_OPT_STRUCTURED_REPLY: return "NBD_OPT_STRUCTURED_REPLY";
+  case NBD_OPT_LIST_META_CONTEXT: return "NBD_OPT_LIST_META_CONTEXT";
+  case NBD_OPT_SET_META_CONTEXT: return "NBD_OPT_SET_META_CONTEXT";
+  default: return "unknown option";
+  }
+}
+
+const char *
+nbd_command_name(uint16_t cmd)
+{
+  switch (cmd) {
+  case NBD_CMD_READ: return "READ";
+  case NBD_CMD_WRITE: return "WRITE";
+  case NBD_CMD_DISC: return "DISC";
+  case NBD_CMD_FLUSH: return "FLUSH";
+  case NBD_CMD_TRIM: return "TRIM";
+  case NBD_CMD_CACHE: return "CACHE";
+  case NBD_CMD_WRITE_ZEROES: return "WRITE_ZEROES";
+  case NBD_CMD_BLOCK_STATUS: return "BLOCK_STATUS";
+  default: return "unknown command";
+  }
+}
