@@ -1,11 +1,28 @@
-/* ferry: the clone volume, see clone.h.  SKELETON: being filled in (issue 3); every entry point
- * links, clone_open refuses until the implementation lands. */
-#include "backends/clone.h"
-#include "backends/regionmap.h"
+/* ferry: the clone volume (ARCHITECTURE.md, "the clone"), see clone.h.
+ *
+ * I/O is done region by region.  A region whose bit is set in the map is read and written on
+ * the destination without any lock: nothing ever writes source data into it again.  A region
+ * not yet hydrated is handled under its region lock: fetched from the source (on demand),
+ * filled before a partial write, or written whole; its bit is set only after its data was
+ * written to the destination and while the lock is held, so a lock-free writer never races
+ * with a source fill.  The hydrator (hydrator.c) takes the same lock before writing source
+ * data, and skips regions already set.  Map commits (clone_commit) flush the destination
+ * before writing the map.
+ */
+#include "backends/clone-internal.h"
 #include "common/error.h"
+#include "common/log.h"
+#include "common/util.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FETCH_ATTEMPTS 3
 
 void
 clone_options_init(struct clone_options *o)
@@ -16,20 +33,6 @@ clone_options_init(struct clone_options *o)
   volume_options_init(&o->dest);
   o->source.readonly = true;
 }
-
-int
-clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
-           const struct clone_options *o, struct clone **out)
-{
-  (void)source_uri; (void)dest_uri; (void)o;
-  *out = NULL;
-  return error_set(ENOTSUP, "%s: the clone is not built yet", map_path);
-}
-
-struct volume *clone_volume(struct clone *c) { (void)c; return NULL; }
-void clone_pause(struct clone *c) { (void)c; }
-void clone_resume(struct clone *c) { (void)c; }
-void clone_set_rate(struct clone *c, uint64_t r) { (void)c; (void)r; }
 
 const char *
 clone_state_name(enum clone_state s)
@@ -43,12 +46,615 @@ clone_state_name(enum clone_state s)
   return "unknown";
 }
 
-void clone_get_status(struct clone *c, struct clone_status *st) { (void)c; memset(st, 0, sizeof *st); }
-int clone_wait(struct clone *c, double t) { (void)c; (void)t; return error_set(ENOTSUP, "clone not built yet"); }
+struct volume *
+clone_volume(struct clone *c)
+{
+  return &c->v;
+}
+
+/* ---- state ---- */
+
+void
+clone_set_state(struct clone *c, enum clone_state s)
+{
+  pthread_mutex_lock(&c->state_lock);
+  /* converged is final; failed is left only by an explicit resume */
+  if (c->state != CLONE_CONVERGED)
+    c->state = s;
+  pthread_cond_broadcast(&c->state_changed);
+  pthread_mutex_unlock(&c->state_lock);
+}
+
+void
+clone_set_error(struct clone *c, bool fatal, const char *msg)
+{
+  pthread_mutex_lock(&c->state_lock);
+  snprintf(c->last_error, sizeof c->last_error, "%s", msg);
+  if (fatal && c->state != CLONE_CONVERGED)
+    c->state = CLONE_FAILED;
+  pthread_cond_broadcast(&c->state_changed);
+  pthread_mutex_unlock(&c->state_lock);
+  log_error("%s", msg);
+}
+
+static void
+add_hint(struct clone *c, uint64_t region)
+{
+  pthread_mutex_lock(&c->hint_lock);
+  if (c->nhints == CLONE_HINTS) {
+    memmove(c->hints, c->hints + 1, (CLONE_HINTS - 1) * sizeof c->hints[0]);
+    c->nhints--;
+  }
+  c->hints[c->nhints++] = region;
+  pthread_mutex_unlock(&c->hint_lock);
+}
+
+bool
+clone_take_hint(struct clone *c, uint64_t *region)
+{
+  pthread_mutex_lock(&c->hint_lock);
+  bool ok = c->nhints > 0;
+  if (ok)
+    *region = c->hints[--c->nhints];
+  pthread_mutex_unlock(&c->hint_lock);
+  return ok;
+}
+
+static int
+flush_destination(void *opaque)
+{
+  struct clone *c = opaque;
+  return volume_flush(c->dst);
+}
+
+int
+clone_commit(struct clone *c)
+{
+  if (__atomic_load_n(&c->broken, __ATOMIC_ACQUIRE))
+    return error_set(EIO, "%s: the clone is in fail mode after an earlier error: %s",
+                     c->v.name, c->last_error);
+  /* flush_destination runs inside regionmap_commit BEFORE the map is written. */
+  int r = regionmap_commit(c->map, flush_destination, c);
+  if (r < 0) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", error_message());
+    __atomic_store_n(&c->broken, true, __ATOMIC_RELEASE);
+    clone_set_error(c, true, msg);
+    return error_set(-r, "%s", msg);
+  }
+  if (!c->converged && regionmap_complete(c->map) && regionmap_dirty(c->map) == 0) {
+    __atomic_store_n(&c->converged, true, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&c->state_lock);
+    c->state = CLONE_CONVERGED;
+    c->last_error[0] = 0;
+    pthread_cond_broadcast(&c->state_changed);
+    pthread_mutex_unlock(&c->state_lock);
+    debug("clone", "%s: converged", c->v.name);
+  }
+  return 0;
+}
+
+/* ---- region helpers ---- */
+
+/* Read from the source, retrying transient failures with a short backoff.  A reader gets
+ * either the source's bytes or an error, never anything else. */
+static int
+fetch(struct clone *c, void *buf, uint64_t len, uint64_t off)
+{
+  int r = 0;
+  for (int attempt = 0; attempt < FETCH_ATTEMPTS; attempt++) {
+    if (attempt)
+      nanosleep(&(struct timespec){ 0, 50000000L << (attempt - 1) }, NULL);
+    r = volume_pread(c->src, buf, len, off);
+    if (r == 0)
+      return 0;
+    debug("clone", "source read at %" PRIu64 " failed (attempt %d): %s", off, attempt + 1,
+          error_message());
+  }
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s: source read of %" PRIu64 " bytes at %" PRIu64 " failed: %s",
+           c->v.name, len, off, error_message());
+  clone_set_error(c, false, msg);
+  return error_set(EIO, "%s", msg);
+}
+
+/* Write a whole region's bytes (buf) to the destination, keeping zero regions sparse. */
+static int
+store_region(struct clone *c, const void *buf, uint64_t len, uint64_t off)
+{
+  if (buffer_is_zero(buf, len))
+    return volume_zero(c->dst, len, off, VOLUME_MAY_TRIM);
+  return volume_pwrite(c->dst, buf, len, off, 0);
+}
+
+static void
+mark(struct clone *c, uint64_t region)
+{
+  regionmap_mark(c->map, region);
+}
+
+/* With region's lock held and the region not hydrated: fill scratch with its source bytes. */
+static int
+fill_from_source(struct clone *c, uint64_t region, char *scratch)
+{
+  uint64_t rlen = clone_region_length(c, region);
+  int r = fetch(c, scratch, rlen, clone_region_offset(c, region));
+  if (r == 0)
+    __atomic_fetch_add(&c->bytes_fetched, rlen, __ATOMIC_RELAXED);
+  return r;
+}
+
+static int
+fail_mode_check(struct clone *c, const char *what)
+{
+  if (__atomic_load_n(&c->broken, __ATOMIC_ACQUIRE))
+    return error_set(EIO, "%s: %s refused: the clone is in fail mode after: %s", c->v.name,
+                     what, c->last_error);
+  return 0;
+}
+
+/* ---- volume ops ---- */
+
+static int
+clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
+{
+  struct clone *c = (struct clone *)v;
+  if (__atomic_load_n(&c->converged, __ATOMIC_ACQUIRE))
+    return volume_pread(c->dst, buf, len, off);
+  char *out = buf, *scratch = NULL;
+  int r = 0;
+  while (len > 0 && r == 0) {
+    uint64_t region = off >> c->shift;
+    uint64_t roff = clone_region_offset(c, region), rlen = clone_region_length(c, region);
+    size_t n = (size_t)min_u64(len, roff + rlen - off);
+    if (regionmap_test(c->map, region)) {
+      /* Hydrated regions never see source data again: read without the lock, and read
+       * as many hydrated regions as follow in one request. */
+      uint64_t end = off + n;
+      while (end < off + len && regionmap_test(c->map, end >> c->shift))
+        end = min_u64(off + len, clone_region_offset(c, (end >> c->shift) + 1));
+      n = (size_t)(end - off);
+      r = volume_pread(c->dst, out, n, off);
+    } else {
+      pthread_mutex_t *lk = clone_region_lock(c, region);
+      pthread_mutex_lock(lk);
+      if (regionmap_test(c->map, region)) {
+        r = volume_pread(c->dst, out, n, off);
+      } else {
+        /* Copy-on-read: fetch the whole region, store it, mark it, then answer. */
+        char *rbuf = out;
+        if (n != rlen) {
+          if (!scratch && !(scratch = malloc(c->region_size)))
+            r = error_set(ENOMEM, "%s: out of memory", v->name);
+          rbuf = scratch;
+        }
+        if (r == 0)
+          r = fill_from_source(c, region, rbuf);
+        if (r == 0 && (r = store_region(c, rbuf, rlen, roff)) == 0)
+          mark(c, region);
+        if (r == 0 && rbuf != out)
+          memcpy(out, rbuf + (off - roff), n);
+        add_hint(c, region + 1);
+      }
+      pthread_mutex_unlock(lk);
+    }
+    out += n;
+    off += n;
+    len -= n;
+  }
+  free(scratch);
+  return r;
+}
+
+enum write_kind { WRITE_DATA, WRITE_ZERO, WRITE_TRIM };
+
+/* The piece [off, off+n) of one region, for pwrite / zero / trim. */
+static int
+piece_to_destination(struct clone *c, enum write_kind k, const char *data, uint64_t n,
+                     uint64_t off, unsigned flags)
+{
+  switch (k) {
+  case WRITE_DATA: return volume_pwrite(c->dst, data, n, off, 0);
+  case WRITE_ZERO: return volume_zero(c->dst, n, off, flags & VOLUME_MAY_TRIM);
+  case WRITE_TRIM: return volume_trim(c->dst, n, off, 0);
+  }
+  return -EINVAL;
+}
+
+static int
+write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len, uint64_t off,
+             unsigned flags)
+{
+  static const char *const names[] = { "write", "write zeroes", "trim" };
+  int r = fail_mode_check(c, names[k]);
+  char *scratch = NULL;
+  while (len > 0 && r == 0) {
+    uint64_t region = off >> c->shift;
+    uint64_t roff = clone_region_offset(c, region), rlen = clone_region_length(c, region);
+    uint64_t n = min_u64(len, roff + rlen - off);
+    if (regionmap_test(c->map, region)) {
+      r = piece_to_destination(c, k, data, n, off, flags);
+    } else {
+      pthread_mutex_t *lk = clone_region_lock(c, region);
+      pthread_mutex_lock(lk);
+      if (regionmap_test(c->map, region)) {
+        r = piece_to_destination(c, k, data, n, off, flags);
+      } else if (n == rlen) {
+        /* The whole region is overwritten: no source read needed.  A trimmed region reads
+         * as zeroes from now on, so it is zeroed (sparse) rather than left undefined. */
+        if (k == WRITE_DATA)
+          r = volume_pwrite(c->dst, data, n, off, 0);
+        else
+          r = volume_zero(c->dst, n, off, VOLUME_MAY_TRIM);
+        if (r == 0)
+          mark(c, region);
+      } else if (k == WRITE_TRIM) {
+        /* Trim is advisory: a partial trim of a region still on the source does nothing. */
+      } else {
+        /* Partial write into a region still on the source: fill the region first. */
+        if (!scratch && !(scratch = malloc(c->region_size)))
+          r = error_set(ENOMEM, "%s: out of memory", c->v.name);
+        if (r == 0)
+          r = fill_from_source(c, region, scratch);
+        if (r == 0) {
+          if (k == WRITE_DATA)
+            memcpy(scratch + (off - roff), data, n);
+          else
+            memset(scratch + (off - roff), 0, n);
+          if ((r = store_region(c, scratch, rlen, roff)) == 0)
+            mark(c, region);
+        }
+      }
+      pthread_mutex_unlock(lk);
+    }
+    if (data)
+      data += n;
+    off += n;
+    len -= n;
+  }
+  free(scratch);
+  /* FUA is emulated by the dispatcher with clone_flush (destination flush, then map
+   * commit), because a durable write into a newly hydrated region is only safe once the
+   * map says so. */
+  return r;
+}
+
+static int
+clone_pwrite(struct volume *v, const void *buf, size_t len, uint64_t off, unsigned flags)
+{
+  return write_common((struct clone *)v, WRITE_DATA, buf, len, off, flags);
+}
+
+static int
+clone_zero(struct volume *v, uint64_t len, uint64_t off, unsigned flags)
+{
+  /* A zero into a region still on the source may need a source read: never "fast". */
+  if (flags & VOLUME_FAST_ZERO)
+    return error_set(ENOTSUP, "%s: fast zero is not supported by a clone", v->name);
+  return write_common((struct clone *)v, WRITE_ZERO, NULL, len, off, flags);
+}
+
+static int
+clone_trim(struct volume *v, uint64_t len, uint64_t off, unsigned flags)
+{
+  return write_common((struct clone *)v, WRITE_TRIM, NULL, len, off, flags);
+}
+
+static int
+clone_flush(struct volume *v)
+{
+  return clone_commit((struct clone *)v);
+}
+
+/* Extents of the first run of regions with the same hydrated state: from the destination
+ * where hydrated, from the source where not. */
+static int
+clone_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out)
+{
+  struct clone *c = (struct clone *)v;
+  uint64_t region = off >> c->shift;
+  bool hydrated = regionmap_test(c->map, region);
+  uint64_t next = hydrated ? regionmap_next_clear(c->map, region)
+                           : regionmap_next_set(c->map, region);
+  uint64_t end = min_u64(off + len, next >= c->regions ? v->size : clone_region_offset(c, next));
+  if (hydrated || c->converged)
+    return volume_extents(c->dst, end - off, off, out);
+  return volume_extents(c->src, end - off, off, out);
+}
+
+/* Prefetch: ask the hydrator to take these regions next. */
+static int
+clone_cache(struct volume *v, uint64_t len, uint64_t off)
+{
+  struct clone *c = (struct clone *)v;
+  if (len == 0)
+    return 0;
+  /* Hints are taken newest first: push from the end so the first region comes first. */
+  uint64_t first = off >> c->shift, last = (off + len - 1) >> c->shift;
+  if (last - first >= CLONE_HINTS)
+    last = first + CLONE_HINTS - 1;
+  for (uint64_t r = last + 1; r-- > first;)
+    if (!regionmap_test(c->map, r))
+      add_hint(c, r);
+  return 0;
+}
+
+static void
+clone_volume_close(struct volume *v)
+{
+  clone_close((struct clone *)v);
+}
+
+static const struct volume_ops clone_ops = {
+  .driver = "clone",
+  .pread = clone_pread,
+  .pwrite = clone_pwrite,
+  .zero = clone_zero,
+  .trim = clone_trim,
+  .flush = clone_flush,
+  .extents = clone_extents,
+  .cache = clone_cache,
+  .close = clone_volume_close,
+};
+
+/* ---- committer: batches map commits ---- */
+
+#define COMMIT_INTERVAL 1.0
+
+static void *
+committer_main(void *opaque)
+{
+  struct clone *c = opaque;
+  pthread_mutex_lock(&c->state_lock);
+  while (!c->stopping) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)COMMIT_INTERVAL;
+    pthread_cond_timedwait(&c->committer_wake, &c->state_lock, &ts);
+    if (c->stopping)
+      break;
+    bool due = regionmap_dirty(c->map) > 0 && !c->broken;
+    pthread_mutex_unlock(&c->state_lock);
+    if (due)
+      clone_commit(c); /* failures are recorded in state/last_error */
+    pthread_mutex_lock(&c->state_lock);
+  }
+  pthread_mutex_unlock(&c->state_lock);
+  return NULL;
+}
+
+/* ---- open / close ---- */
+
+int
+clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
+           const struct clone_options *o, struct clone **out)
+{
+  struct clone_options defaults;
+  if (!o) {
+    clone_options_init(&defaults);
+    o = &defaults;
+  }
+  *out = NULL;
+  struct clone *c = calloc(1, sizeof *c);
+  if (!c)
+    return error_set(ENOMEM, "out of memory");
+  c->opts = *o;
+  c->opts.source_identity = NULL;
+  for (int i = 0; i < CLONE_LOCKS; i++)
+    pthread_mutex_init(&c->locks[i], NULL);
+  pthread_mutex_init(&c->state_lock, NULL);
+  pthread_mutex_init(&c->hint_lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->state_changed, &ca);
+  pthread_cond_init(&c->committer_wake, &ca);
+  pthread_condattr_destroy(&ca);
+
+  int r;
+  struct volume_options so = o->source;
+  so.readonly = true; /* the clone never writes its source */
+  if ((r = volume_open(source_uri, &so, &c->src)) < 0)
+    goto fail;
+  struct volume_options dso = o->dest;
+  dso.readonly = false;
+  if (dso.create && !dso.create_size)
+    dso.create_size = c->src->size;
+  if ((r = volume_open(dest_uri, &dso, &c->dst)) < 0)
+    goto fail;
+  if (!volume_can(c->dst, VOLUME_CAN_WRITE)) {
+    r = error_set(EROFS, "%s: destination is not writable", dest_uri);
+    goto fail;
+  }
+  if (c->dst->size < c->src->size) {
+    r = error_set(EINVAL,
+                  "%s: destination is smaller (%" PRIu64 " bytes) than the source %s (%" PRIu64
+                  " bytes)",
+                  dest_uri, c->dst->size, source_uri, c->src->size);
+    goto fail;
+  }
+  struct regionmap_params p = {
+    .volume_size = c->src->size,
+    .region_size = o->region_size,
+    .source_size = c->src->size,
+    .source_id = o->source_identity ? o->source_identity : source_uri,
+  };
+  if ((r = regionmap_open(map_path, &p, &c->map)) < 0)
+    goto fail;
+  c->region_size = regionmap_region_size(c->map);
+  c->shift = (unsigned)__builtin_ctzll(c->region_size);
+  c->regions = regionmap_regions(c->map);
+
+  c->v.min_block = c->src->min_block > c->dst->min_block ? c->src->min_block : c->dst->min_block;
+  c->v.preferred_block = 4096;
+  c->v.max_request = 32u << 20;
+  c->v.caps = VOLUME_CAN_WRITE | VOLUME_CAN_TRIM | VOLUME_CAN_ZERO | VOLUME_CAN_EXTENTS |
+              VOLUME_CAN_FLUSH | VOLUME_CAN_CACHE | VOLUME_MULTI_CONN;
+  if ((r = volume_init(&c->v, &clone_ops, dest_uri, c->src->size)) < 0)
+    goto fail;
+
+  c->state = o->start_paused ? CLONE_PAUSED : CLONE_HYDRATING;
+  c->rate_time = now_seconds();
+  c->rate_bytes = regionmap_count(c->map) * c->region_size;
+  if (regionmap_complete(c->map)) {
+    c->converged = true;
+    c->state = CLONE_CONVERGED;
+  }
+  if (pthread_create(&c->committer, NULL, committer_main, c) != 0) {
+    r = error_set(EAGAIN, "%s: cannot start the commit thread", dest_uri);
+    goto fail;
+  }
+  c->committer_running = true;
+  if (o->hydrate && !c->converged && (r = hydrator_start(c, &c->hydrator)) < 0)
+    goto fail;
+  debug("clone", "%s: source %s, map %s, %" PRIu64 "/%" PRIu64 " regions of %" PRIu64
+        " bytes hydrated", dest_uri, source_uri, map_path, regionmap_count(c->map), c->regions,
+        c->region_size);
+  *out = c;
+  return 0;
+fail:
+  error_prefix("clone");
+  {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", error_message());
+    clone_close(c);
+    error_set(-r, "%s", msg);
+  }
+  return r;
+}
+
+int
+clone_close(struct clone *c)
+{
+  if (!c)
+    return 0;
+  int r = 0;
+  if (c->hydrator)
+    hydrator_stop(c->hydrator);
+  c->hydrator = NULL;
+  if (c->committer_running) {
+    pthread_mutex_lock(&c->state_lock);
+    c->stopping = true;
+    pthread_cond_broadcast(&c->committer_wake);
+    pthread_mutex_unlock(&c->state_lock);
+    pthread_join(c->committer, NULL);
+  }
+  if (c->map && c->dst && !c->broken)
+    r = clone_commit(c);
+  regionmap_close(c->map);
+  volume_close(c->src);
+  volume_close(c->dst);
+  for (int i = 0; i < CLONE_LOCKS; i++)
+    pthread_mutex_destroy(&c->locks[i]);
+  pthread_mutex_destroy(&c->state_lock);
+  pthread_mutex_destroy(&c->hint_lock);
+  pthread_cond_destroy(&c->state_changed);
+  pthread_cond_destroy(&c->committer_wake);
+  free(c->v.name);
+  free(c);
+  return r;
+}
+
+/* ---- control and status ---- */
+
+void
+clone_pause(struct clone *c)
+{
+  if (c->hydrator)
+    hydrator_pause(c->hydrator);
+}
+
+void
+clone_resume(struct clone *c)
+{
+  if (c->hydrator)
+    hydrator_resume(c->hydrator);
+}
+
+void
+clone_set_rate(struct clone *c, uint64_t bytes_per_second)
+{
+  c->opts.rate = bytes_per_second;
+  if (c->hydrator)
+    hydrator_set_rate(c->hydrator, bytes_per_second);
+}
+
+void
+clone_get_status(struct clone *c, struct clone_status *st)
+{
+  memset(st, 0, sizeof *st);
+  st->size = c->v.size;
+  st->region_size = c->region_size;
+  st->regions_total = c->regions;
+  st->regions_hydrated = regionmap_count(c->map);
+  st->bytes_copied = __atomic_load_n(&c->bytes_copied, __ATOMIC_RELAXED);
+  st->bytes_fetched = __atomic_load_n(&c->bytes_fetched, __ATOMIC_RELAXED);
+  st->bytes_skipped = __atomic_load_n(&c->bytes_skipped, __ATOMIC_RELAXED);
+  st->rate_limit = c->hydrator ? hydrator_rate_limit(c->hydrator) : c->opts.rate;
+  uint64_t done = min_u64(st->regions_hydrated * c->region_size, c->v.size);
+  pthread_mutex_lock(&c->state_lock);
+  st->state = c->state;
+  snprintf(st->last_error, sizeof st->last_error, "%s", c->last_error);
+  /* Rate over the last few seconds (progress of hydrated bytes, any cause). */
+  double now = now_seconds();
+  if (now - c->rate_time >= 1.0) {
+    double inst = (double)(done - min_u64(done, c->rate_bytes)) / (now - c->rate_time);
+    c->rate = c->rate > 0 ? 0.5 * c->rate + 0.5 * inst : inst;
+    c->rate_time = now;
+    c->rate_bytes = done;
+  }
+  st->rate = c->rate;
+  pthread_mutex_unlock(&c->state_lock);
+  if (st->state == CLONE_CONVERGED)
+    st->eta = 0;
+  else
+    st->eta = st->rate > 0 ? (double)(c->v.size - done) / st->rate : -1;
+}
+
+int
+clone_wait(struct clone *c, double timeout)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  if (timeout >= 0) {
+    ts.tv_sec += (time_t)timeout;
+    ts.tv_nsec += (long)((timeout - (double)(time_t)timeout) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+  }
+  int r = 0;
+  pthread_mutex_lock(&c->state_lock);
+  while (c->state != CLONE_CONVERGED && c->state != CLONE_FAILED) {
+    if (timeout < 0)
+      pthread_cond_wait(&c->state_changed, &c->state_lock);
+    else if (pthread_cond_timedwait(&c->state_changed, &c->state_lock, &ts) == ETIMEDOUT) {
+      r = error_set(ETIMEDOUT, "%s: not converged yet", c->v.name);
+      break;
+    }
+  }
+  if (r == 0 && c->state == CLONE_FAILED)
+    r = error_set(EIO, "%s: hydration failed: %s", c->v.name, c->last_error);
+  pthread_mutex_unlock(&c->state_lock);
+  return r;
+}
+
 int
 clone_hydrated_extents(struct clone *c, uint64_t len, uint64_t off, struct extent_list *out)
 {
-  (void)c; (void)len; (void)off; (void)out;
-  return error_set(ENOTSUP, "clone not built yet");
+  if (off > c->v.size || len > c->v.size - off)
+    return error_set(ERANGE, "%s: hydrated extents beyond the end", c->v.name);
+  uint64_t end = off + len;
+  while (off < end) {
+    uint64_t region = off >> c->shift;
+    bool h = regionmap_test(c->map, region);
+    uint64_t next = h ? regionmap_next_clear(c->map, region) : regionmap_next_set(c->map, region);
+    uint64_t stop = min_u64(end, next >= c->regions ? c->v.size : clone_region_offset(c, next));
+    int r = extent_list_add(out, off, stop - off, h ? CLONE_EXTENT_HYDRATED : 0);
+    if (r < 0)
+      return r;
+    off = stop;
+  }
+  return 0;
 }
-int clone_close(struct clone *c) { (void)c; return 0; }

@@ -25,6 +25,9 @@ struct clone_options {
   bool start_paused;      /* hydrator starts in state "paused" */
   struct volume_options source; /* source is always opened read-only */
   struct volume_options dest;
+  /* Identity recorded in the map and checked on every open (NULL: the source URI).  Give a
+   * stable name (e.g. an image ID) when the source URI can legitimately change. */
+  const char *source_identity;
 };
 
 void clone_options_init(struct clone_options *o);

@@ -1,0 +1,94 @@
+/* ferry: what clone.c shares with hydrator.c (not for frontends: use clone.h). */
+#ifndef FERRY_CLONE_INTERNAL_H
+#define FERRY_CLONE_INTERNAL_H
+
+#include "backends/clone.h"
+#include "backends/regionmap.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Per-region locks are a hashed table: region r uses locks[r % CLONE_LOCKS].  A thread holds
+ * at most one at a time (requests are processed region by region), so no lock order is
+ * needed and no deadlock is possible. */
+#define CLONE_LOCKS 1024
+/* Recent on-demand reads the hydrator should serve first. */
+#define CLONE_HINTS 64
+
+struct hydrator;
+
+struct clone {
+  struct volume v; /* first: the clone is a volume */
+  struct volume *src, *dst;
+  struct regionmap *map;
+  uint64_t region_size;
+  unsigned shift; /* log2(region_size) */
+  uint64_t regions;
+  pthread_mutex_t locks[CLONE_LOCKS];
+
+  /* Statistics (atomics). */
+  uint64_t bytes_copied, bytes_fetched, bytes_skipped;
+
+  /* State, last error, commits; guarded by state_lock. */
+  pthread_mutex_t state_lock;
+  pthread_cond_t state_changed;
+  enum clone_state state;
+  bool converged;  /* atomic read: every region hydrated and committed, source unused */
+  bool broken;     /* fail mode: a destination or map write failed; writes refused */
+  char last_error[512];
+  double rate_time;
+  uint64_t rate_bytes;
+  double rate;
+
+  /* Hints for the hydrator: regions read on demand, newest last; guarded by hint_lock. */
+  pthread_mutex_t hint_lock;
+  uint64_t hints[CLONE_HINTS];
+  unsigned nhints;
+
+  /* Background commit thread (batches map commits, about once a second). */
+  pthread_t committer;
+  bool committer_running, stopping;
+  pthread_cond_t committer_wake;
+
+  struct hydrator *hydrator;
+  struct clone_options opts;
+};
+
+static inline pthread_mutex_t *
+clone_region_lock(struct clone *c, uint64_t region)
+{
+  return &c->locks[region % CLONE_LOCKS];
+}
+
+static inline uint64_t
+clone_region_offset(const struct clone *c, uint64_t region)
+{
+  return region << c->shift;
+}
+
+/* Bytes of region (the last one may be short). */
+static inline uint64_t
+clone_region_length(const struct clone *c, uint64_t region)
+{
+  uint64_t off = region << c->shift;
+  return c->v.size - off < c->region_size ? c->v.size - off : c->region_size;
+}
+
+/* Flush the destination, then commit the map; converges when complete.  0 or -errno. */
+int clone_commit(struct clone *c);
+/* Record an error: state failed (when fatal) and last_error. */
+void clone_set_error(struct clone *c, bool fatal, const char *msg);
+void clone_set_state(struct clone *c, enum clone_state s);
+/* Take the newest hint (false when none). */
+bool clone_take_hint(struct clone *c, uint64_t *region);
+
+/* hydrator.c */
+int hydrator_start(struct clone *c, struct hydrator **out);
+void hydrator_stop(struct hydrator *h); /* joins, frees */
+void hydrator_pause(struct hydrator *h);
+void hydrator_resume(struct hydrator *h);
+void hydrator_set_rate(struct hydrator *h, uint64_t bytes_per_second);
+uint64_t hydrator_rate_limit(struct hydrator *h);
+
+#endif

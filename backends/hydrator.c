@@ -1,0 +1,439 @@
+/* ferry: the clone's hydrator — background copy of the regions the map still lacks.
+ *
+ * It drives the copy engine (copy.h) with a work source over the unhydrated regions, in large
+ * batches, taking regions near recent on-demand reads first.  The engine writes into a thin
+ * "target" volume rather than the destination itself: the target takes each region's lock and
+ * drops the write when the region got hydrated meanwhile (a guest write or an on-demand fetch
+ * won the race), so source data never overwrites newer data.  Zero/hole extents are zeroed
+ * by the engine through the same target (no transfer).  The done callback marks the regions;
+ * the clone's commit (destination flush, then map) makes them durable.
+ *
+ * Failures: the engine's error is kept; the hydrator retries with a growing pause and, after
+ * MAX_ATTEMPTS rounds without progress, enters state "failed" (resume or a restart retries).
+ */
+#include "backends/clone-internal.h"
+#include "backends/copy.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/ratelimit.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_ATTEMPTS 5
+#define BATCH_BYTES (16u << 20)     /* one work item: contiguous unhydrated regions */
+#define HINT_BATCH_BYTES (1u << 20) /* near an on-demand read: smaller, sooner */
+#define HINT_WINDOW_BYTES (8u << 20)
+
+struct target {
+  struct volume v;
+  struct clone *c;
+};
+
+struct hydrator {
+  struct clone *c;
+  struct target target;
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  bool paused, stop;
+  volatile int stop_copy; /* tells the copy engine to finish early */
+  struct ratelimit *rl;
+  uint64_t *claimed; /* regions handed to the engine and not done yet (under lock) */
+  uint64_t cursor;
+  unsigned attempts;
+  char error[512]; /* first failure of the current round */
+};
+
+/* ---- the target volume: the destination, guarded by the region locks ---- */
+
+typedef int (*piece_fn)(struct clone *c, const char *data, uint64_t n, uint64_t off,
+                        unsigned flags);
+
+static int
+each_unhydrated_piece(struct clone *c, const char *data, uint64_t len, uint64_t off,
+                      unsigned flags, piece_fn fn)
+{
+  int r = 0;
+  while (len > 0 && r == 0) {
+    uint64_t region = off >> c->shift;
+    uint64_t n = min_u64(len, clone_region_offset(c, region) + clone_region_length(c, region) -
+                                  off);
+    if (!regionmap_test(c->map, region)) {
+      pthread_mutex_t *lk = clone_region_lock(c, region);
+      pthread_mutex_lock(lk);
+      /* Re-checked under the lock: a guest write or a fetch may have hydrated it. */
+      if (!regionmap_test(c->map, region))
+        r = fn(c, data, n, off, flags);
+      pthread_mutex_unlock(lk);
+    }
+    if (data)
+      data += n;
+    off += n;
+    len -= n;
+  }
+  return r;
+}
+
+static int
+piece_write(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned flags)
+{
+  (void)flags;
+  return volume_pwrite(c->dst, data, n, off, 0);
+}
+
+static int
+piece_zero(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned flags)
+{
+  (void)data;
+  return volume_zero(c->dst, n, off, flags & (VOLUME_MAY_TRIM | VOLUME_FAST_ZERO));
+}
+
+static int
+target_pwrite(struct volume *v, const void *buf, size_t len, uint64_t off, unsigned flags)
+{
+  return each_unhydrated_piece(((struct target *)v)->c, buf, len, off, flags, piece_write);
+}
+
+static int
+target_zero(struct volume *v, uint64_t len, uint64_t off, unsigned flags)
+{
+  return each_unhydrated_piece(((struct target *)v)->c, NULL, len, off, flags, piece_zero);
+}
+
+static int
+target_pread(struct volume *v, void *buf, size_t len, uint64_t off)
+{
+  return volume_pread(((struct target *)v)->c->dst, buf, len, off);
+}
+
+/* The hydrator commits through clone_commit; the engine never flushes. */
+static int
+target_flush(struct volume *v)
+{
+  (void)v;
+  return 0;
+}
+
+static void
+target_close(struct volume *v)
+{
+  free(v->name);
+  v->name = NULL;
+}
+
+static const struct volume_ops target_ops = {
+  .driver = "clone-target",
+  .pread = target_pread,
+  .pwrite = target_pwrite,
+  .zero = target_zero,
+  .flush = target_flush,
+  .close = target_close,
+};
+
+/* ---- work source ---- */
+
+static bool
+claimed(const struct hydrator *h, uint64_t r)
+{
+  return (h->claimed[r / 64] >> (r % 64)) & 1;
+}
+
+static void
+set_claimed(struct hydrator *h, uint64_t first, uint64_t n, bool on)
+{
+  for (uint64_t r = first; r < first + n; r++) {
+    if (on)
+      h->claimed[r / 64] |= 1ull << (r % 64);
+    else
+      h->claimed[r / 64] &= ~(1ull << (r % 64));
+  }
+}
+
+/* First region in [from, to) neither hydrated nor claimed; `to` when none. */
+static uint64_t
+find_free(struct hydrator *h, uint64_t from, uint64_t to)
+{
+  struct clone *c = h->c;
+  for (uint64_t r = regionmap_next_clear(c->map, from); r < to;
+       r = regionmap_next_clear(c->map, r + 1))
+    if (!claimed(h, r))
+      return r;
+  return to;
+}
+
+static int
+take_run(struct hydrator *h, uint64_t first, uint64_t max_bytes, uint64_t *off, uint64_t *len)
+{
+  struct clone *c = h->c;
+  uint64_t max_regions = max_bytes >> c->shift ? max_bytes >> c->shift : 1;
+  uint64_t n = 1;
+  while (n < max_regions && first + n < c->regions && !regionmap_test(c->map, first + n) &&
+         !claimed(h, first + n))
+    n++;
+  set_claimed(h, first, n, true);
+  *off = clone_region_offset(c, first);
+  *len = min_u64(c->v.size, clone_region_offset(c, first + n)) - *off;
+  return 1;
+}
+
+static int
+work_next(void *opaque, uint64_t *off, uint64_t *len)
+{
+  struct hydrator *h = opaque;
+  struct clone *c = h->c;
+  int r = 0;
+  pthread_mutex_lock(&h->lock);
+  if (h->stop_copy)
+    goto out;
+  /* Regions just after recent on-demand reads first: the guest is likely to go on there. */
+  uint64_t hint;
+  while (clone_take_hint(c, &hint)) {
+    if (hint >= c->regions)
+      continue;
+    uint64_t window = min_u64(c->regions, hint + (HINT_WINDOW_BYTES >> c->shift) + 1);
+    uint64_t first = find_free(h, hint, window);
+    if (first < window) {
+      debug("hydrator", "region %" PRIu64 " first (near an on-demand read)", first);
+      r = take_run(h, first, HINT_BATCH_BYTES, off, len);
+      goto out;
+    }
+  }
+  /* Then in order from where the last batch ended, wrapping around once. */
+  uint64_t first = find_free(h, h->cursor, c->regions);
+  if (first == c->regions) {
+    first = find_free(h, 0, h->cursor);
+    if (first == h->cursor)
+      goto out; /* nothing left that is not already being copied */
+  }
+  r = take_run(h, first, BATCH_BYTES, off, len);
+  h->cursor = (*off + *len) >> c->shift;
+  if (h->cursor >= c->regions)
+    h->cursor = 0;
+out:
+  pthread_mutex_unlock(&h->lock);
+  return r;
+}
+
+static void
+work_done(void *opaque, uint64_t off, uint64_t len, int err, const struct copy_range_result *res)
+{
+  struct hydrator *h = opaque;
+  struct clone *c = h->c;
+  uint64_t first = off >> c->shift, last = (off + len - 1) >> c->shift;
+  if (err == 0) {
+    /* The range's data is written (not yet durable): mark under each region's lock so a
+     * lock-free writer only ever sees the bit after the fill it must not race with. */
+    for (uint64_t r = first; r <= last; r++) {
+      pthread_mutex_t *lk = clone_region_lock(c, r);
+      pthread_mutex_lock(lk);
+      regionmap_mark(c->map, r);
+      pthread_mutex_unlock(lk);
+    }
+    if (res) {
+      __atomic_fetch_add(&c->bytes_copied, res->bytes_read, __ATOMIC_RELAXED);
+      __atomic_fetch_add(&c->bytes_skipped, res->bytes_zeroed, __ATOMIC_RELAXED);
+    }
+  }
+  pthread_mutex_lock(&h->lock);
+  if (err < 0 && !h->error[0])
+    snprintf(h->error, sizeof h->error, "%s", error_message()[0] ? error_message() : strerror(-err));
+  set_claimed(h, first, last - first + 1, false);
+  pthread_mutex_unlock(&h->lock);
+}
+
+/* ---- the hydrator thread ---- */
+
+/* Wait on h->wake for up to `seconds` (< 0: until woken); h->lock held. */
+static void
+wait_locked(struct hydrator *h, double seconds)
+{
+  if (seconds < 0) {
+    pthread_cond_wait(&h->wake, &h->lock);
+    return;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + seconds;
+  ts.tv_sec = (time_t)t;
+  ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+  pthread_cond_timedwait(&h->wake, &h->lock, &ts);
+}
+
+static void *
+hydrator_main(void *opaque)
+{
+  struct hydrator *h = opaque;
+  struct clone *c = h->c;
+  const struct copy_work work = { work_next, work_done, h };
+  for (;;) {
+    pthread_mutex_lock(&h->lock);
+    while (h->paused && !h->stop)
+      wait_locked(h, -1);
+    bool stop = h->stop;
+    h->stop_copy = 0;
+    h->error[0] = 0;
+    pthread_mutex_unlock(&h->lock);
+    if (stop)
+      break;
+    if (regionmap_complete(c->map)) {
+      /* The last commit: destination flush, then the full map; then converged. */
+      if (clone_commit(c) < 0 || c->converged)
+        break;
+    }
+
+    uint64_t before = regionmap_count(c->map);
+    struct copy_options co;
+    copy_options_init(&co);
+    if (c->opts.workers)
+      co.workers = c->opts.workers;
+    co.rate = h->rl;
+    co.stop = &h->stop_copy;
+    co.sparse = true;
+    struct copy_stats st;
+    memset(&st, 0, sizeof st);
+    int r = copy_run(c->src, &h->target.v, &work, &co, &st);
+    if (r < 0) {
+      pthread_mutex_lock(&h->lock);
+      if (!h->error[0])
+        snprintf(h->error, sizeof h->error, "%s", error_message());
+      pthread_mutex_unlock(&h->lock);
+    }
+    /* Whatever the engine finished is written; make it durable and record it. */
+    if (clone_commit(c) < 0)
+      break; /* fail mode: state failed with the reason, never silently back to work */
+
+    pthread_mutex_lock(&h->lock);
+    memset(h->claimed, 0, ((c->regions + 63) / 64) * 8);
+    bool interrupted = h->stop || h->paused;
+    bool progress = regionmap_count(c->map) > before;
+    bool failed_round = h->error[0] != 0 || !progress;
+    if (!interrupted && failed_round && !regionmap_complete(c->map)) {
+      if (progress)
+        h->attempts = 0;
+      h->attempts++;
+      char msg[700];
+      snprintf(msg, sizeof msg, "%s: hydration %s (attempt %u of %d): %s", c->v.name,
+               h->attempts >= MAX_ATTEMPTS ? "failed" : "interrupted", h->attempts,
+               MAX_ATTEMPTS, h->error[0] ? h->error : "no progress");
+      if (h->attempts >= MAX_ATTEMPTS) {
+        pthread_mutex_unlock(&h->lock);
+        clone_set_error(c, true, msg);
+        pthread_mutex_lock(&h->lock);
+        /* Failed: stay idle until resume (or stop); a restart of the process also resumes. */
+        h->paused = true;
+        while (h->paused && !h->stop)
+          wait_locked(h, -1);
+        h->attempts = 0;
+      } else {
+        pthread_mutex_unlock(&h->lock);
+        clone_set_error(c, false, msg);
+        pthread_mutex_lock(&h->lock);
+        wait_locked(h, 0.2 * (double)(1u << h->attempts));
+      }
+    } else if (progress) {
+      h->attempts = 0;
+    }
+    pthread_mutex_unlock(&h->lock);
+  }
+  return NULL;
+}
+
+int
+hydrator_start(struct clone *c, struct hydrator **out)
+{
+  struct hydrator *h = calloc(1, sizeof *h);
+  if (!h)
+    return error_set(ENOMEM, "out of memory");
+  h->c = c;
+  h->claimed = calloc((c->regions + 63) / 64 + 1, 8);
+  h->rl = ratelimit_new(c->opts.rate);
+  h->paused = c->opts.start_paused;
+  pthread_mutex_init(&h->lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&h->wake, &ca);
+  pthread_condattr_destroy(&ca);
+  struct volume *t = &h->target.v;
+  h->target.c = c;
+  t->min_block = c->dst->min_block;
+  t->max_request = 64u << 20;
+  t->caps = VOLUME_CAN_WRITE | VOLUME_CAN_ZERO | VOLUME_CAN_FLUSH | VOLUME_MULTI_CONN |
+            (c->dst->caps & VOLUME_CAN_FAST_ZERO);
+  int r = 0;
+  if (!h->claimed || !h->rl)
+    r = error_set(ENOMEM, "out of memory");
+  else if (volume_init(t, &target_ops, c->dst->name, c->v.size) < 0)
+    r = -ENOMEM;
+  else if (pthread_create(&h->thread, NULL, hydrator_main, h) != 0)
+    r = error_set(EAGAIN, "%s: cannot start the hydrator thread", c->v.name);
+  if (r < 0) {
+    target_close(t);
+    ratelimit_free(h->rl);
+    free(h->claimed);
+    pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->wake);
+    free(h);
+    return r;
+  }
+  *out = h;
+  return 0;
+}
+
+void
+hydrator_stop(struct hydrator *h)
+{
+  pthread_mutex_lock(&h->lock);
+  h->stop = true;
+  h->stop_copy = 1;
+  pthread_cond_broadcast(&h->wake);
+  pthread_mutex_unlock(&h->lock);
+  ratelimit_wake(h->rl);
+  pthread_join(h->thread, NULL);
+  target_close(&h->target.v);
+  ratelimit_free(h->rl);
+  free(h->claimed);
+  pthread_mutex_destroy(&h->lock);
+  pthread_cond_destroy(&h->wake);
+  free(h);
+}
+
+void
+hydrator_pause(struct hydrator *h)
+{
+  pthread_mutex_lock(&h->lock);
+  h->paused = true;
+  h->stop_copy = 1;
+  pthread_mutex_unlock(&h->lock);
+  ratelimit_wake(h->rl);
+  clone_set_state(h->c, CLONE_PAUSED);
+}
+
+void
+hydrator_resume(struct hydrator *h)
+{
+  pthread_mutex_lock(&h->lock);
+  h->paused = false;
+  h->attempts = 0;
+  pthread_cond_broadcast(&h->wake);
+  pthread_mutex_unlock(&h->lock);
+  clone_set_state(h->c, CLONE_HYDRATING);
+}
+
+void
+hydrator_set_rate(struct hydrator *h, uint64_t bytes_per_second)
+{
+  ratelimit_set(h->rl, bytes_per_second);
+}
+
+uint64_t
+hydrator_rate_limit(struct hydrator *h)
+{
+  return ratelimit_get(h->rl);
+}
