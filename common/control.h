@@ -6,8 +6,13 @@
  *            | {"command":"set-rate","rate":BYTES_PER_SECOND} | {"command":"wait"}
  * Replies:   {"ok":true,"status":{...}}  or  {"ok":false,"error":"message"}
  * "wait" replies once the clone has converged (ok) or failed (ok=false, error=reason).
+ * Optional fields: "id" (any JSON value, echoed in the reply); "rate" may also be a size
+ * string ("50M", 0 = unlimited); "wait" takes "timeout" (seconds, ok=false when it expires).
+ * Replies to one connection come in request order (a pending "wait" holds later requests).
  * Status fields: state, size, region_size, regions_total, regions_hydrated, bytes_copied,
- * bytes_fetched, bytes_skipped, rate_limit, rate, eta, clients, last_error, program, pid.
+ * bytes_fetched, bytes_skipped, rate_limit, rate, eta, clients, last_error, program, pid,
+ * plus percent (regions hydrated, 0..100) and control_clients (connections to this socket).
+ * eta is null when unknown.
  * A server over a plain volume (no clone) reports state "direct" and has no hydrator.
  */
 #ifndef FERRY_CONTROL_H
@@ -29,5 +34,28 @@ int control_server_start(const char *path, const char *program, struct clone *cl
                          struct control_server **out);
 /* Stop serving and unlink the socket. */
 void control_server_stop(struct control_server *s);
+
+/* Longest request line the server accepts (bytes, without the newline); longer lines are
+ * answered with an error and discarded. */
+#define CONTROL_MAX_LINE 65536
+
+/* --- client side (the `ferry` commands, the migrator) --- */
+
+/* jansson's json_t, without making every includer depend on <jansson.h>. */
+typedef struct json_t json_t;
+
+/* Connect to the control socket PATH, send REQ (one line), read one reply line into *reply
+ * (a new reference).  timeout: seconds for the whole exchange, < 0 for ever (use that for
+ * "wait").  0, or -errno with a message naming PATH ("PATH: no ferry process is listening
+ * (connection refused)", "PATH: no such control socket", "PATH: no reply within 5 s").
+ * A reply with "ok":false is still a success here: look at the reply. */
+int control_client_request(const char *path, json_t *req, json_t **reply, double timeout);
+
+/* {"command":COMMAND} plus the fields of EXTRA (may be NULL, not stolen); on "ok":true
+ * returns 0 and the reply's "status" object in *status (a new reference, may be NULL when
+ * the caller does not want it).  On "ok":false returns -EIO with the server's error as the
+ * message (and *status set if the reply carried one). */
+int control_client_call(const char *path, const char *command, json_t *extra, json_t **status,
+                        double timeout);
 
 #endif

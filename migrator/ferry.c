@@ -17,6 +17,7 @@ static const struct command {
   { "wait", cmd_wait, "wait until a running clone has converged" },
   { "pause", cmd_pause, "pause a running clone's hydrator" },
   { "resume", cmd_resume, "resume a paused hydrator" },
+  { "set-rate", cmd_set_rate, "change a running clone's copy rate limit (bytes/s, 50M, 0)" },
   { "migrate", cmd_migrate, "move a VM's disks to another datastore/cluster" },
   { "demo", cmd_demo, "run a complete move on a built-in throwaway demo world" },
 };
