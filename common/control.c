@@ -233,8 +233,12 @@ needs_clone(struct control_server *s, struct conn *c, json_t *id, const char *cm
 static void
 handle_request(struct control_server *s, struct conn *c, const char *line, size_t len)
 {
+  if (memchr(line, 0, len)) {
+    send_error(c, NULL, "invalid JSON: the request contains a NUL byte");
+    return;
+  }
   json_error_t jerr;
-  json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+  json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
   if (!req) {
     send_error(c, NULL, "invalid JSON at column %d: %s", jerr.column, jerr.text);
     return;
@@ -506,6 +510,7 @@ serve(void *arg)
     }
     s->nconns = j;
   }
+  error_clear(); /* this thread's message would leak when it exits */
   return NULL;
 }
 
@@ -558,6 +563,8 @@ control_server_start(const char *path, const char *program, struct clone *clone,
                      unsigned long long size, const struct control_hooks *hooks,
                      struct control_server **out)
 {
+  if (!path || !*path)
+    return error_set(EINVAL, "control socket: empty path");
   struct sockaddr_un sa;
   int r = fill_addr(path, &sa);
   if (r < 0)

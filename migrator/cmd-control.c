@@ -120,8 +120,8 @@ parse_args(int argc, char **argv, const char *usage, bool wait_opts, bool want_r
   const char *cmd = argv[0];
   opterr = 0;
   optind = 1;
-  int o;
-  while ((o = getopt_long(argc, argv, "hv", all, NULL)) != -1) {
+  int o, li = 0;
+  while ((o = getopt_long(argc, argv, "hv", all, &li)) != -1) {
     switch (o) {
     case OPT_HELP:
       printf("%s", usage);
@@ -136,7 +136,7 @@ parse_args(int argc, char **argv, const char *usage, bool wait_opts, bool want_r
     case OPT_PROGRESS:
     case OPT_NO_PROGRESS:
       if (!wait_opts) {
-        fprintf(stderr, "ferry %s: unknown option '%s'\n%s", cmd, argv[optind - 1], usage);
+        fprintf(stderr, "ferry %s: unknown option '--%s'\n%s", cmd, all[li].name, usage);
         return EXIT_USAGE;
       }
       if (o == OPT_PROGRESS || o == OPT_NO_PROGRESS) {
