@@ -28,6 +28,8 @@ struct clone_options {
   /* Identity recorded in the map and checked on every open (NULL: the source URI).  Give a
    * stable name (e.g. an image ID) when the source URI can legitimately change. */
   const char *source_identity;
+  uint64_t request_size;   /* hydrator bytes per source read (0: the copy engine's default) */
+  double commit_interval;  /* seconds between batched map commits (0: 0.2) */
 };
 
 void clone_options_init(struct clone_options *o);

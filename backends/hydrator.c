@@ -80,18 +80,35 @@ each_unhydrated_piece(struct clone *c, const char *data, uint64_t len, uint64_t 
   return r;
 }
 
+/* A piece covering its whole region is marked at once (still under the lock, after the
+ * write): a crash then loses at most the requests in flight and what the last commit did
+ * not cover, not whole work batches.  Pieces of a region are marked by work_done. */
+static void
+mark_if_whole(struct clone *c, uint64_t n, uint64_t off)
+{
+  uint64_t region = off >> c->shift;
+  if (off == clone_region_offset(c, region) && n == clone_region_length(c, region))
+    regionmap_mark(c->map, region);
+}
+
 static int
 piece_write(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned flags)
 {
   (void)flags;
-  return volume_pwrite(c->dst, data, n, off, 0);
+  int r = volume_pwrite(c->dst, data, n, off, 0);
+  if (r == 0)
+    mark_if_whole(c, n, off);
+  return r;
 }
 
 static int
 piece_zero(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned flags)
 {
   (void)data;
-  return volume_zero(c->dst, n, off, flags & (VOLUME_MAY_TRIM | VOLUME_FAST_ZERO));
+  int r = volume_zero(c->dst, n, off, flags & (VOLUME_MAY_TRIM | VOLUME_FAST_ZERO));
+  if (r == 0)
+    mark_if_whole(c, n, off);
+  return r;
 }
 
 static int
@@ -292,6 +309,8 @@ hydrator_main(void *opaque)
     copy_options_init(&co);
     if (c->opts.workers)
       co.workers = c->opts.workers;
+    if (c->opts.request_size)
+      co.request_size = c->opts.request_size;
     co.rate = h->rl;
     co.stop = &h->stop_copy;
     co.sparse = true;

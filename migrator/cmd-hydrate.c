@@ -37,6 +37,7 @@ usage(FILE *f)
           "  -m, --map MAP           the region map file\n"
           "      --region-size SIZE  for a new map: power of two, 4K..64M (default 64K)\n"
           "  -w, --workers N         hydrator requests in flight (default 16)\n"
+          "      --request-size SIZE bytes per source read (default 4M)\n"
           "      --rate BYTES/s      limit the source read rate, e.g. 100M (default unlimited)\n"
           "      --paused            start paused (resume through --control)\n"
           "      --source-identity ID  name recorded in MAP for the source (default: SRC)\n"
@@ -49,7 +50,8 @@ usage(FILE *f)
           "Exit status: 0 converged, 1 failed (the reason is printed), 2 bad usage.\n");
 }
 
-enum { OPT_REGION_SIZE = 256, OPT_RATE, OPT_JSON, OPT_CONTROL, OPT_PAUSED, OPT_SOURCE_ID };
+enum { OPT_REGION_SIZE = 256, OPT_RATE, OPT_JSON, OPT_CONTROL, OPT_PAUSED, OPT_SOURCE_ID,
+       OPT_REQUEST_SIZE };
 
 static const struct option long_options[] = {
   { "source", required_argument, NULL, 's' },
@@ -59,6 +61,7 @@ static const struct option long_options[] = {
   { "rate", required_argument, NULL, OPT_RATE },
   { "paused", no_argument, NULL, OPT_PAUSED },
   { "source-identity", required_argument, NULL, OPT_SOURCE_ID },
+  { "request-size", required_argument, NULL, OPT_REQUEST_SIZE },
   { "progress", no_argument, NULL, 'p' },
   { "json", no_argument, NULL, OPT_JSON },
   { "control", required_argument, NULL, OPT_CONTROL },
@@ -69,7 +72,7 @@ static const struct option long_options[] = {
 
 struct settings {
   const char *source, *map, *dest, *control, *source_id;
-  uint64_t region_size, rate;
+  uint64_t region_size, rate, request_size;
   unsigned workers;
   bool progress, json, paused;
 };
@@ -129,6 +132,16 @@ parse_args(int argc, char **argv, struct settings *s)
       break;
     case OPT_PAUSED: s->paused = true; break;
     case OPT_SOURCE_ID: s->source_id = optarg; break;
+    case OPT_REQUEST_SIZE:
+      if (parse_size("--request-size", optarg, &v) < 0)
+        return bad_usage();
+      if (v < 4096 || v > (256u << 20) || v % 4096) {
+        error_set(EINVAL, "--request-size: '%s' must be a multiple of 4K between 4K and 256M",
+                  optarg);
+        return bad_usage();
+      }
+      s->request_size = v;
+      break;
     case 'p': s->progress = true; break;
     case OPT_JSON: s->json = true; break;
     case OPT_CONTROL: s->control = optarg; break;
@@ -218,6 +231,7 @@ cmd_hydrate(int argc, char **argv)
   o.region_size = s.region_size;
   o.workers = s.workers;
   o.rate = s.rate;
+  o.request_size = s.request_size;
   o.hydrate = true;
   o.start_paused = s.paused;
   o.source_identity = s.source_id;
