@@ -424,6 +424,7 @@ committer_main(void *opaque)
     pthread_mutex_lock(&c->state_lock);
   }
   pthread_mutex_unlock(&c->state_lock);
+  error_clear(); /* thread-local message: would leak with the thread */
   return NULL;
 }
 

@@ -360,6 +360,7 @@ hydrator_main(void *opaque)
     }
     pthread_mutex_unlock(&h->lock);
   }
+  error_clear(); /* thread-local message: would leak with the thread */
   return NULL;
 }
 

@@ -142,6 +142,7 @@ worker_main(void *arg)
     }
   }
   free(buf);
+  error_clear();
   return NULL;
 }
 
