@@ -1,12 +1,293 @@
-/* ferry migrate: PLACEHOLDER, being written. */
+/* ferry migrate: move a VM's disks to another datastore/cluster and switch OpenNebula's catalog.
+ *
+ *   plan (read-only) -> [storage step] -> journal (fsynced) -> switch (one transaction)
+ *
+ * --storage none is the metadata-only move (the storage already holds the volumes, e.g. after
+ * a 3PAR Remote Copy); fs and exec:CMD are parsed but not implemented yet.
+ */
+#include "migrator/catalog.h"
 #include "migrator/commands.h"
+#include "migrator/journal.h"
+#include "migrator/plan.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void
+usage(FILE *f)
+{
+  fprintf(f,
+          "Usage: ferry migrate [OPTIONS] --catalog URI --storage fs|exec:CMD|none --vm ID\n"
+          "                     [--disk N ...] (--to-cluster CID | --to-datastore DS\n"
+          "                     --to-system-datastore SDS)\n"
+          "       ferry migrate --rollback JOURNAL [--catalog URI]\n"
+          "\n"
+          "Move VM ID's disks (all image-backed disks, or each --disk N) to another cluster or\n"
+          "datastore and switch OpenNebula's catalog in one transaction, journaled.\n"
+          "\n"
+          "Catalog URIs (oned must be stopped for sqlite: and mysql:):\n"
+          "  sqlite:PATH                     oned's SQLite database\n"
+          "  mysql://user[:pass]@host[:port]/db, mysql://user@localhost/db?socket=PATH\n"
+          "  xmlrpc://host:port/RPC2         a running oned (one.system.sqlquery/sql)\n"
+          "\n"
+          "Options:\n"
+          "  --dry-run              print the plan (every edit, old and new value); change nothing\n"
+          "  --force                allow a RUNNING VM (metadata switch under a live VM)\n"
+          "  --journal PATH         journal file (default: $FERRY_STATE_DIR/journal/vm-ID-TIME.json,\n"
+          "                         FERRY_STATE_DIR defaults to /var/lib/ferry)\n"
+          "  --one-lock PATH        oned's lock file (default /var/lock/one/one); its existence\n"
+          "                         means oned runs and sqlite:/mysql: catalogs are refused\n"
+          "  --auth USER:PASSWORD   xmlrpc session (default: the file $ONE_AUTH or ~/.one/one_auth)\n"
+          "  --skip-resume          leave the VM stopped after the storage step\n"
+          "  --json                 print the result as one JSON object\n"
+          "  -v, --verbose          debug output\n"
+          "  --rollback JOURNAL     undo a switch (only rows still holding the after-images)\n"
+          "  -h, --help             this help\n"
+          "\n"
+          "VM states: POWEROFF, UNDEPLOYED and STOPPED move; RUNNING only with --force; every\n"
+          "other state (transient, SUSPENDED, PENDING, HOLD, DONE...) is refused.\n");
+}
+
+enum {
+  OPT_DRY_RUN = 256, OPT_FORCE, OPT_SKIP_RESUME, OPT_JSON, OPT_JOURNAL, OPT_ONE_LOCK, OPT_CATALOG,
+  OPT_STORAGE, OPT_VM, OPT_DISK, OPT_TO_CLUSTER, OPT_TO_DS, OPT_TO_SYS_DS, OPT_ROLLBACK, OPT_AUTH,
+};
+
+static const struct option long_options[] = {
+  { "dry-run", no_argument, NULL, OPT_DRY_RUN },
+  { "verbose", no_argument, NULL, 'v' },
+  { "force", no_argument, NULL, OPT_FORCE },
+  { "skip-resume", no_argument, NULL, OPT_SKIP_RESUME },
+  { "json", no_argument, NULL, OPT_JSON },
+  { "journal", required_argument, NULL, OPT_JOURNAL },
+  { "one-lock", required_argument, NULL, OPT_ONE_LOCK },
+  { "catalog", required_argument, NULL, OPT_CATALOG },
+  { "storage", required_argument, NULL, OPT_STORAGE },
+  { "vm", required_argument, NULL, OPT_VM },
+  { "disk", required_argument, NULL, OPT_DISK },
+  { "to-cluster", required_argument, NULL, OPT_TO_CLUSTER },
+  { "to-datastore", required_argument, NULL, OPT_TO_DS },
+  { "to-system-datastore", required_argument, NULL, OPT_TO_SYS_DS },
+  { "rollback", required_argument, NULL, OPT_ROLLBACK },
+  { "auth", required_argument, NULL, OPT_AUTH },
+  { "help", no_argument, NULL, 'h' },
+  { NULL, 0, NULL, 0 },
+};
+
+struct args {
+  bool dry_run, force, skip_resume, json;
+  const char *journal, *catalog, *storage, *rollback;
+  struct catalog_options copts;
+  struct plan_request req;
+  int64_t disks[64];
+};
+
+static int
+parse_id(const char *what, const char *text, int64_t *out)
+{
+  uint64_t v;
+  if (parse_uint(what, text, 0, INT32_MAX, &v) < 0) {
+    fprintf(stderr, "ferry migrate: %s\n", error_message());
+    return -1;
+  }
+  *out = (int64_t)v;
+  return 0;
+}
+
+static int
+parse_args(int argc, char **argv, struct args *a)
+{
+  int c;
+  memset(a, 0, sizeof *a);
+  a->req.vm_id = a->req.to_cluster = a->req.to_datastore = a->req.to_system_datastore = -1;
+  a->req.disk_ids = a->disks;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "vh", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_DRY_RUN: a->dry_run = true; break;
+    case 'v': log_set_verbose(true); break;
+    case OPT_FORCE: a->force = true; break;
+    case OPT_SKIP_RESUME: a->skip_resume = true; break;
+    case OPT_JSON: a->json = true; break;
+    case OPT_JOURNAL: a->journal = optarg; break;
+    case OPT_ONE_LOCK: a->copts.one_lock = optarg; break;
+    case OPT_CATALOG: a->catalog = optarg; break;
+    case OPT_STORAGE: a->storage = optarg; break;
+    case OPT_ROLLBACK: a->rollback = optarg; break;
+    case OPT_AUTH: a->copts.auth = optarg; break;
+    case OPT_VM:
+      if (parse_id("--vm", optarg, &a->req.vm_id) < 0)
+        return -1;
+      break;
+    case OPT_DISK:
+      if (a->req.n_disk_ids == sizeof a->disks / sizeof a->disks[0]) {
+        fprintf(stderr, "ferry migrate: too many --disk options\n");
+        return -1;
+      }
+      if (parse_id("--disk", optarg, &a->disks[a->req.n_disk_ids]) < 0)
+        return -1;
+      a->req.n_disk_ids++;
+      break;
+    case OPT_TO_CLUSTER:
+      if (parse_id("--to-cluster", optarg, &a->req.to_cluster) < 0)
+        return -1;
+      break;
+    case OPT_TO_DS:
+      if (parse_id("--to-datastore", optarg, &a->req.to_datastore) < 0)
+        return -1;
+      break;
+    case OPT_TO_SYS_DS:
+      if (parse_id("--to-system-datastore", optarg, &a->req.to_system_datastore) < 0)
+        return -1;
+      break;
+    case 'h': usage(stdout); exit(EXIT_OK);
+    default: usage(stderr); return -1;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "ferry migrate: unexpected argument '%s'\n", argv[optind]);
+    return -1;
+  }
+  a->req.force = a->force;
+  if (a->rollback)
+    return 0;
+  const char *missing = !a->catalog ? "--catalog URI" : !a->storage ? "--storage fs|exec:CMD|none"
+                        : a->req.vm_id < 0                   ? "--vm ID"
+                                                             : NULL;
+  if (missing) {
+    fprintf(stderr, "ferry migrate: missing %s (see --help)\n", missing);
+    return -1;
+  }
+  if (strcmp(a->storage, "none") != 0 && strcmp(a->storage, "fs") != 0 &&
+      !(strncmp(a->storage, "exec:", 5) == 0 && a->storage[5])) {
+    fprintf(stderr, "ferry migrate: --storage %s: expected fs, exec:CMD or none\n", a->storage);
+    return -1;
+  }
+  if (a->req.to_cluster < 0 && (a->req.to_datastore < 0 || a->req.to_system_datastore < 0)) {
+    fprintf(stderr, "ferry migrate: name the destination: --to-cluster CID, or --to-datastore DS "
+                    "and --to-system-datastore SDS\n");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+fail(const char *what)
+{
+  fprintf(stderr, "ferry migrate: %s%s%s\n", what ? what : "", what ? ": " : "", error_message());
+  return EXIT_FAIL;
+}
+
+static int
+do_rollback(struct args *a)
+{
+  struct catalog *c = NULL;
+  char *uri = NULL;
+  int rc = EXIT_FAIL;
+  if (!a->catalog && journal_catalog_uri(a->rollback, &uri) < 0)
+    return fail(NULL);
+  if (catalog_open(a->catalog ? a->catalog : uri, &a->copts, &c) < 0)
+    fail(NULL);
+  else if (journal_rollback(c, a->rollback, stdout) < 0)
+    fail("rollback");
+  else
+    rc = EXIT_OK;
+  catalog_close(c);
+  free(uri);
+  return rc;
+}
+
+static void
+print_json(const struct plan *p, const char *result, const char *journal)
+{
+  json_t *notes = json_array();
+  for (size_t i = 0; i < p->n_notes; i++)
+    json_array_append_new(notes, json_string(p->notes[i]));
+  json_t *o = json_pack("{s:I, s:s, s:I, s:I, s:I, s:s?, s:o, s:o}", "vm", (json_int_t)p->vm_id,
+                        "result", result, "cluster", (json_int_t)p->cluster, "datastore",
+                        (json_int_t)p->datastore, "system_datastore",
+                        (json_int_t)p->system_datastore, "journal", journal, "notes", notes,
+                        "edits", (json_t *)plan_edits_json(p));
+  char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+  if (s)
+    printf("%s\n", s);
+  free(s);
+  json_decref(o);
+}
 
 int
 cmd_migrate(int argc, char **argv)
 {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "ferry migrate: not implemented yet\n");
-  return EXIT_FAIL;
+  struct args a;
+  struct catalog *c = NULL;
+  struct plan *p = NULL;
+  char *journal = NULL;
+  int rc = EXIT_FAIL;
+
+  if (parse_args(argc, argv, &a) < 0)
+    return EXIT_USAGE;
+  if (a.rollback)
+    return do_rollback(&a);
+  if (strcmp(a.storage, "none") != 0) {
+    fprintf(stderr, "ferry migrate: --storage %s: not implemented yet (only --storage none, the "
+                    "metadata-only move, is available in this version)\n", a.storage);
+    return EXIT_FAIL;
+  }
+  a.copts.read_only = a.dry_run;
+  if (catalog_open(a.catalog, &a.copts, &c) < 0)
+    return fail(NULL);
+  if (plan_build(c, &a.req, &p) < 0) {
+    fail(NULL);
+    goto out;
+  }
+  if (!a.json)
+    plan_print(p, stdout);
+  if (plan_is_noop(p)) {
+    if (a.json)
+      print_json(p, "no-op", NULL);
+    else
+      printf("nothing to do: VM %" PRId64 " is already on cluster %" PRId64
+             " (the catalog holds every edit of this move)\n", p->vm_id, p->cluster);
+    rc = EXIT_OK;
+    goto out;
+  }
+  if (!a.json)
+    printf("storage: none (metadata only: the volumes are already on the destination)\n");
+  if (a.dry_run) {
+    if (a.json)
+      print_json(p, "dry-run", NULL);
+    else
+      printf("dry run: %zu edit(s) planned, nothing changed\n", p->n_edits);
+    rc = EXIT_OK;
+    goto out;
+  }
+  if (!(journal = a.journal ? strdup(a.journal) : journal_default_path(p->vm_id))) {
+    fail("journal");
+    goto out;
+  }
+  if (!a.json)
+    printf("journal: %s\n", journal);
+  if (plan_apply(p, journal) < 0) {
+    fail("switch");
+    fprintf(stderr, "ferry migrate: journal: %s\n", journal);
+    goto out;
+  }
+  if (a.json)
+    print_json(p, "applied", journal);
+  else
+    printf("switched: %zu edit(s) committed; undo with: ferry migrate --rollback %s\n",
+           p->n_edits, journal);
+  rc = EXIT_OK;
+out:
+  free(journal);
+  plan_free(p);
+  catalog_close(c);
+  return rc;
 }

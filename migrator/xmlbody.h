@@ -1,0 +1,36 @@
+/* ferry: OpenNebula object bodies (the XML in the `body` / `short_body` columns).
+ *
+ * A body is parsed with libxml2, edited by XPath and serialised back the way oned wrote it:
+ * same element order, CDATA kept as CDATA, `<X/>` and `<X></X>` kept as they were, no XML
+ * declaration unless the original had one.  xmlbody_parse() refuses a body that would not
+ * serialise back to the very same bytes, so an edit never changes anything but its target.
+ */
+#ifndef FERRY_XMLBODY_H
+#define FERRY_XMLBODY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct xmlbody;
+
+/* Parse `text`; `what` names the body in messages ("vm_pool 43 body"). */
+int xmlbody_parse(const char *text, const char *what, struct xmlbody **out);
+void xmlbody_free(struct xmlbody *b);
+/* The body as text (malloc'd), or NULL with an error set. */
+char *xmlbody_serialize(struct xmlbody *b);
+
+/* Number of nodes matching xpath (negative on a bad expression). */
+int xmlbody_count(struct xmlbody *b, const char *xpath);
+/* Text of the single element matching xpath into *value (malloc'd).  Returns 1 when found,
+ * 0 when absent (*value = NULL), negative when the xpath matches several nodes. */
+int xmlbody_get(struct xmlbody *b, const char *xpath, char **value);
+/* Replace the text of the single element matching xpath (CDATA stays CDATA). */
+int xmlbody_set(struct xmlbody *b, const char *xpath, const char *value);
+/* Remove every element matching xpath; returns how many were removed. */
+int xmlbody_delete(struct xmlbody *b, const char *xpath);
+/* ID lists (`<IMAGES><ID>10</ID><ID>11</ID></IMAGES>`, kept sorted like oned's std::set). */
+int xmlbody_ids(struct xmlbody *b, const char *list_xpath, int64_t **ids, size_t *n);
+int xmlbody_id_add(struct xmlbody *b, const char *list_xpath, int64_t id);
+int xmlbody_id_remove(struct xmlbody *b, const char *list_xpath, int64_t id);
+
+#endif
