@@ -25,8 +25,10 @@ enum { VM_ACTIVE = 3, VM_STOPPED = 4, VM_POWEROFF = 8, VM_UNDEPLOYED = 9, LCM_RU
 enum { DS_TYPE_IMAGE = 0, DS_TYPE_SYSTEM = 1 };
 
 static const char *
-state_name(int state)
+state_name(int state, int lcm_state)
 {
+  if (state == VM_ACTIVE && lcm_state == LCM_RUNNING)
+    return "RUNNING";
   return state >= 0 && (size_t)state < sizeof vm_states / sizeof vm_states[0] ? vm_states[state]
                                                                               : "unknown";
 }
@@ -506,7 +508,7 @@ check_state(struct plan *p)
   }
   return error_set(EBUSY, "VM %" PRId64 " (%s) is in state %s (LCM state %d): ferry moves VMs "
                           "that are POWEROFF, UNDEPLOYED or STOPPED (RUNNING with --force)",
-                   p->vm_id, p->vm_name, state_name(p->state), p->lcm_state);
+                   p->vm_id, p->vm_name, state_name(p->state, p->lcm_state), p->lcm_state);
 }
 
 static int
@@ -678,7 +680,7 @@ void
 plan_print(const struct plan *p, FILE *f)
 {
   char name[96];
-  fprintf(f, "VM %" PRId64 " (%s), %s: disk(s)", p->vm_id, p->vm_name, state_name(p->state));
+  fprintf(f, "VM %" PRId64 " (%s), %s: disk(s)", p->vm_id, p->vm_name, state_name(p->state, p->lcm_state));
   for (size_t i = 0; i < p->n_disks; i++)
     fprintf(f, " %" PRId64, p->disks[i].disk_id);
   fprintf(f, " -> cluster %" PRId64 " (%s), datastore %" PRId64 " (%s), system datastore %" PRId64
