@@ -189,6 +189,20 @@ check_schema(struct catalog *c)
   return 0;
 }
 
+/* The URI for messages and journals: a password in it (mysql://user:pass@...) becomes "***". */
+static char *
+redact(const char *uri)
+{
+  const char *scheme = strstr(uri, "://"), *at, *colon;
+  if (!scheme || !(at = strchr(scheme + 3, '@')) || !(colon = memchr(scheme + 3, ':',
+                                                                       (size_t)(at - scheme - 3))))
+    return strdup(uri);
+  char *out = NULL;
+  if (asprintf(&out, "%.*s:***%s", (int)(colon - uri), uri, at) < 0)
+    return NULL;
+  return out;
+}
+
 int
 catalog_open(const char *uri, const struct catalog_options *opts, struct catalog **out)
 {
@@ -210,7 +224,7 @@ catalog_open(const char *uri, const struct catalog_options *opts, struct catalog
   }
   if (be->needs_oned_stopped && !(opts && opts->read_only) && (r = check_oned_stopped(opts)) < 0)
     return r;
-  if (!(c = calloc(1, sizeof *c)) || !(c->uri = strdup(uri))) {
+  if (!(c = calloc(1, sizeof *c)) || !(c->uri = redact(uri))) {
     free(c);
     return error_set(ENOMEM, "out of memory");
   }

@@ -85,7 +85,8 @@ def sql(path, statement, args=()):
 
 # ---- observing catalogs ----
 
-TABLE_KEYS = {"history": ("vid", "seq")}
+TABLE_KEYS = {"history": ("vid", "seq"), "cluster_datastore_relation": ("cid", "oid"),
+              "cluster_network_relation": ("cid", "oid"), "pool_control": ("tablename",)}
 
 
 def dump_rows(path):
@@ -298,3 +299,84 @@ def ferry_edit_set(report):
             e.get("old") if e["op"] == "remove" else None)
         out.append((e["table"], e["id"], e["column"], e["op"], e["path"], value))
     return sorted(out)
+
+
+# ---- MariaDB: a real server on a unix socket under T, stopped by PID ----
+
+def start_mariadb():
+    for prog in ("mariadb-install-db", "mariadbd", "mariadb"):
+        if not shutil.which(prog) and not os.path.exists("/usr/sbin/" + prog):
+            skip(prog + " not installed")
+    mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+    d = os.path.join(T, "mariadb")
+    os.mkdir(d)
+    user = ["--user=root"] if os.getuid() == 0 else []
+    subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + d + "/db",
+                    "--auth-root-authentication-method=normal", "--skip-test-db"] + user,
+                   check=True, capture_output=True)
+    sock = os.path.join(d, "sock")
+    proc = subprocess.Popen([mariadbd, "--no-defaults", "--datadir=" + d + "/db",
+                             "--socket=" + sock, "--skip-networking", "--pid-file=" + d + "/pid",
+                             "--innodb-buffer-pool-size=16M", "--log-error=" + d + "/error.log"]
+                            + user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop():
+        proc.terminate()
+        proc.wait(timeout=60)
+    atexit.register(stop)
+    for _ in range(600):  # wait for the socket (polling, no fixed sleep)
+        if os.path.exists(sock):
+            break
+        if proc.poll() is not None:
+            fail("mariadbd exited: " + open(d + "/error.log").read())
+        import time
+        time.sleep(0.05)
+    else:
+        fail("mariadbd did not create its socket")
+    return sock
+
+
+def mariadb(sock, sql_text, db=None):
+    args = ["mariadb", "--no-defaults", "-S", sock, "-uroot", "-N", "-B"] + ([db] if db else [])
+    p = subprocess.run(args, input=sql_text, capture_output=True, text=True)
+    if p.returncode != 0:
+        fail("mariadb: " + p.stderr)
+    return p.stdout
+
+
+def load_fixture_mariadb(sock, db):
+    """The fixture with MySQL DDL: same tables, InnoDB, FULLTEXT index on search_token."""
+    text = open(FIXTURE).read()
+    text = text.replace("PRAGMA foreign_keys=OFF;", "").replace("BEGIN TRANSACTION;",
+                                                                "START TRANSACTION;")
+    mariadb(sock, "SET sql_mode = 'NO_BACKSLASH_ESCAPES'; DROP DATABASE IF EXISTS %s; "
+            "CREATE DATABASE %s; USE %s;\n%s\nALTER TABLE vm_pool ADD FULLTEXT ftidx(search_token);"
+            % (db, db, db, text))
+
+
+def dump_rows_mariadb(sock, db):
+    out = {}
+    tables = mariadb(sock, "SHOW TABLES", db).split()
+    for table in tables:
+        cols = mariadb(sock, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE "
+                       "TABLE_SCHEMA = '%s' AND TABLE_NAME = '%s' ORDER BY ORDINAL_POSITION"
+                       % (db, table)).split()
+        rows = mariadb(sock, "SELECT %s FROM %s" % (", ".join("HEX(CAST(%s AS CHAR))" % c for c in cols), table),
+                       db)
+        keys = TABLE_KEYS.get(table, ("oid",) if "oid" in cols else tuple(cols[:2]))
+        for line in rows.splitlines():
+            vals = [None if v == "NULL" else bytes.fromhex(v).decode() for v in line.split("\t")]
+            rec = dict(zip(cols, vals))
+            for c in cols:  # integers as integers, like sqlite3 returns them
+                if rec[c] is not None and c in ("oid", "vid", "seq", "cid", "uid", "gid",
+                                                "state", "lcm_state", "owner_u", "group_u",
+                                                "other_u", "stime", "etime", "last_oid",
+                                                "timestamp", "is_slave"):
+                    rec[c] = int(rec[c])
+            out[(table, tuple(rec[k] for k in keys))] = rec
+    return out
+
+
+def checksum_mariadb(sock, db):
+    rows = dump_rows_mariadb(sock, db)
+    return hashlib.sha256(repr(sorted(rows.items(), key=repr)).encode()).hexdigest()
