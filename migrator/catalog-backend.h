@@ -18,6 +18,9 @@ struct catalog_backend {
   int (*commit)(struct catalog *c);
   int (*rollback)(struct catalog *c);
   void (*close)(struct catalog *c);
+  /* Optional (a running oned only): the VM as oned serves it, and a VM action. */
+  int (*vm_info)(struct catalog *c, int64_t vm, char **body);
+  int (*vm_action)(struct catalog *c, const char *action, int64_t vm);
 };
 
 struct catalog {

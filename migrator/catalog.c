@@ -141,22 +141,34 @@ read_version(struct catalog *c)
 {
   static const char *const tables[] = { "local_db_versioning", "db_versioning" };
   struct catalog_schema *s = &c->schema;
+  char *first_error = NULL;
   for (size_t i = 0; i < 2; i++) {
     struct catalog_result res;
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT version FROM %s ORDER BY oid DESC LIMIT 1", tables[i]);
     if (catalog_query(c, sql, 1, &res) < 0) {
-      error_clear();
+      if (!first_error)
+        first_error = strdup(error_message());
       continue;
     }
     if (res.nrows == 1 && catalog_cell(&res, 0, 0))
       snprintf(s->version, sizeof s->version, "%s", catalog_cell(&res, 0, 0));
     catalog_result_free(&res);
-    if (s->version[0])
+    if (s->version[0]) {
+      free(first_error);
       return 0;
+    }
   }
-  return error_set(EINVAL, "%s: no local_db_versioning/db_versioning version: not an OpenNebula "
-                           "database?", c->uri);
+  /* Both tables missing is "not OpenNebula"; anything else (auth, network) says itself. */
+  int r;
+  if (first_error && !strstr(first_error, "no such table") && !strstr(first_error, "doesn't exist")
+      && !strstr(first_error, "SQL error"))
+    r = error_set(EIO, "%s", first_error);
+  else
+    r = error_set(EINVAL, "%s: no local_db_versioning/db_versioning version: not an OpenNebula "
+                          "database?", c->uri);
+  free(first_error);
+  return r;
 }
 
 static int
@@ -491,4 +503,30 @@ fail:
     r = error_set(saved, "%s", msg ? msg : "switch failed");
   free(msg);
   return r;
+}
+
+/* ---- oned's API (xmlrpc only) ---- */
+
+int
+catalog_vm_info(struct catalog *c, int64_t vm, char **body)
+{
+  struct catalog_row row;
+  *body = NULL;
+  if (c->be->vm_info)
+    return c->be->vm_info(c, vm, body);
+  int r = catalog_read_row(c, CATALOG_VM, vm, -1, &row);
+  if (r < 0)
+    return r;
+  *body = row.value[CATALOG_BODY];
+  row.value[CATALOG_BODY] = NULL;
+  catalog_row_clear(&row);
+  return *body ? 0 : error_set(ENOENT, "VM %" PRId64 ": empty body", vm);
+}
+
+int
+catalog_vm_action(struct catalog *c, const char *action, int64_t vm)
+{
+  if (!c->be->vm_action)
+    return error_set(ENOTSUP, "%s: VM actions need a running oned (xmlrpc:// catalog)", c->uri);
+  return c->be->vm_action(c, action, vm);
 }

@@ -88,6 +88,12 @@ struct catalog_change {
   const struct catalog_row *next;   /* what it will hold */
 };
 
+/* The VM's body as oned serves it (xmlrpc: one.vm.info; SQL backends: the vm_pool row). */
+int catalog_vm_info(struct catalog *c, int64_t vm, char **body);
+/* one.vm.action (poweroff, poweroff-hard, undeploy, undeploy-hard, suspend, resume): xmlrpc
+ * only; -ENOTSUP with a message on the SQL backends, where oned is stopped. */
+int catalog_vm_action(struct catalog *c, const char *action, int64_t vm);
+
 /* Apply all changes atomically (see above).  When a row does not hold its expected image,
  * nothing is written and the message lists every such row. */
 int catalog_switch(struct catalog *c, const struct catalog_change *changes, size_t n);

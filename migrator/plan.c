@@ -539,7 +539,7 @@ load_history(struct plan *p)
 {
   struct catalog_result res;
   char sql[160];
-  snprintf(sql, sizeof sql, "SELECT MAX(seq) FROM history WHERE vid = %" PRId64, p->vm_id);
+  snprintf(sql, sizeof sql, "SELECT MAX(seq) AS max_seq FROM history WHERE vid = %" PRId64, p->vm_id);
   int r = catalog_query(p->catalog, sql, 1, &res);
   if (r < 0)
     return r;
@@ -734,6 +734,35 @@ crash_after_journal(void)
   }
 }
 
+/* After the commit, read the VM the way oned serves it (one.vm.info on xmlrpc) and check
+ * every edit of its body is there: a write that oned does not see is not a move. */
+static int
+verify_served(struct plan *p)
+{
+  char *body = NULL;
+  struct xmlbody *x = NULL;
+  int r = catalog_vm_info(p->catalog, p->vm_id, &body);
+  if (r == 0)
+    r = xmlbody_parse_lenient(body, "VM as served", &x);
+  for (size_t i = 0; r == 0 && i < p->n_edits; i++) {
+    const struct plan_edit *e = &p->edits[i];
+    char *now = NULL;
+    if (e->row != 0 || e->column != CATALOG_BODY)
+      continue;
+    if ((r = xmlbody_get(x, e->path, &now)) < 0)
+      break;
+    bool ok = e->op == PLAN_DELETE ? !now : now && strcmp(now, e->new_value) == 0;
+    free(now);
+    if (!ok)
+      r = error_set(EIO, "switch committed, but the VM as served lacks %s = %s: check oned, "
+                         "and roll back with the journal if needed", e->path,
+                    e->new_value ? e->new_value : "(deleted)");
+  }
+  xmlbody_free(x);
+  free(body);
+  return r;
+}
+
 int
 plan_apply(struct plan *p, const char *journal_path)
 {
@@ -755,7 +784,9 @@ plan_apply(struct plan *p, const char *journal_path)
   crash_after_journal();
   if ((r = catalog_switch(p->catalog, ch, n)) < 0)
     goto out;
-  r = journal_mark(journal_path, "committed");
+  if ((r = journal_mark(journal_path, "committed")) < 0)
+    goto out;
+  r = verify_served(p);
 out:
   free(ch);
   return r;

@@ -215,8 +215,22 @@ split_outer(struct xmlbody *x, const char *text)
   return 0;
 }
 
+static int parse(const char *text, const char *what, bool exact, struct xmlbody **out);
+
 int
 xmlbody_parse(const char *text, const char *what, struct xmlbody **out)
+{
+  return parse(text, what, true, out);
+}
+
+int
+xmlbody_parse_lenient(const char *text, const char *what, struct xmlbody **out)
+{
+  return parse(text, what, false, out);
+}
+
+static int
+parse(const char *text, const char *what, bool exact, struct xmlbody **out)
 {
   struct xmlbody *x = calloc(1, sizeof *x);
   unsigned char *flags = NULL;
@@ -246,11 +260,11 @@ xmlbody_parse(const char *text, const char *what, struct xmlbody **out)
   if ((r = split_outer(x, text)) < 0)
     goto out;
   /* The guarantee every edit relies on: an unedited body serialises to the same bytes. */
-  if (!(again = xmlbody_serialize(x))) {
+  if (exact && !(again = xmlbody_serialize(x))) {
     r = -1;
     goto out;
   }
-  if (strcmp(again, text) != 0) {
+  if (exact && strcmp(again, text) != 0) {
     r = error_set(EINVAL, "%s: does not serialise back to the same bytes; refusing to edit it",
                   what);
     goto out;

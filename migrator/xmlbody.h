@@ -15,6 +15,8 @@ struct xmlbody;
 
 /* Parse `text`; `what` names the body in messages ("vm_pool 43 body"). */
 int xmlbody_parse(const char *text, const char *what, struct xmlbody **out);
+/* The same without the byte-exact check: for reading only (e.g. what oned serves). */
+int xmlbody_parse_lenient(const char *text, const char *what, struct xmlbody **out);
 void xmlbody_free(struct xmlbody *b);
 /* The body as text (malloc'd), or NULL with an error set. */
 char *xmlbody_serialize(struct xmlbody *b);
