@@ -3,11 +3,12 @@
  *   plan (read-only) -> [storage step] -> journal (fsynced) -> switch (one transaction)
  *
  * --storage none is the metadata-only move (the storage already holds the volumes, e.g. after
- * a 3PAR Remote Copy); fs and exec:CMD are parsed but not implemented yet.
+ * a 3PAR Remote Copy); fs and exec:CMD run the near-live move of migrate-storage.h.
  */
 #include "migrator/catalog.h"
 #include "migrator/commands.h"
 #include "migrator/journal.h"
+#include "migrator/migrate-storage.h"
 #include "migrator/plan.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -46,6 +47,11 @@ usage(FILE *f)
           "                         means oned runs and sqlite:/mysql: catalogs are refused\n"
           "  --auth USER:PASSWORD   xmlrpc session (default: the file $ONE_AUTH or ~/.one/one_auth)\n"
           "  --skip-resume          leave the VM stopped after the storage step\n"
+          "  --datastores DIR       fs: directory of datastore directories (default\n"
+          "                         /var/lib/one/datastores)\n"
+          "  --ssh HOST             start the destination clone server on HOST through ssh\n"
+          "  --frontend nbd|fuse    serve the destination clone with ferry-nbd (default) or\n"
+          "                         ferry-fuse --loop\n"
           "  --json                 print the result as one JSON object\n"
           "  -v, --verbose          debug output\n"
           "  --rollback JOURNAL     undo a switch (only rows still holding the after-images)\n"
@@ -58,6 +64,7 @@ usage(FILE *f)
 enum {
   OPT_DRY_RUN = 256, OPT_FORCE, OPT_SKIP_RESUME, OPT_JSON, OPT_JOURNAL, OPT_ONE_LOCK, OPT_CATALOG,
   OPT_STORAGE, OPT_VM, OPT_DISK, OPT_TO_CLUSTER, OPT_TO_DS, OPT_TO_SYS_DS, OPT_ROLLBACK, OPT_AUTH,
+  OPT_DATASTORES, OPT_SSH, OPT_FRONTEND,
 };
 
 static const struct option long_options[] = {
@@ -77,6 +84,9 @@ static const struct option long_options[] = {
   { "to-system-datastore", required_argument, NULL, OPT_TO_SYS_DS },
   { "rollback", required_argument, NULL, OPT_ROLLBACK },
   { "auth", required_argument, NULL, OPT_AUTH },
+  { "datastores", required_argument, NULL, OPT_DATASTORES },
+  { "ssh", required_argument, NULL, OPT_SSH },
+  { "frontend", required_argument, NULL, OPT_FRONTEND },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
@@ -84,6 +94,7 @@ static const struct option long_options[] = {
 struct args {
   bool dry_run, force, skip_resume, json;
   const char *journal, *catalog, *storage, *rollback;
+  struct migrate_storage_options sopts; /* --storage fs|exec: (migrate-storage.h) */
   struct catalog_options copts;
   struct plan_request req;
   int64_t disks[64];
@@ -122,6 +133,15 @@ parse_args(int argc, char **argv, struct args *a)
     case OPT_STORAGE: a->storage = optarg; break;
     case OPT_ROLLBACK: a->rollback = optarg; break;
     case OPT_AUTH: a->copts.auth = optarg; break;
+    case OPT_DATASTORES: a->sopts.datastores = optarg; break;
+    case OPT_SSH: a->sopts.ssh_host = optarg; break;
+    case OPT_FRONTEND:
+      if (strcmp(optarg, "nbd") != 0 && strcmp(optarg, "fuse") != 0) {
+        fprintf(stderr, "ferry migrate: --frontend %s: expected nbd or fuse\n", optarg);
+        return -1;
+      }
+      a->sopts.frontend = optarg;
+      break;
     case OPT_VM:
       if (parse_id("--vm", optarg, &a->req.vm_id) < 0)
         return -1;
@@ -197,6 +217,8 @@ do_rollback(struct args *a)
     fail(NULL);
   else if (journal_rollback(c, a->rollback, stdout) < 0)
     fail("rollback");
+  else if (migrate_storage_rollback(a->rollback, stdout) < 0)
+    fail("storage rollback");
   else
     rc = EXIT_OK;
   catalog_close(c);
@@ -235,11 +257,13 @@ cmd_migrate(int argc, char **argv)
     return EXIT_USAGE;
   if (a.rollback)
     return do_rollback(&a);
-  if (strcmp(a.storage, "none") != 0) {
-    fprintf(stderr, "ferry migrate: --storage %s: not implemented yet (only --storage none, the "
-                    "metadata-only move, is available in this version)\n", a.storage);
-    return EXIT_FAIL;
-  }
+  bool storage_step = strcmp(a.storage, "none") != 0;
+  struct move_report report;
+  a.sopts.storage = a.storage;
+  a.sopts.dry_run = a.dry_run;
+  a.sopts.skip_resume = a.skip_resume;
+  a.sopts.progress = !a.json;
+  a.sopts.out = a.json ? stderr : stdout;
   a.copts.read_only = a.dry_run;
   if (catalog_open(a.catalog, &a.copts, &c) < 0)
     return fail(NULL);
@@ -258,8 +282,12 @@ cmd_migrate(int argc, char **argv)
     rc = EXIT_OK;
     goto out;
   }
-  if (!a.json)
+  if (!a.json && !storage_step)
     printf("storage: none (metadata only: the volumes are already on the destination)\n");
+  if (a.dry_run && storage_step && migrate_storage(p, &a.sopts, &report) < 0) {
+    fail("storage");
+    goto out;
+  }
   if (a.dry_run) {
     if (a.json)
       print_json(p, "dry-run", NULL);
@@ -274,8 +302,10 @@ cmd_migrate(int argc, char **argv)
   }
   if (!a.json)
     printf("journal: %s\n", journal);
-  if (plan_apply(p, journal) < 0) {
-    fail("switch");
+  a.sopts.journal = journal;
+  /* With a storage step the switch happens inside the move (after the clone started). */
+  if ((storage_step ? migrate_storage(p, &a.sopts, &report) : plan_apply(p, journal)) < 0) {
+    fail(storage_step ? "move" : "switch");
     fprintf(stderr, "ferry migrate: journal: %s\n", journal);
     goto out;
   }

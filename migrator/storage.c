@@ -253,7 +253,9 @@ fs_check(const struct storage *s, const struct storage_disk *d, uint64_t *size, 
                   d->src_ds, src);
     goto out;
   }
-  if (*size == 0 && S_ISREG(st.st_mode))
+  /* A file's own size wins over the catalog's (SIZE is in MiB, and often stale): the clone
+   * needs a destination exactly as large as its source. */
+  if (S_ISREG(st.st_mode))
     *size = (uint64_t)st.st_size;
   if (asprintf(&dsdir, "%s/%d", s->datastores, d->dst_ds) < 0) {
     dsdir = NULL;

@@ -1,0 +1,246 @@
+/* ferry: the storage step of `ferry migrate` driven by a catalog plan, see migrate-storage.h. */
+#include "migrator/migrate-storage.h"
+
+#include "common/error.h"
+#include "common/log.h"
+#include "migrator/xmlbody.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* OpenNebula VM states (VirtualMachine::VmState) a move starts from. */
+enum { VM_ACTIVE = 3, VM_STOPPED = 4, VM_POWEROFF = 8, VM_UNDEPLOYED = 9 };
+
+char *
+migrate_storage_log_path(const char *journal)
+{
+  char *s = NULL;
+  if (asprintf(&s, "%s.storage.json", journal) < 0)
+    return NULL;
+  return s;
+}
+
+int
+migrate_storage_rollback(const char *journal, FILE *out)
+{
+  char *log = migrate_storage_log_path(journal);
+  if (!log)
+    return error_set(ENOMEM, "out of memory");
+  int r = 0;
+  if (access(log, F_OK) == 0)
+    r = storage_rollback_file(log, out);
+  free(log);
+  return r;
+}
+
+/* The system datastore the VM's last history record points at (where non-persistent disks
+ * live today). */
+static int
+current_system_datastore(const struct plan *p, int64_t *out)
+{
+  for (size_t i = 0; i < p->n_rows; i++) {
+    if (p->before[i].kind != CATALOG_HISTORY)
+      continue;
+    struct xmlbody *b = NULL;
+    char *v = NULL;
+    int r = xmlbody_parse(p->before[i].value[CATALOG_BODY], "history body", &b);
+    if (r == 0 && (r = xmlbody_get(b, "/HISTORY/DS_ID", &v)) == 1)
+      *out = strtoll(v, NULL, 10);
+    free(v);
+    xmlbody_free(b);
+    if (r == 1)
+      return 0;
+    return r < 0 ? r : error_set(ENOENT, "VM %" PRId64 ": last history record has no DS_ID",
+                                 p->vm_id);
+  }
+  return error_set(ENOENT, "VM %" PRId64 ": no history record (never deployed): no system "
+                           "datastore holds its disks",
+                   p->vm_id);
+}
+
+/* One plan disk as the storage step sees it (layout in migrate-storage.h). */
+static int
+storage_disk_of(const struct plan *p, const struct plan_disk *d, int64_t cur_sys, char **names,
+                struct storage_disk *out)
+{
+  memset(out, 0, sizeof *out);
+  out->vm = (int)p->vm_id;
+  out->disk = (int)d->disk_id;
+  out->size = 0; /* fs: the source file's size */
+  if (d->persistent) {
+    const char *base = d->source ? strrchr(d->source, '/') : NULL;
+    base = base ? base + 1 : d->source;
+    if (!base || !*base)
+      return error_set(EINVAL, "VM %" PRId64 " disk %" PRId64 ": no SOURCE to name its volume",
+                       p->vm_id, d->disk_id);
+    names[0] = strdup(base);
+    names[1] = strdup(base);
+    out->src_ds = (int)d->src_datastore;
+    out->dst_ds = (int)d->dst_datastore;
+  } else {
+    if (asprintf(&names[0], "%" PRId64 "/disk.%" PRId64, p->vm_id, d->disk_id) < 0)
+      names[0] = NULL;
+    names[1] = names[0] ? strdup(names[0]) : NULL;
+    out->src_ds = (int)cur_sys;
+    out->dst_ds = (int)p->system_datastore;
+  }
+  if (!names[0] || !names[1])
+    return error_set(ENOMEM, "out of memory");
+  out->src_volume = names[0];
+  out->dst_volume = names[1];
+  if (d->size_mb)
+    out->size = d->size_mb << 20;
+  return 0;
+}
+
+struct hooks_ctx {
+  struct plan *p;
+  const char *journal;
+};
+
+static int
+stop_vm(void *opaque, bool *was_running)
+{
+  struct hooks_ctx *h = opaque;
+  /* oned is stopped for sqlite:/mysql: catalogs, and the plan refuses a RUNNING VM: the VM is
+   * already down, and "VM stopped" is now. */
+  *was_running = false;
+  if (h->p->state != VM_POWEROFF && h->p->state != VM_UNDEPLOYED && h->p->state != VM_STOPPED)
+    return error_set(EBUSY, "VM %" PRId64 " is not stopped (state %d): undeploy or power it off "
+                            "first",
+                     h->p->vm_id, h->p->state);
+  return 0;
+}
+
+static int
+switch_disks(void *opaque)
+{
+  struct hooks_ctx *h = opaque;
+  return plan_apply(h->p, h->journal);
+}
+
+int
+migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct move_report *rep)
+{
+  struct storage *st = NULL;
+  char *log = NULL, *workdir = NULL;
+  char *names[64][2] = { { NULL } };
+  struct move_disk disks[64];
+  int r;
+  if (p->n_disks > 64)
+    return error_set(E2BIG, "VM %" PRId64 ": more than 64 disks to move", p->vm_id);
+  if ((r = storage_new(o->storage, &st)) < 0)
+    return r;
+  if (o->datastores)
+    storage_set_datastores(st, o->datastores);
+  storage_set_timestamp(st, o->timestamp ? o->timestamp : (long long)time(NULL));
+  if (!o->dry_run && o->journal) {
+    if (!(log = migrate_storage_log_path(o->journal))) {
+      r = error_set(ENOMEM, "out of memory");
+      goto out;
+    }
+    storage_set_log(st, log);
+  }
+  int64_t cur_sys = -1;
+  for (size_t i = 0; i < p->n_disks; i++)
+    if (!p->disks[i].persistent && (r = current_system_datastore(p, &cur_sys)) < 0)
+      goto out;
+  for (size_t i = 0; i < p->n_disks; i++) {
+    struct storage_disk sd;
+    if ((r = storage_disk_of(p, &p->disks[i], cur_sys, names[i], &sd)) < 0 ||
+        (r = storage_plan_disk(st, &sd)) < 0)
+      goto out;
+  }
+
+  if (o->workdir)
+    workdir = strdup(o->workdir);
+  else if (asprintf(&workdir, "%s.d", o->journal ? o->journal : "ferry-move") < 0)
+    workdir = NULL;
+  if (!workdir) {
+    r = error_set(ENOMEM, "out of memory");
+    goto out;
+  }
+  struct move_options mo = {
+    .frontend = o->frontend, .ssh_host = o->ssh_host, .workdir = workdir,
+    .skip_resume = o->skip_resume, .progress = o->progress, .out = o->out,
+  };
+  if (o->dry_run) {
+    if (o->out) {
+      storage_print_plan(st, o->out);
+      for (size_t i = 0; i < p->n_disks; i++) {
+        struct move_disk d = { .disk_id = p->disks[i].disk_id,
+                               .source = o->source_uri ? o->source_uri : "SOURCE",
+                               .dest = "DESTINATION" };
+        char **argv = NULL;
+        if (move_server_argv(&mo, mo.frontend && strcmp(mo.frontend, "fuse") == 0 ? "ferry-fuse"
+                                                                                  : "ferry-nbd",
+                             &d, &argv) == 0) {
+          char *line = move_argv_string(argv);
+          fprintf(o->out, "  disk %" PRId64 " destination clone: %s\n", d.disk_id,
+                  line ? line : "?");
+          free(line);
+          move_argv_free(argv);
+        }
+      }
+    }
+    r = 0;
+    goto out;
+  }
+  if (mkdir(workdir, 0700) < 0 && errno != EEXIST) {
+    r = error_set_errno(errno, "%s: mkdir", workdir);
+    goto out;
+  }
+  if (o->out) {
+    storage_print_plan(st, o->out);
+    if (log)
+      fprintf(o->out, "storage log: %s\n", log);
+  }
+  /* Paths are known once prepared (a hook names them in its create reply), so the move asks
+   * storage for them through a late binding: fill after prepare inside move_run is not
+   * possible, hence prepare here first. */
+  if ((r = storage_prepare(st)) < 0) {
+    char *msg = strdup(error_message());
+    if (storage_abort(st) < 0)
+      log_warning("%s", error_message());
+    error_set(-r, "%s", msg ? msg : "storage prepare failed");
+    free(msg);
+    goto out;
+  }
+  for (size_t i = 0; i < p->n_disks; i++) {
+    int vm = (int)p->vm_id, disk = (int)p->disks[i].disk_id;
+    disks[i].disk_id = p->disks[i].disk_id;
+    disks[i].source = o->source_uri ? o->source_uri : storage_source_path(st, vm, disk);
+    disks[i].dest = storage_dest_path(st, vm, disk);
+    if (!disks[i].source || !disks[i].dest) {
+      r = error_set(EINVAL, "disk %d: the storage hook did not name the %s volume's path (reply "
+                            "to create must hold \"path\" and \"source\")",
+                    disk, disks[i].dest ? "source" : "destination");
+      storage_abort(st);
+      goto out;
+    }
+  }
+  struct hooks_ctx ctx = { .p = p, .journal = o->journal };
+  struct move_hooks hooks = {
+    .stop_vm = stop_vm,
+    .switch_disks = switch_disks,
+    .resume_vm = NULL,
+    .no_resume_reason = "oned is stopped (sqlite/mysql catalog): start the VM with "
+                        "`onevm resume` once oned runs",
+    .opaque = &ctx,
+  };
+  r = move_run(st, disks, p->n_disks, &mo, &hooks, rep);
+out:
+  for (size_t i = 0; i < 64; i++) {
+    free(names[i][0]);
+    free(names[i][1]);
+  }
+  storage_free(st);
+  free(log);
+  free(workdir);
+  return r;
+}
