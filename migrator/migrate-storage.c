@@ -191,18 +191,13 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     r = 0;
     goto out;
   }
-  if (mkdir(workdir, 0700) < 0 && errno != EEXIST) {
-    r = error_set_errno(errno, "%s: mkdir", workdir);
-    goto out;
-  }
   if (o->out) {
     storage_print_plan(st, o->out);
     if (log)
       fprintf(o->out, "storage log: %s\n", log);
   }
-  /* Paths are known once prepared (a hook names them in its create reply), so the move asks
-   * storage for them through a late binding: fill after prepare inside move_run is not
-   * possible, hence prepare here first. */
+  /* Prepare here, before move_run: a hook names the volumes' paths in its create reply and
+   * the clone needs them.  move_run's own prepare then finds nothing left to do. */
   if ((r = storage_prepare(st)) < 0) {
     char *msg = strdup(error_message());
     if (storage_abort(st) < 0)
@@ -223,6 +218,11 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
       storage_abort(st);
       goto out;
     }
+  }
+  if (mkdir(workdir, 0700) < 0 && errno != EEXIST) {
+    r = error_set_errno(errno, "%s: mkdir", workdir);
+    storage_abort(st);
+    goto out;
   }
   struct hooks_ctx ctx = { .p = p, .journal = o->journal };
   struct move_hooks hooks = {

@@ -1,7 +1,7 @@
 # ferry migrate refuses, with a message naming the problem, and leaves the catalog unchanged:
 # unknown VM/disk/datastore/cluster, a datastore outside the target cluster, a VM state that
 # cannot move, a network missing from the target cluster, oned running (lock), bad usage,
-# storage kinds not implemented yet, an existing journal.
+# storage steps that cannot start, an existing journal.
 import os
 import sys
 
@@ -88,10 +88,13 @@ expect_refusal(db, "unknown catalog URI", "--catalog", "postgres://x/y", "--one-
 expect_refusal(db, "expected mysql://user[:pass]@host[:port]/db", "--catalog", "mysql://nohost",
                "--one-lock", LOCK, "--storage", "none", "--vm", 42, "--to-cluster", 100)
 
-# Storage kinds the parser accepts but this version does not implement yet.
-for storage in ("fs", "exec:/bin/true"):
-    expect_refusal(db, "--storage %s: not implemented yet" % storage, "--catalog", cat,
-                   "--one-lock", LOCK, "--storage", storage, "--vm", 42, "--to-cluster", 100)
+# Storage steps that cannot start (tests/test-migrate-storage-*.sh cover the working ones):
+# no datastore directory for fs, a hook that names no destination path for exec.
+for storage, message in (
+        ("fs", "datastore 0: source volume %s/0/42/disk.0: No such file or directory" % T),
+        ("exec:/bin/true", "disk 0: the storage hook did not name the destination volume's path")):
+    expect_refusal(db, message, "--catalog", cat, "--one-lock", LOCK, "--storage", storage,
+                   "--datastores", T, "--vm", 42, "--to-cluster", 100)
 
 # Usage errors: exit 2.
 expect_refusal(db, "--storage tape: expected fs, exec:CMD or none", *base[:-2], "--storage",
