@@ -550,6 +550,27 @@ load_history(struct plan *p)
   return r;
 }
 
+/* The VM body embeds the last history record: it must be the table's last, or editing
+ * /VM/HISTORY_RECORDS/HISTORY would change a record the history row does not match. */
+static int
+check_embedded_history(struct plan *p, struct xmlbody *vm)
+{
+  size_t h = (size_t)-1;
+  for (size_t i = 0; i < p->n_rows; i++)
+    if (p->before[i].kind == CATALOG_HISTORY)
+      h = i;
+  char *seq = NULL;
+  int r = xmlbody_get(vm, "/VM/HISTORY_RECORDS/HISTORY/SEQ", &seq);
+  if (r < 0)
+    return r;
+  if (seq && (h == (size_t)-1 || strtoll(seq, NULL, 10) != p->before[h].seq))
+    r = error_set(EINVAL, "VM %" PRId64 ": its body embeds history seq %s but the history table's "
+                          "last is %s: inconsistent catalog (run onedb fsck)", p->vm_id, seq,
+                  h == (size_t)-1 ? "none" : "another");
+  free(seq);
+  return r;
+}
+
 int
 plan_build(struct catalog *c, const struct plan_request *req, struct plan **out)
 {
@@ -578,7 +599,7 @@ plan_build(struct catalog *c, const struct plan_request *req, struct plan **out)
     goto out;
   if ((r = xmlbody_parse(p->before[0].value[CATALOG_BODY], "vm_pool body", &vm)) < 0 ||
       (r = check_networks(p, vm)) < 0 || (r = select_disks(p, vm, &disk_ids, &n_disks)) < 0 ||
-      (r = load_history(p)) < 0 || (r = add_row(p, CATALOG_DATASTORE, ds.id, -1, NULL)) < 0)
+      (r = load_history(p)) < 0 || (r = check_embedded_history(p, vm)) < 0 || (r = add_row(p, CATALOG_DATASTORE, ds.id, -1, NULL)) < 0)
     goto out;
   if (n_disks == 0) {
     r = error_set(EINVAL, "VM %" PRId64 " has no image-backed disk to move", p->vm_id);

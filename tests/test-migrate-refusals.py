@@ -55,6 +55,13 @@ expect_refusal(db, "VM 42: network 0 (NIC 0) is not in cluster 100 (cluster-b)",
                "--to-cluster", 100)
 sql(db, "INSERT INTO cluster_network_relation VALUES (100, 0)")
 
+# The body's embedded history record is not the history table's last.
+sql(db, "INSERT INTO history SELECT vid, 2, replace(body, '<SEQ>1</SEQ>', '<SEQ>2</SEQ>'), stime, "
+        "etime FROM history WHERE vid = 42 AND seq = 1")
+expect_refusal(db, "VM 42: its body embeds history seq 1 but the history table's last is another",
+               *base, "--vm", 42, "--to-cluster", 100)
+sql(db, "DELETE FROM history WHERE vid = 42 AND seq = 2")
+
 # A cluster with two image datastores needs --to-datastore.
 sql(db, "INSERT INTO datastore_pool SELECT 102, 'images-c', replace(replace(body, "
         "'<ID>101</ID>', '<ID>102</ID>'), 'images-b', 'images-c'), uid, gid, owner_u, group_u, "
