@@ -306,10 +306,29 @@ find_row(const struct plan *p, enum catalog_kind kind, int64_t id)
 
 /* ---- the edits of a move ---- */
 
+/* body_json mirrors the body: a path the body has must be in body_json too, or its layout is
+ * not the one ferry understands and editing it would leave it stale. */
+static int
+json_mirrors_body(struct ctx *x, const char *path)
+{
+  struct doc *body = &x->docs[0][CATALOG_BODY], *json = &x->docs[0][CATALOG_BODY_JSON];
+  char *a = NULL, *b = NULL;
+  int r = 0;
+  if (!doc_loaded(json) || !doc_loaded(body))
+    return 0;
+  if ((r = doc_get(body, path, &a)) > 0 && (r = doc_get(json, path, &b)) == 0)
+    r = error_set(EINVAL, "vm_pool %" PRId64 " body_json: no %s although the body has it: "
+                          "body_json layout not understood, refusing to leave it stale",
+                  x->p->vm_id, path);
+  free(a);
+  free(b);
+  return r < 0 ? r : 0;
+}
+
 static int
 vm_columns_set(struct ctx *x, const char *path, const char *value)
 {
-  int r = 0;
+  int r = json_mirrors_body(x, path);
   for (int col = 0; col < CATALOG_NCOLUMNS && r == 0; col++)
     r = set_if_present(x, 0, (enum catalog_column)col, path, value);
   return r;
@@ -383,6 +402,9 @@ vm_edits(struct ctx *x)
     if ((r = vm_columns_set(x, "/VM/HISTORY_RECORDS/HISTORY/DS_ID", num)) < 0)
       return r;
   }
+  if ((r = json_mirrors_body(x, "/VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS")) < 0 ||
+      (r = json_mirrors_body(x, "/VM/USER_TEMPLATE/SCHED_REQUIREMENTS")) < 0)
+    return r;
   for (int col = 0; col < CATALOG_NCOLUMNS; col++) {
     if ((r = delete_if_present(x, 0, (enum catalog_column)col,
                                "/VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS")) < 0 ||

@@ -53,3 +53,14 @@ sql(db, "DROP TABLE db_versioning")
 expect_refusal(db, "no local_db_versioning/db_versioning version: not an OpenNebula database?",
                "--catalog", "sqlite:" + db, "--one-lock", LOCK, "--storage", "none", "--vm", 42,
                "--to-cluster", 100)
+
+# A body_json whose layout ferry does not understand is refused, not left stale.
+db = make_db(os.path.join(T, "oddjson.db"), "6.10")
+sql(db, "UPDATE vm_pool SET body_json = replace(body_json, '\"DATASTORE_ID\"', '\"datastore_id\"')")
+expect_refusal(db, "vm_pool 43 body_json: no /VM/TEMPLATE/DISK[DISK_ID=0]/DATASTORE_ID although "
+               "the body has it", "--catalog", "sqlite:" + db, "--one-lock", LOCK, "--storage",
+               "none", "--vm", 43, "--to-cluster", 100, "--force")
+sql(db, "UPDATE vm_pool SET body_json = 'not json'")
+expect_refusal(db, "vm_pool oid 43 body_json: not JSON", "--catalog", "sqlite:" + db,
+               "--one-lock", LOCK, "--storage", "none", "--vm", 43, "--to-cluster", 100,
+               "--force")
