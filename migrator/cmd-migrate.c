@@ -259,6 +259,8 @@ cmd_migrate(int argc, char **argv)
     return do_rollback(&a);
   bool storage_step = strcmp(a.storage, "none") != 0;
   struct move_report report;
+  /* Through oned (xmlrpc:) the move undeploys a RUNNING VM and resumes it itself. */
+  a.req.storage_moves_running = storage_step && strncmp(a.catalog, "xmlrpc:", 7) == 0;
   a.sopts.storage = a.storage;
   a.sopts.dry_run = a.dry_run;
   a.sopts.skip_resume = a.skip_resume;

@@ -3,6 +3,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "migrator/xmlbody.h"
 
 #include <errno.h>
@@ -15,6 +16,8 @@
 
 /* OpenNebula VM states (VirtualMachine::VmState) a move starts from. */
 enum { VM_ACTIVE = 3, VM_STOPPED = 4, VM_POWEROFF = 8, VM_UNDEPLOYED = 9 };
+/* Seconds oned may take to undeploy a VM (guest shutdown, disks moved back). */
+enum { UNDEPLOY_TIMEOUT = 600 };
 
 char *
 migrate_storage_log_path(const char *journal)
@@ -101,20 +104,97 @@ storage_disk_of(const struct plan *p, const struct plan_disk *d, int64_t cur_sys
 struct hooks_ctx {
   struct plan *p;
   const char *journal;
+  bool stopped_by_us;
 };
+
+static bool
+catalog_is_xmlrpc(const struct plan *p)
+{
+  return strncmp(catalog_uri(p->catalog), "xmlrpc:", 7) == 0;
+}
+
+static int
+vm_state(struct plan *p, int *state, int *lcm)
+{
+  struct catalog_result res;
+  char sql[128];
+  snprintf(sql, sizeof sql, "SELECT state, lcm_state FROM vm_pool WHERE oid = %" PRId64,
+           p->vm_id);
+  int r = catalog_query(p->catalog, sql, 2, &res);
+  if (r < 0)
+    return r;
+  if (res.nrows != 1) {
+    catalog_result_free(&res);
+    return error_set(ENOENT, "VM %" PRId64 " not found in vm_pool", p->vm_id);
+  }
+  *state = catalog_cell(&res, 0, 0) ? atoi(catalog_cell(&res, 0, 0)) : -1;
+  *lcm = catalog_cell(&res, 0, 1) ? atoi(catalog_cell(&res, 0, 1)) : -1;
+  catalog_result_free(&res);
+  return 0;
+}
+
+/* Undeploy a RUNNING VM through oned (xmlrpc catalogs), wait until oned reports it
+ * UNDEPLOYED, then rebuild the plan: undeploy rewrote the VM's rows, and the switch only
+ * writes rows that still hold the images it planned from. */
+static int
+undeploy(struct hooks_ctx *h)
+{
+  struct plan *p = h->p;
+  int r = catalog_vm_action(p->catalog, "undeploy", p->vm_id);
+  if (r < 0)
+    return error_prefix("VM %" PRId64 ": undeploy", p->vm_id);
+  double deadline = now_seconds() + UNDEPLOY_TIMEOUT;
+  int state = -1, lcm = -1;
+  while ((r = vm_state(p, &state, &lcm)) == 0 && state != VM_UNDEPLOYED) {
+    if (now_seconds() > deadline)
+      return error_set(ETIMEDOUT, "VM %" PRId64 ": not UNDEPLOYED %d s after undeploy (state %d, "
+                                  "LCM state %d)",
+                       p->vm_id, UNDEPLOY_TIMEOUT, state, lcm);
+    struct timespec ts = { 0, 200 * 1000000L };
+    nanosleep(&ts, NULL);
+  }
+  if (r < 0)
+    return r;
+  struct plan *np = NULL;
+  if ((r = plan_build(p->catalog, &p->req, &np)) < 0)
+    return error_prefix("VM %" PRId64 ": planning again after undeploy", p->vm_id);
+  /* The caller owns *p: swap contents, free the old ones. */
+  struct plan old = *p;
+  *p = *np;
+  *np = old;
+  plan_free(np);
+  return 0;
+}
 
 static int
 stop_vm(void *opaque, bool *was_running)
 {
   struct hooks_ctx *h = opaque;
-  /* oned is stopped for sqlite:/mysql: catalogs, and the plan refuses a RUNNING VM: the VM is
-   * already down, and "VM stopped" is now. */
+  struct plan *p = h->p;
   *was_running = false;
-  if (h->p->state != VM_POWEROFF && h->p->state != VM_UNDEPLOYED && h->p->state != VM_STOPPED)
-    return error_set(EBUSY, "VM %" PRId64 " is not stopped (state %d): undeploy or power it off "
-                            "first",
-                     h->p->vm_id, h->p->state);
-  return 0;
+  if (p->state == VM_POWEROFF || p->state == VM_UNDEPLOYED || p->state == VM_STOPPED)
+    return 0;
+  /* A RUNNING VM gets this far only with a catalog that reaches oned (cmd-migrate sets
+   * storage_moves_running for xmlrpc:). */
+  if (p->state == VM_ACTIVE && catalog_is_xmlrpc(p)) {
+    int r = undeploy(h);
+    if (r == 0)
+      *was_running = h->stopped_by_us = true;
+    return r;
+  }
+  return error_set(EBUSY, "VM %" PRId64 " is not stopped (state %d): undeploy or power it off "
+                          "first",
+                   p->vm_id, p->state);
+}
+
+static int
+resume_vm(void *opaque)
+{
+  struct hooks_ctx *h = opaque;
+  if (!h->stopped_by_us)
+    return 0;
+  int r = catalog_vm_action(h->p->catalog, "resume", h->p->vm_id);
+  return r < 0 ? error_prefix("VM %" PRId64 ": resume", h->p->vm_id) : 0;
 }
 
 static int
@@ -225,12 +305,15 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     goto out;
   }
   struct hooks_ctx ctx = { .p = p, .journal = o->journal };
+  bool xmlrpc = catalog_is_xmlrpc(p);
   struct move_hooks hooks = {
     .stop_vm = stop_vm,
     .switch_disks = switch_disks,
-    .resume_vm = NULL,
-    .no_resume_reason = "oned is stopped (sqlite/mysql catalog): start the VM with "
-                        "`onevm resume` once oned runs",
+    /* Only a VM ferry stopped is started again; one that was already down stays down. */
+    .resume_vm = xmlrpc && p->state == VM_ACTIVE ? resume_vm : NULL,
+    .no_resume_reason = xmlrpc ? "it was not running before the move"
+                               : "oned is stopped (sqlite/mysql catalog): start the VM with "
+                                 "`onevm resume` once oned runs",
     .opaque = &ctx,
   };
   r = move_run(st, disks, p->n_disks, &mo, &hooks, rep);
