@@ -87,8 +87,7 @@ my_open(struct catalog *c, const char *rest, const struct catalog_options *o)
     return error_set(ENOMEM, "out of memory");
   char *at = strrchr(s, '@');
   if (!at || !(db = strchr(at, '/')) || !db[1]) {
-    r = error_set(EINVAL, "%s: expected mysql://user[:pass]@host[:port]/db[?socket=PATH]",
-                  c->uri);
+    r = error_set(EINVAL, "%s: expected mysql://user[:pass]@host[:port]/db[?socket=PATH]", c->uri);
     goto out;
   }
   *at = '\0';
@@ -135,8 +134,8 @@ my_open(struct catalog *c, const char *rest, const struct catalog_options *o)
     c->priv = NULL;
     goto out;
   }
-  if ((r = my_exec(c, "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE")) < 0 ||
-      (r = my_exec(c, "SET autocommit = 1")) < 0 || (r = check_engines(c)) < 0) {
+  if ((r = my_exec(c, "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE")) < 0
+      || (r = my_exec(c, "SET autocommit = 1")) < 0 || (r = check_engines(c)) < 0) {
     mysql_close(m);
     c->priv = NULL;
   }
@@ -189,8 +188,8 @@ my_update(struct catalog *c, const char *table, const char *column, const char *
     r = error_set(EIO, "%s: UPDATE %s SET %s WHERE %s: %s", c->uri, table, column, where,
                   mysql_error(db_of(c)));
   else if (mysql_affected_rows(db_of(c)) != 1)
-    r = error_set(EIO, "%s: UPDATE %s WHERE %s matched %llu rows, expected 1", c->uri, table,
-                  where, (unsigned long long)mysql_affected_rows(db_of(c)));
+    r = error_set(EIO, "%s: UPDATE %s WHERE %s matched %llu rows, expected 1", c->uri, table, where,
+                  (unsigned long long)mysql_affected_rows(db_of(c)));
   free(sql);
   return r;
 }

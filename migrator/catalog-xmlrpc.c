@@ -173,10 +173,10 @@ call(struct catalog *c, const char *method, const char *params, xmlDocPtr *doc, 
   }
   *doc = xmlReadMemory(resp.p, (int)resp.len, NULL, "UTF-8",
                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-  if (!*doc || !(ctx = xmlXPathNewContext(*doc)) ||
-      !(o = xmlXPathEvalExpression(
-            (const xmlChar *)"/methodResponse/params/param/value/array/data/value", ctx)) ||
-      !o->nodesetval || o->nodesetval->nodeNr < 2) {
+  if (!*doc || !(ctx = xmlXPathNewContext(*doc))
+      || !(o = xmlXPathEvalExpression(
+               (const xmlChar *)"/methodResponse/params/param/value/array/data/value", ctx))
+      || !o->nodesetval || o->nodesetval->nodeNr < 2) {
     r = error_set(EPROTO, "%s: %s: not an OpenNebula XML-RPC response", c->uri, method);
     goto out;
   }
@@ -283,9 +283,11 @@ x_update(struct catalog *c, const char *table, const char *column, const char *v
   xmlDocPtr doc;
   xmlNodePtr v;
   if (value && strchr(value, '\\'))
-    return error_set(ENOTSUP, "%s: %s.%s WHERE %s: the value holds a backslash, which a MySQL-"
-                              "backed oned would read as an escape; use a sqlite: or mysql: "
-                              "catalog with oned stopped", c->uri, table, column, where);
+    return error_set(ENOTSUP,
+                     "%s: %s.%s WHERE %s: the value holds a backslash, which a MySQL-"
+                     "backed oned would read as an escape; use a sqlite: or mysql: "
+                     "catalog with oned stopped",
+                     c->uri, table, column, where);
   add_str(&sql, "UPDATE ");
   add_str(&sql, table);
   add_str(&sql, " SET ");

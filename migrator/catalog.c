@@ -165,8 +165,10 @@ read_version(struct catalog *c)
       && !strstr(first_error, "SQL error"))
     r = error_set(EIO, "%s", first_error);
   else
-    r = error_set(EINVAL, "%s: no local_db_versioning/db_versioning version: not an OpenNebula "
-                          "database?", c->uri);
+    r = error_set(EINVAL,
+                  "%s: no local_db_versioning/db_versioning version: not an OpenNebula "
+                  "database?",
+                  c->uri);
   free(first_error);
   return r;
 }
@@ -180,8 +182,8 @@ check_schema(struct catalog *c)
     return r;
   if (sscanf(s->version, "%d.%d", &s->major, &s->minor) != 2)
     return error_set(EINVAL, "%s: cannot parse schema version '%s'", c->uri, s->version);
-  bool known = (s->major == 5 && s->minor == 12) || (s->major == 6 && s->minor <= 8) ||
-               (s->major == 6 && s->minor == 10) || s->major == 7;
+  bool known = (s->major == 5 && s->minor == 12) || (s->major == 6 && s->minor <= 8)
+               || (s->major == 6 && s->minor == 10) || s->major == 7;
   if (!known)
     return error_set(ENOTSUP,
                      "%s: catalog schema version %s is not one ferry knows (5.12, 6.0-6.8, "
@@ -206,8 +208,8 @@ static char *
 redact(const char *uri)
 {
   const char *scheme = strstr(uri, "://"), *at, *colon;
-  if (!scheme || !(at = strchr(scheme + 3, '@')) || !(colon = memchr(scheme + 3, ':',
-                                                                       (size_t)(at - scheme - 3))))
+  if (!scheme || !(at = strchr(scheme + 3, '@'))
+      || !(colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3))))
     return strdup(uri);
   char *out = NULL;
   if (asprintf(&out, "%.*s:***%s", (int)(colon - uri), uri, at) < 0)
@@ -231,8 +233,10 @@ catalog_open(const char *uri, const struct catalog_options *opts, struct catalog
     if (strncmp(uri, "mysql://", 8) == 0)
       return error_set(ENOTSUP, "%s: ferry was built without MariaDB support (libmariadb)", uri);
 #endif
-    return error_set(EINVAL, "%s: unknown catalog URI (sqlite:PATH, mysql://user@host/db, "
-                             "xmlrpc://host:port/RPC2)", uri);
+    return error_set(EINVAL,
+                     "%s: unknown catalog URI (sqlite:PATH, mysql://user@host/db, "
+                     "xmlrpc://host:port/RPC2)",
+                     uri);
   }
   if (be->needs_oned_stopped && !(opts && opts->read_only) && (r = check_oned_stopped(opts)) < 0)
     return r;
@@ -429,8 +433,8 @@ check_expected(struct catalog *c, const struct catalog_change *ch, size_t n)
   for (size_t i = 0; i < n; i++) {
     struct catalog_row now;
     char name[96];
-    if ((r = catalog_read_row(c, ch[i].expect->kind, ch[i].expect->id, ch[i].expect->seq,
-                              &now)) < 0)
+    if ((r = catalog_read_row(c, ch[i].expect->kind, ch[i].expect->id, ch[i].expect->seq, &now))
+        < 0)
       goto out;
     for (int col = 0; col < CATALOG_NCOLUMNS; col++) {
       if (!ch[i].expect->present[col] || same_text(now.value[col], ch[i].expect->value[col]))
@@ -469,8 +473,8 @@ catalog_switch(struct catalog *c, const struct catalog_change *ch, size_t n)
   if ((r = check_expected(c, ch, n)) < 0)
     goto fail;
   for (; written < n; written++) {
-    if ((r = write_row(c, ch[written].expect, ch[written].next)) < 0 ||
-        (r = verify_row(c, ch[written].next)) < 0) {
+    if ((r = write_row(c, ch[written].expect, ch[written].next)) < 0
+        || (r = verify_row(c, ch[written].next)) < 0) {
       if (!tx)
         written++; /* a partial write may have landed: include it in the undo below */
       goto fail;
@@ -493,12 +497,14 @@ fail:
   char *msg = strdup(error_message());
   int undo_failed = 0;
   while (written-- > 0)
-    if (write_row(c, ch[written].next, ch[written].expect) < 0 ||
-        verify_row(c, ch[written].expect) < 0)
+    if (write_row(c, ch[written].next, ch[written].expect) < 0
+        || verify_row(c, ch[written].expect) < 0)
       undo_failed++;
   if (undo_failed)
-    r = error_set(EIO, "%s; and %d row(s) could not be put back: run the rollback with the "
-                       "journal", msg ? msg : "", undo_failed);
+    r = error_set(EIO,
+                  "%s; and %d row(s) could not be put back: run the rollback with the "
+                  "journal",
+                  msg ? msg : "", undo_failed);
   else
     r = error_set(saved, "%s", msg ? msg : "switch failed");
   free(msg);

@@ -41,8 +41,8 @@ enum catalog_column { CATALOG_BODY, CATALOG_SHORT_BODY, CATALOG_BODY_JSON, CATAL
 struct catalog_schema {
   char version[64]; /* "6.8.0" */
   int major, minor;
-  bool body_json;   /* 6.10+: vm_pool.body_json */
-  bool resched;     /* 7.x: vm_pool.resched */
+  bool body_json; /* 6.10+: vm_pool.body_json */
+  bool resched;   /* 7.x: vm_pool.resched */
 };
 
 /* One row's image: key + the text columns ferry may change.  present[c] says whether the

@@ -128,21 +128,19 @@ journal_create(const char *path, const struct plan *p)
     if (!plan_row_touched(p, i))
       continue;
     const struct catalog_row *b = &p->before[i];
-    json_t *o = json_pack("{s:s, s:I, s:o, s:o}", "table", catalog_table_name(b->kind), "id",
-                          (json_int_t)b->id, "before", image_json(b), "after",
-                          image_json(&p->after[i]));
+    json_t *o
+        = json_pack("{s:s, s:I, s:o, s:o}", "table", catalog_table_name(b->kind), "id",
+                    (json_int_t)b->id, "before", image_json(b), "after", image_json(&p->after[i]));
     if (o && b->kind == CATALOG_HISTORY)
       json_object_set_new(o, "seq", json_integer(b->seq));
     json_array_append_new(rows, o);
   }
-  json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:o, s:o}",
-                        "ferry_journal", JOURNAL_VERSION, "state", "prepared", "created", stamp,
-                        "catalog", catalog_uri(p->catalog), "schema",
-                        catalog_schema(p->catalog)->version, "vm", (json_int_t)p->vm_id,
-                        "disks", disks, "cluster", (json_int_t)p->cluster, "datastore",
-                        (json_int_t)p->datastore, "system_datastore",
-                        (json_int_t)p->system_datastore, "rows", rows, "edits",
-                        (json_t *)plan_edits_json(p));
+  json_t *j = json_pack(
+      "{s:i, s:s, s:s, s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:o, s:o}", "ferry_journal",
+      JOURNAL_VERSION, "state", "prepared", "created", stamp, "catalog", catalog_uri(p->catalog),
+      "schema", catalog_schema(p->catalog)->version, "vm", (json_int_t)p->vm_id, "disks", disks,
+      "cluster", (json_int_t)p->cluster, "datastore", (json_int_t)p->datastore, "system_datastore",
+      (json_int_t)p->system_datastore, "rows", rows, "edits", (json_t *)plan_edits_json(p));
   if (!j)
     return error_set(ENOMEM, "journal %s: out of memory", path);
   int r = dump(j, path, true);
@@ -159,11 +157,10 @@ load(const char *path, json_t **out)
   if (!j)
     return error_set(EINVAL, "journal %s: %s (line %d)", path, err.text, err.line);
   json_t *v = json_object_get(j, "ferry_journal");
-  if (!json_is_integer(v) || json_integer_value(v) != JOURNAL_VERSION ||
-      !json_is_array(json_object_get(j, "rows"))) {
+  if (!json_is_integer(v) || json_integer_value(v) != JOURNAL_VERSION
+      || !json_is_array(json_object_get(j, "rows"))) {
     json_decref(j);
-    return error_set(EINVAL, "journal %s: not a ferry journal (version %d)", path,
-                     JOURNAL_VERSION);
+    return error_set(EINVAL, "journal %s: not a ferry journal (version %d)", path, JOURNAL_VERSION);
   }
   *out = j;
   return 0;
@@ -199,8 +196,8 @@ journal_default_path(int64_t vm_id)
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
   strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
-  if (asprintf(&path, "%s/vm-%" PRId64 "-%s.%03ldZ.json", dir, vm_id, stamp,
-               ts.tv_nsec / 1000000) < 0) {
+  if (asprintf(&path, "%s/vm-%" PRId64 "-%s.%03ldZ.json", dir, vm_id, stamp, ts.tv_nsec / 1000000)
+      < 0) {
     error_set(ENOMEM, "out of memory");
     return NULL;
   }
@@ -237,8 +234,8 @@ parse_row(const char *path, json_t *o, struct catalog_row *before, struct catalo
   for (k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
     if (table && strcmp(table, kinds[k].name) == 0)
       break;
-  if (k == sizeof kinds / sizeof kinds[0] || !json_is_integer(id) || !json_is_object(imgs[0]) ||
-      !json_is_object(imgs[1]))
+  if (k == sizeof kinds / sizeof kinds[0] || !json_is_integer(id) || !json_is_object(imgs[0])
+      || !json_is_object(imgs[1]))
     return error_set(EINVAL, "journal %s: malformed row", path);
   for (int i = 0; i < 2; i++) {
     rows[i]->kind = kinds[k].kind;
@@ -305,14 +302,15 @@ journal_rollback(struct catalog *c, const char *path, FILE *out)
         goto out;
       }
       differ = p;
-      differ_len += (size_t)snprintf(differ + differ_len, add, "%s%s", differ_len ? ", " : "",
-                                     name);
+      differ_len
+          += (size_t)snprintf(differ + differ_len, add, "%s%s", differ_len ? ", " : "", name);
     }
     catalog_row_clear(&now);
   }
   if (differ) {
-    r = error_set(ESTALE, "journal %s does not match the catalog: these rows hold neither the "
-                          "journal's after- nor its before-image: %s; nothing restored",
+    r = error_set(ESTALE,
+                  "journal %s does not match the catalog: these rows hold neither the "
+                  "journal's after- nor its before-image: %s; nothing restored",
                   path, differ);
     goto out;
   }

@@ -7,6 +7,7 @@
  * element repeated is an array, a leaf is a string (a number stays a number).
  */
 #include "migrator/plan.h"
+#include "migrator/plan-internal.h"
 #include "migrator/xmlbody.h"
 #include "common/error.h"
 
@@ -82,7 +83,8 @@ json_resolve(json_t *root, const char *path, json_t **holder, char *key, size_t 
     if (json_is_array(v)) {
       json_t *match = NULL, *e;
       size_t i, n = 0;
-      json_array_foreach (v, i, e) {
+      json_array_foreach(v, i, e)
+      {
         char t[64];
         if (!pkey || (json_text(json_object_get(e, pkey), t, sizeof t) && !strcmp(t, pval))) {
           match = e;
@@ -127,8 +129,9 @@ doc_open(struct doc *d, const struct catalog_row *row, enum catalog_column col)
   if (!(d->json = json_loads(text, JSON_DECODE_ANY, &err)))
     return error_set(EINVAL, "%s: not JSON: %s", what, err.text);
   /* Keep oned's layout: use the first dump format that reproduces the column exactly. */
-  static const size_t formats[] = { JSON_COMPACT, 0, JSON_COMPACT | JSON_ENSURE_ASCII,
-                                    JSON_ENSURE_ASCII, JSON_INDENT(2), JSON_INDENT(4) };
+  static const size_t formats[]
+      = { JSON_COMPACT,  0, JSON_COMPACT | JSON_ENSURE_ASCII, JSON_ENSURE_ASCII, JSON_INDENT(2),
+          JSON_INDENT(4) };
   d->json_flags = JSON_COMPACT;
   for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
     char *again = json_dumps(d->json, formats[i] | JSON_ENCODE_ANY);
@@ -184,9 +187,8 @@ doc_set(struct doc *d, const char *path, const char *value)
     return r < 0 ? r : error_set(ENOENT, "body_json: no %s", path);
   char *end;
   long long n = strtoll(value, &end, 10);
-  json_t *v = json_is_integer(json_object_get(holder, key)) && *value && !*end
-                  ? json_integer(n)
-                  : json_string(value);
+  json_t *v = json_is_integer(json_object_get(holder, key)) && *value && !*end ? json_integer(n)
+                                                                               : json_string(value);
   return json_object_set_new(holder, key, v) == 0 ? 0 : error_set(ENOMEM, "out of memory");
 }
 
@@ -291,8 +293,8 @@ id_list_edit(struct ctx *x, size_t row, int64_t id, bool add)
   r = add ? xmlbody_id_add(d->xml, list, id) : xmlbody_id_remove(d->xml, list, id);
   if (r <= 0)
     return r;
-  return add_edit(x->p, row, CATALOG_BODY, add ? PLAN_ID_ADD : PLAN_ID_REMOVE, "/DATASTORE/IMAGES/ID",
-                  add ? NULL : text, add ? text : NULL);
+  return add_edit(x->p, row, CATALOG_BODY, add ? PLAN_ID_ADD : PLAN_ID_REMOVE,
+                  "/DATASTORE/IMAGES/ID", add ? NULL : text, add ? text : NULL);
 }
 
 static size_t
@@ -317,8 +319,9 @@ json_mirrors_body(struct ctx *x, const char *path)
   if (!doc_loaded(json) || !doc_loaded(body))
     return 0;
   if ((r = doc_get(body, path, &a)) > 0 && (r = doc_get(json, path, &b)) == 0)
-    r = error_set(EINVAL, "vm_pool %" PRId64 " body_json: no %s although the body has it: "
-                          "body_json layout not understood, refusing to leave it stale",
+    r = error_set(EINVAL,
+                  "vm_pool %" PRId64 " body_json: no %s although the body has it: "
+                  "body_json layout not understood, refusing to leave it stale",
                   x->p->vm_id, path);
   free(a);
   free(b);
@@ -368,14 +371,14 @@ disk_edits(struct ctx *x, const struct plan_disk *dk)
   int64_t from = img_ds ? strtoll(img_ds, NULL, 10) : -1;
   free(img_ds);
   snprintf(num, sizeof num, "%" PRId64, p->datastore);
-  if ((r = set_if_present(x, img, CATALOG_BODY, "/IMAGE/DATASTORE_ID", num)) < 0 ||
-      (r = set_if_present(x, img, CATALOG_BODY, "/IMAGE/DATASTORE", p->datastore_name)) < 0)
+  if ((r = set_if_present(x, img, CATALOG_BODY, "/IMAGE/DATASTORE_ID", num)) < 0
+      || (r = set_if_present(x, img, CATALOG_BODY, "/IMAGE/DATASTORE", p->datastore_name)) < 0)
     return r;
-  if (dk->new_source && (r = set_if_present(x, img, CATALOG_BODY, "/IMAGE/SOURCE",
-                                            dk->new_source)) < 0)
+  if (dk->new_source
+      && (r = set_if_present(x, img, CATALOG_BODY, "/IMAGE/SOURCE", dk->new_source)) < 0)
     return r;
-  size_t src = find_row(p, CATALOG_DATASTORE, from), dst = find_row(p, CATALOG_DATASTORE,
-                                                                     p->datastore);
+  size_t src = find_row(p, CATALOG_DATASTORE, from),
+         dst = find_row(p, CATALOG_DATASTORE, p->datastore);
   if (src != (size_t)-1 && src != dst && (r = id_list_edit(x, src, dk->image_id, false)) < 0)
     return r;
   if (dst != (size_t)-1 && (r = id_list_edit(x, dst, dk->image_id, true)) < 0)
@@ -402,14 +405,16 @@ vm_edits(struct ctx *x)
     if ((r = vm_columns_set(x, "/VM/HISTORY_RECORDS/HISTORY/DS_ID", num)) < 0)
       return r;
   }
-  if ((r = json_mirrors_body(x, "/VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS")) < 0 ||
-      (r = json_mirrors_body(x, "/VM/USER_TEMPLATE/SCHED_REQUIREMENTS")) < 0)
+  if ((r = json_mirrors_body(x, "/VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS")) < 0
+      || (r = json_mirrors_body(x, "/VM/USER_TEMPLATE/SCHED_REQUIREMENTS")) < 0)
     return r;
   for (int col = 0; col < CATALOG_NCOLUMNS; col++) {
     if ((r = delete_if_present(x, 0, (enum catalog_column)col,
-                               "/VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS")) < 0 ||
-        (r = delete_if_present(x, 0, (enum catalog_column)col,
-                               "/VM/USER_TEMPLATE/SCHED_REQUIREMENTS")) < 0)
+                               "/VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS"))
+            < 0
+        || (r = delete_if_present(x, 0, (enum catalog_column)col,
+                                  "/VM/USER_TEMPLATE/SCHED_REQUIREMENTS"))
+               < 0)
       return r;
   }
   return 0;
@@ -427,9 +432,6 @@ clear_edits(struct plan *p)
   p->edits = NULL;
   p->n_edits = 0;
 }
-
-/* Declared in plan.c. */
-int plan_compute(struct plan *p);
 
 int
 plan_compute(struct plan *p)
@@ -471,8 +473,6 @@ plan_compute(struct plan *p)
     clear_edits(p);
   return r;
 }
-
-void plan_clear_edits(struct plan *p);
 
 void
 plan_clear_edits(struct plan *p)

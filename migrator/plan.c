@@ -1,31 +1,27 @@
 /* ferry: building a plan — load the rows, check the request, refuse what cannot move. */
 #include "migrator/plan.h"
-#include "migrator/journal.h"
 #include "migrator/xmlbody.h"
 #include "common/error.h"
 #include "common/log.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-int plan_compute(struct plan *p);
-void plan_clear_edits(struct plan *p);
+#include "migrator/plan-internal.h"
 
 /* VM states (VirtualMachine::VmState) and the LCM states we name in messages. */
 static const char *const vm_states[] = {
-  "INIT", "PENDING", "HOLD", "ACTIVE", "STOPPED", "SUSPENDED", "DONE", "FAILED",
-  "POWEROFF", "UNDEPLOYED", "CLONING", "CLONING_FAILURE",
+  "INIT", "PENDING", "HOLD",     "ACTIVE",     "STOPPED", "SUSPENDED",
+  "DONE", "FAILED",  "POWEROFF", "UNDEPLOYED", "CLONING", "CLONING_FAILURE",
 };
 enum { VM_ACTIVE = 3, VM_STOPPED = 4, VM_POWEROFF = 8, VM_UNDEPLOYED = 9, LCM_RUNNING = 3 };
 enum { DS_TYPE_IMAGE = 0, DS_TYPE_SYSTEM = 1 };
 
-static const char *
-state_name(int state, int lcm_state)
+const char *
+plan_state_name(int state, int lcm_state)
 {
   if (state == VM_ACTIVE && lcm_state == LCM_RUNNING)
     return "RUNNING";
@@ -112,11 +108,11 @@ ds_info_load(struct catalog *c, int64_t id, struct ds_info *d)
       error_set(ENOENT, "datastore %" PRId64 " not found in datastore_pool", id);
     return r;
   }
-  if ((r = xmlbody_parse(row.value[CATALOG_BODY], "datastore body", &x)) < 0 ||
-      (r = xmlbody_get(x, "/DATASTORE/NAME", &d->name)) < 0 ||
-      (r = xmlbody_get(x, "/DATASTORE/TM_MAD", &d->tm_mad)) < 0 ||
-      (r = xmlbody_get(x, "/DATASTORE/BASE_PATH", &d->base_path)) < 0 ||
-      (r = xmlbody_get(x, "/DATASTORE/TYPE", &type)) < 0)
+  if ((r = xmlbody_parse(row.value[CATALOG_BODY], "datastore body", &x)) < 0
+      || (r = xmlbody_get(x, "/DATASTORE/NAME", &d->name)) < 0
+      || (r = xmlbody_get(x, "/DATASTORE/TM_MAD", &d->tm_mad)) < 0
+      || (r = xmlbody_get(x, "/DATASTORE/BASE_PATH", &d->base_path)) < 0
+      || (r = xmlbody_get(x, "/DATASTORE/TYPE", &type)) < 0)
     goto out;
   d->type = type ? atoi(type) : -1;
   if (!d->name)
@@ -263,8 +259,9 @@ resolve_destination(struct plan *p, struct ds_info *ds, struct ds_info *sys)
     if (p->cluster < 0) {
       if ((r = ds_info_load(c, p->datastore, ds)) < 0)
         return r;
-      return error_set(EINVAL, "datastore %" PRId64 " and system datastore %" PRId64
-                               " share no cluster", p->datastore, p->system_datastore);
+      return error_set(EINVAL,
+                       "datastore %" PRId64 " and system datastore %" PRId64 " share no cluster",
+                       p->datastore, p->system_datastore);
     }
   }
   if ((r = cluster_name(c, p->cluster, &p->cluster_name)) < 0)
@@ -273,8 +270,8 @@ resolve_destination(struct plan *p, struct ds_info *ds, struct ds_info *sys)
     return r;
   if (p->system_datastore < 0 && (r = pick_in_cluster(p, DS_TYPE_SYSTEM, &p->system_datastore)) < 0)
     return r;
-  if ((r = ds_info_load(c, p->datastore, ds)) < 0 ||
-      (r = ds_info_load(c, p->system_datastore, sys)) < 0)
+  if ((r = ds_info_load(c, p->datastore, ds)) < 0
+      || (r = ds_info_load(c, p->system_datastore, sys)) < 0)
     return r;
   if (ds->type != DS_TYPE_IMAGE)
     return error_set(EINVAL, "datastore %" PRId64 " (%s) is not an image datastore", ds->id,
@@ -284,8 +281,7 @@ resolve_destination(struct plan *p, struct ds_info *ds, struct ds_info *sys)
                      sys->name);
   if ((r = check_in_cluster(p, ds)) < 0 || (r = check_in_cluster(p, sys)) < 0)
     return r;
-  if (!(p->datastore_name = strdup(ds->name)) ||
-      !(p->system_datastore_name = strdup(sys->name)))
+  if (!(p->datastore_name = strdup(ds->name)) || !(p->system_datastore_name = strdup(sys->name)))
     return error_set(ENOMEM, "out of memory");
   return 0;
 }
@@ -310,8 +306,9 @@ check_networks(struct plan *p, struct xmlbody *vm)
              p->cluster, (int64_t)strtoll(net, NULL, 10));
     if ((r = catalog_query(p->catalog, sql, 1, &res)) == 0) {
       if (res.nrows == 0)
-        r = error_set(EINVAL, "VM %" PRId64 ": network %s (NIC %d) is not in cluster %" PRId64
-                              " (%s)", p->vm_id, net, i - 1, p->cluster, p->cluster_name);
+        r = error_set(EINVAL,
+                      "VM %" PRId64 ": network %s (NIC %d) is not in cluster %" PRId64 " (%s)",
+                      p->vm_id, net, i - 1, p->cluster, p->cluster_name);
       catalog_result_free(&res);
     }
     free(net);
@@ -338,8 +335,9 @@ image_used_elsewhere(struct plan *p, struct xmlbody *img, int64_t image_id, int6
   size_t n;
   int r = xmlbody_ids(img, "/IMAGE/VMS", &vms, &n);
   char where[160];
-  snprintf(where, sizeof where, "/VM/TEMPLATE/DISK[IMAGE_ID=%" PRId64 " and DATASTORE_ID=%" PRId64
-           "]/DISK_ID", image_id, ds);
+  snprintf(where, sizeof where,
+           "/VM/TEMPLATE/DISK[IMAGE_ID=%" PRId64 " and DATASTORE_ID=%" PRId64 "]/DISK_ID", image_id,
+           ds);
   for (size_t i = 0; i < n && r == 0; i++) {
     struct catalog_row row;
     struct xmlbody *x = NULL;
@@ -388,15 +386,17 @@ load_disk(struct plan *p, struct xmlbody *vm, int64_t disk_id, const struct ds_i
   memset(dk, 0, sizeof *dk);
   dk->disk_id = disk_id;
   dk->image_id = -1;
-  if ((r = disk_field(vm, disk_id, "DATASTORE_ID", &ds)) < 0 ||
-      (r = disk_field(vm, disk_id, "IMAGE_ID", &img)) < 0 ||
-      (r = disk_field(vm, disk_id, "SOURCE", &dk->source)) < 0 ||
-      (r = disk_field(vm, disk_id, "SIZE", &size)) < 0 ||
-      (r = disk_field(vm, disk_id, "TM_MAD", &dk->src_tm_mad)) < 0)
+  if ((r = disk_field(vm, disk_id, "DATASTORE_ID", &ds)) < 0
+      || (r = disk_field(vm, disk_id, "IMAGE_ID", &img)) < 0
+      || (r = disk_field(vm, disk_id, "SOURCE", &dk->source)) < 0
+      || (r = disk_field(vm, disk_id, "SIZE", &size)) < 0
+      || (r = disk_field(vm, disk_id, "TM_MAD", &dk->src_tm_mad)) < 0)
     goto out;
   if (!ds) {
-    r = error_set(EINVAL, "VM %" PRId64 ": disk %" PRId64 " has no image datastore (volatile "
-                          "disk): ferry moves image-backed disks", p->vm_id, disk_id);
+    r = error_set(EINVAL,
+                  "VM %" PRId64 ": disk %" PRId64 " has no image datastore (volatile "
+                  "disk): ferry moves image-backed disks",
+                  p->vm_id, disk_id);
     goto out;
   }
   dk->src_datastore = strtoll(ds, NULL, 10);
@@ -404,9 +404,9 @@ load_disk(struct plan *p, struct xmlbody *vm, int64_t disk_id, const struct ds_i
   dk->size_mb = size ? strtoull(size, NULL, 10) : 0;
   if ((r = ds_info_load(p->catalog, dk->src_datastore, &src)) < 0)
     goto out;
-  if (!(dk->src_base_path = strdup(src.base_path ? src.base_path : "")) ||
-      !(dk->dst_base_path = strdup(dst->base_path ? dst->base_path : "")) ||
-      !(dk->dst_tm_mad = strdup(dst->tm_mad ? dst->tm_mad : ""))) {
+  if (!(dk->src_base_path = strdup(src.base_path ? src.base_path : ""))
+      || !(dk->dst_base_path = strdup(dst->base_path ? dst->base_path : ""))
+      || !(dk->dst_tm_mad = strdup(dst->tm_mad ? dst->tm_mad : ""))) {
     r = error_set(ENOMEM, "out of memory");
     goto out;
   }
@@ -426,9 +426,9 @@ load_disk(struct plan *p, struct xmlbody *vm, int64_t disk_id, const struct ds_i
   }
   struct xmlbody *ix = NULL;
   char *pers = NULL, *img_ds = NULL;
-  if ((r = xmlbody_parse(p->before[irow].value[CATALOG_BODY], "image_pool body", &ix)) == 0 &&
-      (r = xmlbody_get(ix, "/IMAGE/PERSISTENT", &pers)) >= 0 &&
-      (r = xmlbody_get(ix, "/IMAGE/DATASTORE_ID", &img_ds)) >= 0) {
+  if ((r = xmlbody_parse(p->before[irow].value[CATALOG_BODY], "image_pool body", &ix)) == 0
+      && (r = xmlbody_get(ix, "/IMAGE/PERSISTENT", &pers)) >= 0
+      && (r = xmlbody_get(ix, "/IMAGE/DATASTORE_ID", &img_ds)) >= 0) {
     int64_t from = img_ds ? strtoll(img_ds, NULL, 10) : dk->src_datastore;
     dk->persistent = pers && atoi(pers) == 1;
     r = 0;
@@ -439,8 +439,10 @@ load_disk(struct plan *p, struct xmlbody *vm, int64_t disk_id, const struct ds_i
       else if ((r = image_used_elsewhere(p, ix, dk->image_id, from, &user)) == 0)
         dk->image_moves = true;
       else if (r == 1) {
-        r = note(p, "image %" PRId64 " (non-persistent) stays on datastore %" PRId64
-                    ": still used there by VM %" PRId64, dk->image_id, from, user);
+        r = note(p,
+                 "image %" PRId64 " (non-persistent) stays on datastore %" PRId64
+                 ": still used there by VM %" PRId64,
+                 dk->image_id, from, user);
       }
     }
   }
@@ -502,13 +504,15 @@ check_state(struct plan *p)
   if (p->state == VM_ACTIVE && p->lcm_state == LCM_RUNNING) {
     if (p->req.force || p->req.storage_moves_running)
       return 0;
-    return error_set(EBUSY, "VM %" PRId64 " (%s) is RUNNING: undeploy or power it off first, or "
-                            "pass --force for a metadata-only switch under a running VM",
+    return error_set(EBUSY,
+                     "VM %" PRId64 " (%s) is RUNNING: undeploy or power it off first, or "
+                     "pass --force for a metadata-only switch under a running VM",
                      p->vm_id, p->vm_name);
   }
-  return error_set(EBUSY, "VM %" PRId64 " (%s) is in state %s (LCM state %d): ferry moves VMs "
-                          "that are POWEROFF, UNDEPLOYED or STOPPED (RUNNING with --force)",
-                   p->vm_id, p->vm_name, state_name(p->state, p->lcm_state), p->lcm_state);
+  return error_set(EBUSY,
+                   "VM %" PRId64 " (%s) is in state %s (LCM state %d): ferry moves VMs "
+                   "that are POWEROFF, UNDEPLOYED or STOPPED (RUNNING with --force)",
+                   p->vm_id, p->vm_name, plan_state_name(p->state, p->lcm_state), p->lcm_state);
 }
 
 static int
@@ -539,7 +543,8 @@ load_history(struct plan *p)
 {
   struct catalog_result res;
   char sql[160];
-  snprintf(sql, sizeof sql, "SELECT MAX(seq) AS max_seq FROM history WHERE vid = %" PRId64, p->vm_id);
+  snprintf(sql, sizeof sql, "SELECT MAX(seq) AS max_seq FROM history WHERE vid = %" PRId64,
+           p->vm_id);
   int r = catalog_query(p->catalog, sql, 1, &res);
   if (r < 0)
     return r;
@@ -564,9 +569,10 @@ check_embedded_history(struct plan *p, struct xmlbody *vm)
   if (r < 0)
     return r;
   if (seq && (h == (size_t)-1 || strtoll(seq, NULL, 10) != p->before[h].seq))
-    r = error_set(EINVAL, "VM %" PRId64 ": its body embeds history seq %s but the history table's "
-                          "last is %s: inconsistent catalog (run onedb fsck)", p->vm_id, seq,
-                  h == (size_t)-1 ? "none" : "another");
+    r = error_set(EINVAL,
+                  "VM %" PRId64 ": its body embeds history seq %s but the history table's "
+                  "last is %s: inconsistent catalog (run onedb fsck)",
+                  p->vm_id, seq, h == (size_t)-1 ? "none" : "another");
   free(seq);
   return r;
 }
@@ -597,9 +603,10 @@ plan_build(struct catalog *c, const struct plan_request *req, struct plan **out)
   }
   if ((r = load_vm(p)) < 0 || (r = resolve_destination(p, &ds, &sys)) < 0)
     goto out;
-  if ((r = xmlbody_parse(p->before[0].value[CATALOG_BODY], "vm_pool body", &vm)) < 0 ||
-      (r = check_networks(p, vm)) < 0 || (r = select_disks(p, vm, &disk_ids, &n_disks)) < 0 ||
-      (r = load_history(p)) < 0 || (r = check_embedded_history(p, vm)) < 0 || (r = add_row(p, CATALOG_DATASTORE, ds.id, -1, NULL)) < 0)
+  if ((r = xmlbody_parse(p->before[0].value[CATALOG_BODY], "vm_pool body", &vm)) < 0
+      || (r = check_networks(p, vm)) < 0 || (r = select_disks(p, vm, &disk_ids, &n_disks)) < 0
+      || (r = load_history(p)) < 0 || (r = check_embedded_history(p, vm)) < 0
+      || (r = add_row(p, CATALOG_DATASTORE, ds.id, -1, NULL)) < 0)
     goto out;
   if (n_disks == 0) {
     r = error_set(EINVAL, "VM %" PRId64 " has no image-backed disk to move", p->vm_id);
@@ -691,124 +698,4 @@ plan_set_disk_source(struct plan *p, int64_t disk_id, const char *new_source)
     return plan_compute(p);
   }
   return error_set(ENOENT, "disk %" PRId64 " is not part of the plan", disk_id);
-}
-
-/* ---- output ---- */
-
-static const char *const op_names[] = { "set", "delete", "add", "remove" };
-
-void
-plan_print(const struct plan *p, FILE *f)
-{
-  char name[96];
-  fprintf(f, "VM %" PRId64 " (%s), %s: disk(s)", p->vm_id, p->vm_name, state_name(p->state, p->lcm_state));
-  for (size_t i = 0; i < p->n_disks; i++)
-    fprintf(f, " %" PRId64, p->disks[i].disk_id);
-  fprintf(f, " -> cluster %" PRId64 " (%s), datastore %" PRId64 " (%s), system datastore %" PRId64
-             " (%s)\n",
-          p->cluster, p->cluster_name, p->datastore, p->datastore_name, p->system_datastore,
-          p->system_datastore_name);
-  for (size_t i = 0; i < p->n_notes; i++)
-    fprintf(f, "note: %s\n", p->notes[i]);
-  for (size_t i = 0; i < p->n_edits; i++) {
-    const struct plan_edit *e = &p->edits[i];
-    fprintf(f, "edit: %s %s: %s %s", catalog_row_name(&p->before[e->row], name, sizeof name),
-            catalog_column_name(e->column), op_names[e->op], e->path);
-    if (e->op == PLAN_SET)
-      fprintf(f, " '%s' -> '%s'\n", e->old_value ? e->old_value : "", e->new_value);
-    else if (e->op == PLAN_DELETE)
-      fprintf(f, " (was '%s')\n", e->old_value ? e->old_value : "");
-    else
-      fprintf(f, " %s\n", e->op == PLAN_ID_ADD ? e->new_value : e->old_value);
-  }
-}
-
-void *
-plan_edits_json(const struct plan *p)
-{
-  json_t *a = json_array();
-  for (size_t i = 0; a && i < p->n_edits; i++) {
-    const struct plan_edit *e = &p->edits[i];
-    const struct catalog_row *row = &p->before[e->row];
-    json_t *o = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s?, s:s?}", "table",
-                          catalog_table_name(row->kind), "id", (json_int_t)row->id, "column",
-                          catalog_column_name(e->column), "op", op_names[e->op], "path", e->path,
-                          "old", e->old_value, "new", e->new_value);
-    if (o && row->kind == CATALOG_HISTORY)
-      json_object_set_new(o, "seq", json_integer(row->seq));
-    json_array_append_new(a, o);
-  }
-  return a;
-}
-
-/* ---- apply ---- */
-
-/* Test hook: FERRY_TEST_CRASH_AFTER_JOURNAL=1 exits right after the journal is durable and
- * before the catalog transaction starts (a crash there must leave the catalog unchanged). */
-static void
-crash_after_journal(void)
-{
-  const char *v = getenv("FERRY_TEST_CRASH_AFTER_JOURNAL");
-  if (v && strcmp(v, "1") == 0) {
-    fprintf(stderr, "ferry: FERRY_TEST_CRASH_AFTER_JOURNAL: simulated crash\n");
-    _exit(99);
-  }
-}
-
-/* After the commit, read the VM the way oned serves it (one.vm.info on xmlrpc) and check
- * every edit of its body is there: a write that oned does not see is not a move. */
-static int
-verify_served(struct plan *p)
-{
-  char *body = NULL;
-  struct xmlbody *x = NULL;
-  int r = catalog_vm_info(p->catalog, p->vm_id, &body);
-  if (r == 0)
-    r = xmlbody_parse_lenient(body, "VM as served", &x);
-  for (size_t i = 0; r == 0 && i < p->n_edits; i++) {
-    const struct plan_edit *e = &p->edits[i];
-    char *now = NULL;
-    if (e->row != 0 || e->column != CATALOG_BODY)
-      continue;
-    if ((r = xmlbody_get(x, e->path, &now)) < 0)
-      break;
-    bool ok = e->op == PLAN_DELETE ? !now : now && strcmp(now, e->new_value) == 0;
-    free(now);
-    if (!ok)
-      r = error_set(EIO, "switch committed, but the VM as served lacks %s = %s: check oned, "
-                         "and roll back with the journal if needed", e->path,
-                    e->new_value ? e->new_value : "(deleted)");
-  }
-  xmlbody_free(x);
-  free(body);
-  return r;
-}
-
-int
-plan_apply(struct plan *p, const char *journal_path)
-{
-  struct catalog_change *ch = calloc(p->n_rows ? p->n_rows : 1, sizeof *ch);
-  size_t n = 0;
-  int r;
-  if (!ch)
-    return error_set(ENOMEM, "out of memory");
-  for (size_t i = 0; i < p->n_rows; i++)
-    if (plan_row_touched(p, i)) {
-      ch[n].expect = &p->before[i];
-      ch[n].next = &p->after[i];
-      n++;
-    }
-  /* Durability order: the journal (before- and after-images) is on disk, file and directory
-   * fsynced, BEFORE the first write to the catalog; a crash at any later point can be undone. */
-  if ((r = journal_create(journal_path, p)) < 0)
-    goto out;
-  crash_after_journal();
-  if ((r = catalog_switch(p->catalog, ch, n)) < 0)
-    goto out;
-  if ((r = journal_mark(journal_path, "committed")) < 0)
-    goto out;
-  r = verify_served(p);
-out:
-  free(ch);
-  return r;
 }

@@ -11,7 +11,7 @@ static int failures;
 #define CHECK(cond)                                                                                \
   do {                                                                                             \
     if (!(cond)) {                                                                                 \
-      fprintf(stderr, "%s:%d: FAILED: %s (%s)\n", __FILE__, __LINE__, #cond, error_message());    \
+      fprintf(stderr, "%s:%d: FAILED: %s (%s)\n", __FILE__, __LINE__, #cond, error_message());     \
       failures++;                                                                                  \
     }                                                                                              \
   } while (0)
@@ -62,7 +62,7 @@ edits(void)
   CHECK(xmlbody_set(b, "/VM/TEMPLATE/DISK/DATASTORE_ID", "9") < 0);
   CHECK(xmlbody_set(b, "/VM/TEMPLATE/DISK[DISK_ID=1]/DATASTORE_ID", "101") == 0);
   CHECK(xmlbody_set(b, "/VM/TEMPLATE/DISK[DISK_ID=1]/E", "new") == 0); /* empty, in TEMPLATE */
-  CHECK(xmlbody_set(b, "/VM/H/DS_ID", "100") == 0);                       /* text stays text */
+  CHECK(xmlbody_set(b, "/VM/H/DS_ID", "100") == 0);                    /* text stays text */
   CHECK(xmlbody_get(b, "/VM/TEMPLATE/DISK[DISK_ID=0]/DATASTORE_ID", &v) == 1 && !strcmp(v, "1"));
   free(v);
   CHECK(xmlbody_get(b, "/VM/NOPE", &v) == 0 && v == NULL);
@@ -80,15 +80,16 @@ edits(void)
 static void
 id_lists(void)
 {
-  struct xmlbody *b = parse_ok("<DATASTORE><IMAGES><ID>10</ID><ID>12</ID></IMAGES><E/></DATASTORE>");
+  struct xmlbody *b
+      = parse_ok("<DATASTORE><IMAGES><ID>10</ID><ID>12</ID></IMAGES><E/></DATASTORE>");
   int64_t *ids = NULL;
   size_t n = 0;
   CHECK(xmlbody_id_add(b, "/DATASTORE/IMAGES", 11) == 1);
   CHECK(xmlbody_id_add(b, "/DATASTORE/IMAGES", 11) == 0);
   CHECK(xmlbody_id_add(b, "/DATASTORE/IMAGES", 2) == 1);
   CHECK(xmlbody_id_add(b, "/DATASTORE/IMAGES", 99) == 1);
-  CHECK(xmlbody_ids(b, "/DATASTORE/IMAGES", &ids, &n) == 0 && n == 5 && ids[0] == 2 &&
-        ids[2] == 11 && ids[4] == 99);
+  CHECK(xmlbody_ids(b, "/DATASTORE/IMAGES", &ids, &n) == 0 && n == 5 && ids[0] == 2 && ids[2] == 11
+        && ids[4] == 99);
   free(ids);
   expect_text(b, "<DATASTORE><IMAGES><ID>2</ID><ID>10</ID><ID>11</ID><ID>12</ID><ID>99</ID>"
                  "</IMAGES><E/></DATASTORE>");

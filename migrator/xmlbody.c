@@ -65,17 +65,26 @@ put_escaped(struct buf *b, const char *s, bool attr)
 {
   for (; *s; s++) {
     switch (*s) {
-    case '&': puts_(b, "&amp;"); break;
-    case '<': puts_(b, "&lt;"); break;
-    case '>': puts_(b, "&gt;"); break;
-    case '\r': puts_(b, "&#13;"); break;
+    case '&':
+      puts_(b, "&amp;");
+      break;
+    case '<':
+      puts_(b, "&lt;");
+      break;
+    case '>':
+      puts_(b, "&gt;");
+      break;
+    case '\r':
+      puts_(b, "&#13;");
+      break;
     case '"':
       if (attr) {
         puts_(b, "&quot;");
         break;
       }
       /* fall through */
-    default: put(b, s, 1);
+    default:
+      put(b, s, 1);
     }
   }
 }
@@ -158,9 +167,9 @@ empty_flags(const char *text, const char *what, unsigned char **flags, size_t *n
   int r;
   *n = 0;
   *flags = malloc(cap);
-  xmlTextReaderPtr rd = xmlReaderForMemory(text, (int)strlen(text), NULL, NULL,
-                                           XML_PARSE_NONET | XML_PARSE_NOERROR |
-                                               XML_PARSE_NOWARNING);
+  xmlTextReaderPtr rd
+      = xmlReaderForMemory(text, (int)strlen(text), NULL, NULL,
+                           XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
   if (!*flags || !rd) {
     r = error_set(ENOMEM, "%s: out of memory", what);
     goto out;
@@ -352,8 +361,8 @@ static bool
 under_template(xmlNodePtr n)
 {
   for (; n && n->type == XML_ELEMENT_NODE; n = n->parent)
-    if (strcmp((const char *)n->name, "TEMPLATE") == 0 ||
-        strcmp((const char *)n->name, "USER_TEMPLATE") == 0)
+    if (strcmp((const char *)n->name, "TEMPLATE") == 0
+        || strcmp((const char *)n->name, "USER_TEMPLATE") == 0)
       return true;
   return false;
 }
