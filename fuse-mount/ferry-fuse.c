@@ -1,0 +1,700 @@
+/* ferry-fuse: a volume (or a hydrating clone) as MOUNTPOINT/disk, optionally loop-attached.
+ *
+ * Threads:  main (setup, then waits for a signal and runs the shutdown), the FUSE session
+ * thread (fuse_session_loop_mt and its workers, which answer every request), the mount
+ * watcher (only with --loop), and whatever the volume, clone and control server start.
+ * SIGINT/SIGTERM/SIGHUP/SIGUSR1 are blocked everywhere and taken by main with sigwait, so
+ * a signal never lands on a worker in the middle of a request.
+ *
+ * Why the low-level libfuse API: the filesystem is a fixed handful of inodes, so path
+ * lookup and the high-level API's inode table buy nothing; and we need the session in our
+ * own hands to stop it in a deliberate order (see shutdown()) rather than from libfuse's
+ * signal handlers.
+ */
+#include "backends/clone.h"
+#include "backends/volume.h"
+#include "common/control.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "fuse-mount/fs.h"
+#include "fuse-mount/loop.h"
+#include "fuse-mount/partitions.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+struct options {
+  const char *volume, *mountpoint;
+  const char *source, *map; /* clone form: volume is the destination */
+  uint64_t region_size, rate;
+  unsigned workers;
+  const char *control, *pidfile;
+  bool readonly, direct_io, foreground, loop, allow_other;
+  unsigned threads;
+};
+
+struct server {
+  struct options *o;
+  char mountpoint[PATH_MAX]; /* absolute */
+  char disk_path[PATH_MAX + 8];
+  struct volume *vol;
+  struct clone *clone;
+  struct fs *fs;
+  struct fuse_session *se;
+  dev_t mount_dev; /* st_dev of the mounted filesystem: identifies it in mountinfo */
+  struct control_server *control;
+  struct loop_device loop;
+  bool loop_attached;
+  pthread_t main_thread, session_thread, watch_thread;
+  bool session_started, watch_started;
+  int watch_stop[2];
+  atomic_bool session_ended, mount_gone;
+};
+
+static void
+usage(FILE *f)
+{
+  fprintf(f,
+          "Usage: ferry-fuse [OPTIONS] VOLUME MOUNTPOINT\n"
+          "       ferry-fuse [OPTIONS] --source SRC --map MAP [--region-size S] [--workers N]\n"
+          "                  [--rate R] DEST MOUNTPOINT\n"
+          "\n"
+          "Serve a volume (path, file://, nbd://, nbd+unix://, http(s)://) as MOUNTPOINT/disk,\n"
+          "and each partition of an MBR or GPT table as MOUNTPOINT/disk-pN.  The second form\n"
+          "serves a lazy clone of SRC into DEST, hydrating in the background.\n"
+          "\n"
+          "Options:\n"
+          "  -r, --read-only        serve read-only (implied by a read-only volume)\n"
+          "      --direct-io        bypass the kernel page cache (default)\n"
+          "      --no-direct-io     let the kernel cache the disk's pages\n"
+          "      --loop             attach a loop device to MOUNTPOINT/disk, print /dev/loopN\n"
+          "      --allow-other      let other users access the mount\n"
+          "      --control PATH     serve the control socket (status, pause, resume, ...)\n"
+          "  -f, --foreground       do not daemonize\n"
+          "      --pidfile PATH     write the server's PID once the mount is ready\n"
+          "      --threads N        at most N FUSE worker threads (default 16)\n"
+          "      --source SRC       clone form: the read-only source volume\n"
+          "      --map MAP          clone form: the region map file (created when missing)\n"
+          "      --region-size S    clone form: region size for a new map (default 64K)\n"
+          "      --workers N        clone form: hydrator workers\n"
+          "      --rate R           clone form: hydration bytes/s (e.g. 50M; 0 = unlimited)\n"
+          "  -v, --verbose          debug messages (or FERRY_DEBUG=fuse,loop,...)\n"
+          "  -h, --help             this help\n"
+          "  -V, --version          print the version\n"
+          "\n"
+          "Without --foreground ferry-fuse returns once the mount is ready.  It unmounts\n"
+          "cleanly (flush, detach its loop device) on SIGINT, SIGTERM or fusermount3 -u\n"
+          "(with --loop: fusermount3 -u -z).  See ferry-fuse(1).\n");
+}
+
+static int
+bad_usage(const char *fmt, const char *arg)
+{
+  fprintf(stderr, "ferry-fuse: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\nTry 'ferry-fuse --help'.\n");
+  return EXIT_USAGE;
+}
+
+/* 0 ok, -1 help/version printed (exit 0), or EXIT_USAGE. */
+static int
+parse_args(int argc, char **argv, struct options *o)
+{
+  enum { OPT_DIRECT = 256, OPT_NO_DIRECT, OPT_LOOP, OPT_ALLOW_OTHER, OPT_CONTROL, OPT_PIDFILE,
+         OPT_SOURCE, OPT_MAP, OPT_REGION, OPT_WORKERS, OPT_RATE, OPT_THREADS };
+  static const struct option longopts[] = {
+    { "read-only", no_argument, NULL, 'r' },
+    { "direct-io", no_argument, NULL, OPT_DIRECT },
+    { "no-direct-io", no_argument, NULL, OPT_NO_DIRECT },
+    { "loop", no_argument, NULL, OPT_LOOP },
+    { "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
+    { "control", required_argument, NULL, OPT_CONTROL },
+    { "foreground", no_argument, NULL, 'f' },
+    { "pidfile", required_argument, NULL, OPT_PIDFILE },
+    { "threads", required_argument, NULL, OPT_THREADS },
+    { "source", required_argument, NULL, OPT_SOURCE },
+    { "map", required_argument, NULL, OPT_MAP },
+    { "region-size", required_argument, NULL, OPT_REGION },
+    { "workers", required_argument, NULL, OPT_WORKERS },
+    { "rate", required_argument, NULL, OPT_RATE },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { NULL, 0, NULL, 0 },
+  };
+  memset(o, 0, sizeof *o);
+  o->direct_io = true;
+  o->threads = 16;
+  bool clone_only = false;
+  uint64_t n;
+  int c;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, "+rfvhV", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'r': o->readonly = true; break;
+    case OPT_DIRECT: o->direct_io = true; break;
+    case OPT_NO_DIRECT: o->direct_io = false; break;
+    case OPT_LOOP: o->loop = true; break;
+    case OPT_ALLOW_OTHER: o->allow_other = true; break;
+    case OPT_CONTROL: o->control = optarg; break;
+    case 'f': o->foreground = true; break;
+    case OPT_PIDFILE: o->pidfile = optarg; break;
+    case OPT_SOURCE: o->source = optarg; break;
+    case OPT_MAP: o->map = optarg; break;
+    case 'v': log_set_verbose(true); break;
+    case 'h': usage(stdout); return -1;
+    case 'V': printf("ferry-fuse %s\n", FERRY_VERSION); return -1;
+    case OPT_THREADS:
+      if (parse_uint("--threads", optarg, 1, 256, &n) < 0)
+        return bad_usage("%s", error_message());
+      o->threads = (unsigned)n;
+      break;
+    case OPT_REGION:
+      clone_only = true;
+      if (parse_size("--region-size", optarg, &o->region_size) < 0)
+        return bad_usage("%s", error_message());
+      if (!is_power_of_two(o->region_size) || o->region_size < 4096 ||
+          o->region_size > (64u << 20))
+        return bad_usage("--region-size %s: must be a power of two from 4K to 64M", optarg);
+      break;
+    case OPT_WORKERS:
+      clone_only = true;
+      if (parse_uint("--workers", optarg, 1, 256, &n) < 0)
+        return bad_usage("%s", error_message());
+      o->workers = (unsigned)n;
+      break;
+    case OPT_RATE:
+      clone_only = true;
+      if (parse_size("--rate", optarg, &o->rate) < 0)
+        return bad_usage("%s", error_message());
+      break;
+    case '?':
+      if (optopt)
+        return bad_usage("option '-%c' is unknown or lacks its value", (char[]){ (char)optopt, 0 });
+      return bad_usage("option '%s' is unknown or lacks its value", argv[optind - 1]);
+    default:
+      return bad_usage("option '%s' is not understood", argv[optind - 1]);
+    }
+  }
+  if (argc - optind < 2)
+    return bad_usage("%s", argc - optind == 0 ? "missing VOLUME and MOUNTPOINT"
+                                               : "missing MOUNTPOINT");
+  if (argc - optind > 2)
+    return bad_usage("unexpected argument '%s'", argv[optind + 2]);
+  o->volume = argv[optind];
+  o->mountpoint = argv[optind + 1];
+  if (!o->source != !o->map)
+    return bad_usage("%s", o->source ? "--source needs --map" : "--map needs --source");
+  if (clone_only && !o->source)
+    return bad_usage("%s", "--region-size, --workers and --rate need --source and --map");
+  if (o->source && o->readonly)
+    return bad_usage("%s", "--read-only cannot serve a clone (its destination is written)");
+  return 0;
+}
+
+/* A mount over a non-empty directory would hide its files: refuse it, as fuse2 did. */
+static int
+check_mountpoint(const char *path, char *abs)
+{
+  struct stat st;
+  if (stat(path, &st) < 0)
+    return error_set_errno(errno, "mountpoint %s", path);
+  if (!S_ISDIR(st.st_mode))
+    return error_set(ENOTDIR, "mountpoint %s: not a directory", path);
+  DIR *d = opendir(path);
+  if (!d)
+    return error_set_errno(errno, "mountpoint %s", path);
+  struct dirent *e;
+  int r = 0;
+  while ((e = readdir(d)))
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+      r = error_set(ENOTEMPTY, "mountpoint %s: not empty (it holds '%s')", path, e->d_name);
+      break;
+    }
+  closedir(d);
+  if (r == 0 && !realpath(path, abs))
+    r = error_set_errno(errno, "mountpoint %s", path);
+  return r;
+}
+
+/* Daemonizing: fork before any thread exists; the parent waits until the child reports the
+ * mount ready (one byte on a pipe) and exits 0, or exits with the child's status when the
+ * child fails first (its error message went to the shared stderr). */
+static int
+daemon_fork(void)
+{
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0)
+    return error_set_errno(errno, "pipe");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    return error_set_errno(errno, "fork");
+  if (pid > 0) {
+    close(p[1]);
+    char b;
+    ssize_t n;
+    while ((n = read(p[0], &b, 1)) < 0 && errno == EINTR)
+      ;
+    if (n == 1)
+      _exit(EXIT_OK);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+      ;
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_FAIL);
+  }
+  close(p[0]);
+  setsid();
+  return p[1];
+}
+
+static void
+daemon_ready(int fd)
+{
+  fflush(stdout);
+  int null = open("/dev/null", O_RDWR);
+  if (null >= 0) {
+    /* Our stdout/stderr may be a pipe a script reads to EOF ($(ferry-fuse --loop ...)). */
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    if (null > 2)
+      close(null);
+  }
+  log_use_syslog();
+  if (write(fd, "R", 1) < 0)
+    log_warning("cannot notify the parent process: %s", strerror(errno));
+  close(fd);
+}
+
+static int
+write_pidfile(const char *path)
+{
+  char tmp[PATH_MAX + 16];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (!f)
+    return error_set_errno(errno, "pidfile %s", tmp);
+  fprintf(f, "%d\n", (int)getpid());
+  if (fclose(f) != 0 || rename(tmp, path) < 0) {
+    int e = errno;
+    unlink(tmp);
+    return error_set_errno(e, "pidfile %s", path);
+  }
+  return 0;
+}
+
+static int
+read_volume(void *opaque, void *buf, size_t len, uint64_t off)
+{
+  struct volume *v = opaque;
+  uint64_t align = v->min_block > 1 ? v->min_block : 1;
+  uint64_t start = off / align * align, end = (off + len + align - 1) / align * align;
+  if (start == off && end == off + len)
+    return volume_pread(v, buf, len, off);
+  char *b = malloc(end - start);
+  if (!b)
+    return error_set(ENOMEM, "out of memory");
+  int r = volume_pread(v, b, end - start, start);
+  if (r == 0)
+    memcpy(buf, b + (off - start), len);
+  free(b);
+  return r;
+}
+
+static int
+open_volume(struct server *s)
+{
+  struct options *o = s->o;
+  int r;
+  if (o->source) {
+    struct clone_options co;
+    clone_options_init(&co);
+    co.region_size = o->region_size;
+    co.workers = o->workers;
+    co.rate = o->rate;
+    co.hydrate = true;
+    if ((r = clone_open(o->source, o->map, o->volume, &co, &s->clone)) < 0)
+      return r;
+    s->vol = clone_volume(s->clone);
+    return 0;
+  }
+  struct volume_options vo;
+  volume_options_init(&vo);
+  vo.readonly = o->readonly;
+  r = volume_open(o->volume, &vo, &s->vol);
+  if (r == -EROFS && !o->readonly) { /* e.g. http://: serve it read-only */
+    vo.readonly = true;
+    r = volume_open(o->volume, &vo, &s->vol);
+  }
+  if (r < 0)
+    return r;
+  if (!volume_can(s->vol, VOLUME_CAN_WRITE) && !o->readonly) {
+    debug("fuse", "%s is read-only: serving it read-only", o->volume);
+    o->readonly = true;
+  }
+  return 0;
+}
+
+static void *
+session_main(void *arg)
+{
+  struct server *s = arg;
+  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+  if (cfg)
+    fuse_loop_cfg_set_max_threads(cfg, s->o->threads);
+  int r = fuse_session_loop_mt(s->se, cfg);
+  if (cfg)
+    fuse_loop_cfg_destroy(cfg);
+  debug("fuse", "session loop ended (%d)", r);
+  atomic_store(&s->session_ended, true);
+  pthread_kill(s->main_thread, SIGUSR1);
+  return NULL;
+}
+
+/* Is our filesystem (by device number) still in the mount table? */
+static bool
+still_mounted(struct server *s)
+{
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (!f)
+    return true;
+  char line[4096];
+  bool found = false;
+  unsigned maj, min;
+  while (!found && fgets(line, sizeof line, f))
+    if (sscanf(line, "%*u %*u %u:%u", &maj, &min) == 2 && maj == major(s->mount_dev) &&
+        min == minor(s->mount_dev))
+      found = true;
+  fclose(f);
+  return found;
+}
+
+/* With a loop device attached, `fusermount3 -u` is refused (the device holds the disk open)
+ * and `fusermount3 -u -z` detaches the mount without the kernel telling us: the filesystem
+ * lives on as long as the loop device holds it.  So watch the mount table and shut down when
+ * our mount leaves it. */
+static void *
+watch_main(void *arg)
+{
+  struct server *s = arg;
+  int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    log_warning("/proc/self/mountinfo: %s: a lazy unmount will not be noticed", strerror(errno));
+    return NULL;
+  }
+  struct pollfd p[2] = { { fd, POLLPRI, 0 }, { s->watch_stop[0], POLLIN, 0 } };
+  for (;;) {
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    if (p[1].revents)
+      break;
+    if ((p[0].revents & (POLLPRI | POLLERR)) && !still_mounted(s)) {
+      debug("fuse", "%s left the mount table", s->mountpoint);
+      atomic_store(&s->mount_gone, true);
+      pthread_kill(s->main_thread, SIGUSR1);
+      break;
+    }
+  }
+  close(fd);
+  return NULL;
+}
+
+static int
+start_session(struct server *s)
+{
+  struct options *o = s->o;
+  char opts[256];
+  snprintf(opts, sizeof opts, "fsname=ferry,subtype=ferry,default_permissions,max_read=%u%s%s",
+           1u << 20, o->readonly ? ",ro" : "", o->allow_other ? ",allow_other" : "");
+  char *argv[] = { "ferry-fuse", "-o", opts, NULL };
+  struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+  s->se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, s->fs);
+  fuse_opt_free_args(&args);
+  if (!s->se)
+    return error_set(EINVAL, "cannot create the FUSE session");
+  if (fuse_session_mount(s->se, s->mountpoint) != 0)
+    return error_set(EIO, "%s: mount failed (see the message above)", s->mountpoint);
+  if ((errno = pthread_create(&s->session_thread, NULL, session_main, s)) != 0)
+    return error_set_errno(errno, "cannot start the FUSE session thread");
+  s->session_started = true;
+  /* Only now: stat() of the mountpoint is a FUSE GETATTR that the session must answer. */
+  struct stat st;
+  if (stat(s->mountpoint, &st) < 0)
+    return error_set_errno(errno, "%s: stat after mount", s->mountpoint);
+  s->mount_dev = st.st_dev;
+  return 0;
+}
+
+/* Unmount our filesystem: plainly when nothing holds it, else lazily (the kernel then keeps
+ * it for those who have it open, and our workers serve them until they let go). */
+static void
+unmount_fs(struct server *s)
+{
+  if (!still_mounted(s))
+    return;
+  if (geteuid() == 0) {
+    if (umount2(s->mountpoint, 0) == 0)
+      return;
+    if (errno == EBUSY) {
+      log_warning("%s is busy: detaching it lazily; open files are served until closed",
+                  s->mountpoint);
+      if (umount2(s->mountpoint, MNT_DETACH) == 0)
+        return;
+    }
+    log_error("%s: unmount: %s", s->mountpoint, strerror(errno));
+    return;
+  }
+  /* Unprivileged: only the setuid helper may unmount. */
+  char *argv[] = { "fusermount3", "-u", "-z", "--", s->mountpoint, NULL };
+  pid_t pid;
+  extern char **environ;
+  if ((errno = posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ)) != 0) {
+    log_error("cannot run fusermount3 to unmount %s: %s", s->mountpoint, strerror(errno));
+    return;
+  }
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+}
+
+/* Wait for SIGUSR1 with session_ended set; a second SIGINT/SIGTERM gives up waiting. */
+static bool
+wait_session_end(struct server *s, const sigset_t *set)
+{
+  while (!atomic_load(&s->session_ended)) {
+    int sig;
+    if (sigwait(set, &sig) == 0 && sig != SIGUSR1) {
+      log_error("signal %d while waiting for %s to be released: exiting now", sig,
+                s->mountpoint);
+      return false;
+    }
+  }
+  pthread_join(s->session_thread, NULL);
+  s->session_started = false;
+  return true;
+}
+
+/* The shutdown order, deliberately:
+ *  1. stop the mount watcher;
+ *  2. detach the loop device FIRST, from this (main) thread, while the FUSE workers still
+ *     run: the kernel drains the device's in-flight I/O and closes MOUNTPOINT/disk, and both
+ *     are FUSE requests.  Detaching from a worker, or after the session stopped, deadlocks;
+ *  3. flush the volume: everything acknowledged so far becomes durable;
+ *  4. unmount, which ends the session (its workers get ENODEV) and join it: no request can
+ *     be running after this point;
+ *  5. flush again (writes that raced with step 3), stop the control socket, close the volume
+ *     (a clone stops its hydrator and commits its map).
+ * A second SIGINT/SIGTERM while waiting for users of a busy mount exits at once.
+ * Returns the exit code. */
+static int
+shutdown_server(struct server *s, const sigset_t *set, int rc)
+{
+  if (s->watch_started) {
+    if (write(s->watch_stop[1], "x", 1) < 0)
+      log_warning("cannot stop the mount watcher: %s", strerror(errno));
+    pthread_join(s->watch_thread, NULL);
+    s->watch_started = false;
+  }
+  if (s->loop_attached) {
+    bool busy;
+    if (loop_detach(&s->loop, &busy) < 0) {
+      log_error("%s", error_message());
+      rc = EXIT_FAIL;
+    } else if (busy)
+      log_warning("%s is still in use: it detaches when its last user closes it; serving "
+                  "%s until then", s->loop.path, s->disk_path);
+    s->loop_attached = false;
+  }
+  if (s->vol && volume_flush(s->vol) < 0) {
+    log_error("%s", error_message());
+    rc = EXIT_FAIL;
+  }
+  if (s->session_started) {
+    if (!atomic_load(&s->session_ended))
+      unmount_fs(s);
+    if (!wait_session_end(s, set)) {
+      /* Forced: keep what was acknowledged, leave the kernel to tear down the rest. */
+      if (s->vol)
+        volume_flush(s->vol);
+      _exit(EXIT_FAIL);
+    }
+  }
+  if (s->se) {
+    fuse_session_unmount(s->se); /* the connection is gone: this only closes /dev/fuse */
+    fuse_session_destroy(s->se);
+    s->se = NULL;
+  }
+  if (s->vol && volume_flush(s->vol) < 0) {
+    log_error("%s", error_message());
+    rc = EXIT_FAIL;
+  }
+  if (s->control) {
+    control_server_stop(s->control);
+    s->control = NULL;
+  }
+  if (s->clone) {
+    if (clone_close(s->clone) < 0) {
+      log_error("%s", error_message());
+      rc = EXIT_FAIL;
+    }
+  } else if (s->vol)
+    volume_close(s->vol);
+  s->clone = NULL;
+  s->vol = NULL;
+  return rc;
+}
+
+static int
+run(struct server *s, const sigset_t *set, int notify_fd)
+{
+  struct options *o = s->o;
+  int r;
+  if ((r = open_volume(s)) < 0)
+    return EXIT_FAIL;
+
+  struct partition_table parts;
+  if (partitions_read(read_volume, s->vol, s->vol->size, &parts) < 0)
+    log_warning("%s: partition table ignored: %s; serving the whole disk only", o->volume,
+                error_message());
+  else if (parts.scheme != PARTITIONS_NONE)
+    debug("fuse", "%s: %s partition table, %zu partition(s)", o->volume,
+          partitions_scheme_name(parts.scheme), parts.n);
+  struct fs_config fc = { .readonly = o->readonly, .direct_io = o->direct_io };
+  s->fs = fs_create(s->vol, &parts, &fc);
+  partitions_free(&parts);
+  if (!s->fs) {
+    log_error("out of memory");
+    return EXIT_FAIL;
+  }
+  if (o->control) {
+    struct control_hooks hooks = { .clients = fs_open_files, .opaque = s->fs };
+    if (control_server_start(o->control, "ferry-fuse", s->clone, s->vol->size, &hooks,
+                             &s->control) < 0) {
+      log_error("%s", error_message());
+      return EXIT_FAIL;
+    }
+  }
+  if (start_session(s) < 0) {
+    log_error("%s", error_message());
+    return EXIT_FAIL;
+  }
+  snprintf(s->disk_path, sizeof s->disk_path, "%s/disk", s->mountpoint);
+  if (o->loop) {
+    /* From main, while the session thread serves the FUSE requests this generates. */
+    if (loop_attach(s->disk_path, o->readonly, &s->loop) < 0) {
+      log_error("%s", error_message());
+      return EXIT_FAIL;
+    }
+    s->loop_attached = true;
+    printf("%s\n", s->loop.path);
+    fflush(stdout);
+    if (pipe2(s->watch_stop, O_CLOEXEC) < 0 ||
+        (errno = pthread_create(&s->watch_thread, NULL, watch_main, s)) != 0) {
+      log_error("cannot start the mount watcher: %s", strerror(errno));
+      return EXIT_FAIL;
+    }
+    s->watch_started = true;
+  }
+  if (o->pidfile && write_pidfile(o->pidfile) < 0) {
+    log_error("%s", error_message());
+    return EXIT_FAIL;
+  }
+  debug("fuse", "serving %s (%" PRIu64 " bytes) at %s%s", o->volume, s->vol->size,
+        s->mountpoint, o->readonly ? " read-only" : "");
+  if (notify_fd >= 0)
+    daemon_ready(notify_fd);
+
+  for (;;) {
+    int sig;
+    if (sigwait(set, &sig) != 0)
+      continue;
+    if (sig != SIGUSR1) {
+      debug("fuse", "signal %d: shutting down", sig);
+      break;
+    }
+    if (atomic_load(&s->session_ended)) {
+      debug("fuse", "%s was unmounted", s->mountpoint);
+      break;
+    }
+    if (atomic_load(&s->mount_gone)) {
+      debug("fuse", "%s was detached lazily", s->mountpoint);
+      break;
+    }
+  }
+  return EXIT_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+  log_init("ferry-fuse");
+  struct options o;
+  int r = parse_args(argc, argv, &o);
+  if (r < 0)
+    return EXIT_OK;
+  if (r > 0)
+    return r;
+
+  static struct server server;
+  struct server *s = &server;
+  s->o = &o;
+  s->loop.fd = -1;
+  s->watch_stop[0] = s->watch_stop[1] = -1;
+  if (check_mountpoint(o.mountpoint, s->mountpoint) < 0) {
+    log_error("%s", error_message());
+    return EXIT_FAIL;
+  }
+  /* Relative paths stay valid: we never chdir (the clone reopens its map by name). */
+  int notify_fd = -1;
+  if (!o.foreground && (notify_fd = daemon_fork()) < 0) {
+    log_error("%s", error_message());
+    return EXIT_FAIL;
+  }
+
+  /* Before any thread exists, so that every thread inherits the mask. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  s->main_thread = pthread_self();
+
+  int rc = run(s, &set, notify_fd);
+  rc = shutdown_server(s, &set, rc);
+  fs_destroy(s->fs);
+  if (s->watch_stop[0] >= 0) {
+    close(s->watch_stop[0]);
+    close(s->watch_stop[1]);
+  }
+  if (o.pidfile)
+    unlink(o.pidfile);
+  debug("fuse", "exit %d", rc);
+  return rc;
+}
