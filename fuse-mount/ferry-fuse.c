@@ -189,8 +189,10 @@ parse_args(int argc, char **argv, struct options *o)
         return bad_usage("%s", error_message());
       break;
     case '?':
-      if (optopt)
-        return bad_usage("option '-%c' is unknown or lacks its value", (char[]){ (char)optopt, 0 });
+      if (optopt > 0 && optopt < 128) {
+        char name[3] = { '-', (char)optopt, 0 };
+        return bad_usage("option '%s' is unknown or lacks its value", name);
+      }
       return bad_usage("option '%s' is unknown or lacks its value", argv[optind - 1]);
     default:
       return bad_usage("option '%s' is not understood", argv[optind - 1]);
@@ -573,8 +575,10 @@ run(struct server *s, const sigset_t *set, int notify_fd)
 {
   struct options *o = s->o;
   int r;
-  if ((r = open_volume(s)) < 0)
+  if ((r = open_volume(s)) < 0) {
+    log_error("%s", error_message());
     return EXIT_FAIL;
+  }
 
   struct partition_table parts;
   if (partitions_read(read_volume, s->vol, s->vol->size, &parts) < 0)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# ferry-fuse refuses bad input with a message naming the problem and leaves nothing mounted:
+# bad flags (exit 2), missing/non-empty/non-directory mountpoint, unreachable sources (exit 1),
+# and a corrupt partition table is reported but the whole disk still served.
+. "$TESTS_DIR/functions.sh"
+. "$TESTS_DIR/lib-fuse.sh"
+requires sgdisk
+
+MNT="$T/mnt"
+mkdir -p "$MNT"
+img="$T/disk.img"
+truncate -s 8M "$img"
+
+usage() { # usage TEXT ARGS...: exit 2 and TEXT on stderr
+  local want=$1 rc=0; shift
+  "$FERRY_FUSE" "$@" >"$T/out" 2>"$T/err" || rc=$?
+  [ $rc -eq 2 ] || { cat "$T/err" >&2; fail "'$*' exited $rc, want 2"; }
+  grep -qF -- "$want" "$T/err" || { cat "$T/err" >&2; fail "'$*': stderr lacks: $want"; }
+  fuse_assert_clean "$MNT"
+}
+usage "option '--frobnicate' is unknown" --frobnicate "$img" "$MNT"
+usage "missing MOUNTPOINT" "$img"
+usage "missing VOLUME and MOUNTPOINT"
+usage "unexpected argument 'extra'" "$img" "$MNT" extra
+usage "--source needs --map" --source "$img" "$img" "$MNT"
+usage "--map needs --source" --map "$T/map" "$img" "$MNT"
+usage "need --source and --map" --rate 10M "$img" "$MNT"
+usage "--region-size 3000: must be a power of two" --source "$img" --map "$T/m" --region-size 3000 "$img" "$MNT"
+usage "--threads" --threads 0 "$img" "$MNT"
+usage "option '--control' is unknown or lacks its value" --control
+usage "option '-x' is unknown" -x "$img" "$MNT"
+"$FERRY_FUSE" --help | grep -q -- "--source SRC --map MAP" || fail "--help"
+"$FERRY_FUSE" --version | grep -q "^ferry-fuse [0-9]" || fail "--version"
+
+fails() { # fails TEXT ARGS...: exit 1, TEXT on stderr, nothing mounted
+  local want=$1 rc=0; shift
+  "$FERRY_FUSE" "$@" >"$T/out" 2>"$T/err" || rc=$?
+  [ $rc -eq 1 ] || { cat "$T/err" >&2; fail "'$*' exited $rc, want 1"; }
+  grep -qF -- "$want" "$T/err" || { cat "$T/err" >&2; fail "'$*': stderr lacks: $want"; }
+  echo "ok: refused: $(head -1 "$T/err")"
+  fuse_assert_clean "$MNT"
+}
+fails "mountpoint $T/nonexistent: No such file or directory" "$img" "$T/nonexistent"
+touch "$MNT/file"
+fails "mountpoint $MNT: not empty (it holds 'file')" "$img" "$MNT"
+fails "mountpoint $MNT/file: not a directory" "$img" "$MNT/file"
+rm "$MNT/file"
+fails "$T/missing.img: No such file or directory" "$T/missing.img" "$MNT"
+fails "$T/missing.img: No such file or directory" --foreground "$T/missing.img" "$MNT"
+fails "unsupported URI scheme 'ftp'" ftp://127.0.0.1/x "$MNT"
+port=$(free_port) # nothing listens there
+fails "127.0.0.1:$port" "nbd://127.0.0.1:$port/" "$MNT"
+fails "127.0.0.1:$port" "http://127.0.0.1:$port/disk.img" "$MNT"
+fails "$T/nosock" "nbd+unix:///?socket=$T/nosock" "$MNT"
+
+# A GPT whose header CRC is broken: a warning naming the problem, the whole disk served.
+sgdisk -n1:2048:+2M -n2:0:+2M "$img" >/dev/null
+printf '\x01' | dd of="$img" bs=1 seek=$((512 + 60)) conv=notrunc status=none
+fuse_start "$MNT" "$img"
+grep -q "warning: $img: partition table ignored: GPT header CRC32 mismatch" "$FUSE_ERR" ||
+  { cat "$FUSE_ERR" >&2; fail "no warning about the corrupt GPT"; }
+[ "$(ls "$MNT")" = disk ] || fail "partitions of a corrupt table exposed: $(ls "$MNT")"
+cmp "$img" "$MNT/disk" || fail "disk differs"
+fuse_stop "$MNT"
+echo "fuse errors ok"
