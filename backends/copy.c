@@ -322,6 +322,8 @@ worker_main(void *arg)
       break;
     }
   }
+  /* The message (if any) was copied by record_error; a thread-local one would leak. */
+  error_clear();
   return NULL;
 }
 
