@@ -166,13 +166,18 @@ doc_get(struct doc *d, const char *path, char **value)
   if (d->xml)
     return xmlbody_get(d->xml, path, value);
   json_t *holder;
-  char key[64], t[4096];
+  char key[64], t[64];
   int r = json_resolve(d->json, path, &holder, key, sizeof key);
   if (r <= 0)
     return r;
-  if (!json_text(json_object_get(holder, key), t, sizeof t))
+  json_t *v = json_object_get(holder, key);
+  if (json_is_string(v)) /* any length, no buffer */
+    *value = strdup(json_string_value(v));
+  else if (json_text(v, t, sizeof t))
+    *value = strdup(t);
+  else
     return error_set(EINVAL, "body_json: %s is not a scalar", path);
-  return (*value = strdup(t)) ? 1 : error_set(ENOMEM, "out of memory");
+  return *value ? 1 : error_set(ENOMEM, "out of memory");
 }
 
 static int
