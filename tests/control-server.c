@@ -2,7 +2,7 @@
  * can be tested without ferry-nbd or ferry-fuse.
  *
  *   control-server [--pidfile F] [--clients N] --size BYTES SOCKET          (plain volume)
- *   control-server [--pidfile F] [--rate R] [--paused] [--region-size N]
+ *   control-server [--pidfile F] [--rate R] [--paused] [--region-size N] [--workers N]
  *                  --source SRC --map MAP DEST SOCKET                       (a clone)
  *
  * The pidfile is written once the socket accepts connections.  Runs until SIGTERM/SIGINT,
@@ -41,6 +41,7 @@ main(int argc, char **argv)
     { "rate", required_argument, NULL, 'r' },
     { "paused", no_argument, NULL, 'P' },
     { "region-size", required_argument, NULL, 'R' },
+    { "workers", required_argument, NULL, 'w' },
     { "source", required_argument, NULL, 'S' },
     { "map", required_argument, NULL, 'M' },
     { NULL, 0, NULL, 0 },
@@ -59,6 +60,7 @@ main(int argc, char **argv)
     case 'r': r = parse_size("--rate", optarg, &co.rate); break;
     case 'P': co.start_paused = true; break;
     case 'R': r = parse_size("--region-size", optarg, &co.region_size); break;
+    case 'w': r = parse_uint("--workers", optarg, 1, 64, &n); co.workers = n; break;
     case 'S': source = optarg; break;
     case 'M': map = optarg; break;
     case 'v': log_set_verbose(true); break;

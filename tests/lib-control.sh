@@ -36,3 +36,45 @@ for k in sys.argv[2].split("."):
     v = v[k]
 print(json.dumps(v) if not isinstance(v, str) else v)' "$1" "$2"
 }
+
+# status_field SOCKET FIELD: one field of the live status.
+status_field() {
+  json_field "$(control_request "$1" '{"command":"status"}')" "status.$2"
+}
+
+# wait_status SOCKET SECONDS PYTHON_CONDITION: poll the status until the condition (on `s`,
+# the status dict) holds; fail after SECONDS.
+wait_status() {
+  /usr/bin/python3 - "$@" <<'EOF2' || fail "status never satisfied: $3"
+import json, socket, sys, time
+path, limit, cond = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+end = time.monotonic() + limit
+while True:
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(path)
+    c.sendall(b'{"command":"status"}\n')
+    buf = b""
+    while not buf.endswith(b"\n"):
+        buf += c.recv(65536)
+    c.close()
+    s = json.loads(buf)["status"]
+    if eval(cond):
+        sys.exit(0)
+    if time.monotonic() > end:
+        print("last status:", s, file=sys.stderr)
+        sys.exit(1)
+    time.sleep(0.05)
+EOF2
+}
+
+# control_nbdkit SOCKET PLUGIN ARGS...: nbdkit on a unix socket in the background, tracked.
+# (functions.sh's start_nbdkit runs it in the foreground: --exit-with-parent keeps nbdkit
+# from forking, so that helper never returns.)
+control_nbdkit() {
+  local sock=$1; shift
+  local pidf="$T/nbdkit.$RANDOM.pid"
+  nbdkit --exit-with-parent -U "$sock" -P "$pidf" "$@" &
+  track_pid $!
+  wait_for_pidfile "$pidf" >/dev/null
+  wait_for_file "$sock"
+}
