@@ -311,9 +311,15 @@ def start_mariadb():
     d = os.path.join(T, "mariadb")
     os.mkdir(d)
     user = ["--user=root"] if os.getuid() == 0 else []
-    subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + d + "/db",
-                    "--auth-root-authentication-method=normal", "--skip-test-db"] + user,
-                   check=True, capture_output=True)
+    for attempt in range(2):  # seen failing once on a loaded 2-core machine: retry once
+        shutil.rmtree(d + "/db", ignore_errors=True)
+        p = subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + d + "/db",
+                            "--auth-root-authentication-method=normal", "--skip-test-db"] + user,
+                           capture_output=True, text=True)
+        if p.returncode == 0:
+            break
+    if p.returncode != 0:
+        fail("mariadb-install-db: exit %d\n%s\n%s" % (p.returncode, p.stdout, p.stderr))
     sock = os.path.join(d, "sock")
     proc = subprocess.Popen([mariadbd, "--no-defaults", "--datadir=" + d + "/db",
                              "--socket=" + sock, "--skip-networking", "--pid-file=" + d + "/pid",
