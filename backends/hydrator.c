@@ -52,75 +52,87 @@ struct hydrator {
 
 /* ---- the target volume: the destination, guarded by the region locks ---- */
 
-typedef int (*piece_fn)(struct clone *c, const char *data, uint64_t n, uint64_t off,
-                        unsigned flags);
+typedef int (*run_fn)(struct clone *c, const char *data, uint64_t n, uint64_t off,
+                      unsigned flags);
 
+/* Lock the regions first..last (at most CLONE_LOCKS of them, so their locks are distinct) in
+ * ascending lock-index order.  Every thread that holds more than one region lock takes them
+ * in that global order, and the guest paths hold one at a time: no deadlock. */
+static void
+lock_regions(struct clone *c, uint64_t first, uint64_t last, bool lock)
+{
+  uint64_t n = last - first + 1, a = first % CLONE_LOCKS;
+  uint64_t wrap = a + n > CLONE_LOCKS ? a + n - CLONE_LOCKS : 0;
+  for (uint64_t i = 0; i < wrap; i++)
+    (lock ? pthread_mutex_lock : pthread_mutex_unlock)(&c->locks[i]);
+  for (uint64_t i = a; i < a + n - wrap; i++)
+    (lock ? pthread_mutex_lock : pthread_mutex_unlock)(&c->locks[i]);
+}
+
+/* Apply fn to the parts of [off, off+len) whose regions are not hydrated, with their locks
+ * held (re-checked under the locks: a guest write or an on-demand fetch may have won), in
+ * runs as long as possible.  A region the run covers whole is marked at once, still under
+ * its lock and after the write: a crash then loses at most the requests in flight and what
+ * the last commit did not cover.  Regions covered only in part are marked by work_done. */
 static int
-each_unhydrated_piece(struct clone *c, const char *data, uint64_t len, uint64_t off,
-                      unsigned flags, piece_fn fn)
+guarded(struct clone *c, const char *data, uint64_t len, uint64_t off, unsigned flags, run_fn fn)
 {
   int r = 0;
+  const uint64_t base = off;
   while (len > 0 && r == 0) {
-    uint64_t region = off >> c->shift;
-    uint64_t n = min_u64(len, clone_region_offset(c, region) + clone_region_length(c, region) -
-                                  off);
-    if (!regionmap_test(c->map, region)) {
-      pthread_mutex_t *lk = clone_region_lock(c, region);
-      pthread_mutex_lock(lk);
-      /* Re-checked under the lock: a guest write or a fetch may have hydrated it. */
-      if (!regionmap_test(c->map, region))
-        r = fn(c, data, n, off, flags);
-      pthread_mutex_unlock(lk);
+    uint64_t first = off >> c->shift;
+    uint64_t end = min_u64(off + len, clone_region_offset(c, first + CLONE_LOCKS));
+    uint64_t last = (end - 1) >> c->shift;
+    lock_regions(c, first, last, true);
+    uint64_t pos = off;
+    while (pos < end && r == 0) {
+      uint64_t region = pos >> c->shift;
+      uint64_t next = min_u64(end, clone_region_offset(c, region + 1));
+      if (regionmap_test(c->map, region)) {
+        pos = next;
+        continue;
+      }
+      uint64_t run_end = next;
+      while (run_end < end && !regionmap_test(c->map, run_end >> c->shift))
+        run_end = min_u64(end, clone_region_offset(c, (run_end >> c->shift) + 1));
+      r = fn(c, data ? data + (pos - base) : NULL, run_end - pos, pos, flags);
+      for (uint64_t k = region; r == 0 && k <= (run_end - 1) >> c->shift; k++)
+        if (pos <= clone_region_offset(c, k) &&
+            clone_region_offset(c, k) + clone_region_length(c, k) <= run_end)
+          regionmap_mark(c->map, k);
+      pos = run_end;
     }
-    if (data)
-      data += n;
-    off += n;
-    len -= n;
+    lock_regions(c, first, last, false);
+    len -= end - off;
+    off = end;
   }
   return r;
 }
 
-/* A piece covering its whole region is marked at once (still under the lock, after the
- * write): a crash then loses at most the requests in flight and what the last commit did
- * not cover, not whole work batches.  Pieces of a region are marked by work_done. */
-static void
-mark_if_whole(struct clone *c, uint64_t n, uint64_t off)
-{
-  uint64_t region = off >> c->shift;
-  if (off == clone_region_offset(c, region) && n == clone_region_length(c, region))
-    regionmap_mark(c->map, region);
-}
-
 static int
-piece_write(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned flags)
+run_write(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned flags)
 {
   (void)flags;
-  int r = volume_pwrite(c->dst, data, n, off, 0);
-  if (r == 0)
-    mark_if_whole(c, n, off);
-  return r;
+  return volume_pwrite(c->dst, data, n, off, 0);
 }
 
 static int
-piece_zero(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned flags)
+run_zero(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned flags)
 {
   (void)data;
-  int r = volume_zero(c->dst, n, off, flags & (VOLUME_MAY_TRIM | VOLUME_FAST_ZERO));
-  if (r == 0)
-    mark_if_whole(c, n, off);
-  return r;
+  return volume_zero(c->dst, n, off, flags & (VOLUME_MAY_TRIM | VOLUME_FAST_ZERO));
 }
 
 static int
 target_pwrite(struct volume *v, const void *buf, size_t len, uint64_t off, unsigned flags)
 {
-  return each_unhydrated_piece(((struct target *)v)->c, buf, len, off, flags, piece_write);
+  return guarded(((struct target *)v)->c, buf, len, off, flags, run_write);
 }
 
 static int
 target_zero(struct volume *v, uint64_t len, uint64_t off, unsigned flags)
 {
-  return each_unhydrated_piece(((struct target *)v)->c, NULL, len, off, flags, piece_zero);
+  return guarded(((struct target *)v)->c, NULL, len, off, flags, run_zero);
 }
 
 static int

@@ -3,6 +3,7 @@
  * marked are not copied again.
  */
 #include "backends/clone.h"
+#include "common/control.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/progress.h"
@@ -221,10 +222,6 @@ cmd_hydrate(int argc, char **argv)
   int r = parse_args(argc, argv, &s);
   if (r)
     return r;
-  if (s.control) {
-    fprintf(stderr, "ferry hydrate: --control is not available yet in this build\n");
-    return EXIT_USAGE;
-  }
 
   struct clone_options o;
   clone_options_init(&o);
@@ -257,6 +254,14 @@ cmd_hydrate(int argc, char **argv)
     return EXIT_FAIL;
   }
 
+  struct control_server *srv = NULL;
+  if (s.control && control_server_start(s.control, "ferry hydrate", c, clone_volume(c)->size,
+                                        NULL, &srv) < 0) {
+    log_error("%s", error_message());
+    clone_close(c);
+    return EXIT_FAIL;
+  }
+
   struct clone_status st;
   clone_get_status(c, &st);
   struct progress *bar = progress_new("hydrate", st.size, s.progress);
@@ -281,6 +286,8 @@ cmd_hydrate(int argc, char **argv)
   }
   progress_finish(bar);
   progress_free(bar);
+  if (srv)
+    control_server_stop(srv);
   /* clone_close flushes the destination and commits the map (in that order). */
   if (clone_close(c) < 0) {
     log_error("%s", error_message());
