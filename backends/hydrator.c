@@ -365,7 +365,7 @@ hydrator_main(void *opaque)
         pthread_mutex_unlock(&h->lock);
         clone_set_error(c, false, msg);
         pthread_mutex_lock(&h->lock);
-        wait_locked(h, 0.2 * (double)(1u << h->attempts));
+        wait_locked(h, 0.1 * (double)(1u << (h->attempts - 1)));
       }
     } else if (progress) {
       h->attempts = 0;

@@ -1,0 +1,247 @@
+/* clonetool: drive a clone (backends/clone.h) from test scripts.
+ *
+ *   clonetool writer SRC MAP DEST LOG BLOCKS SEED RATE
+ *     A guest that writes 4 KiB blocks through the clone (hydrator running at RATE bytes/s,
+ *     0 = unlimited) and flushes every few writes; after each successful flush it appends the
+ *     number of writes now durable to LOG (fsync'ed).  On start it first checks, through the
+ *     clone, every write LOG says was flushed ("no flushed write lost"), then continues where
+ *     LOG left off, and finally waits until the clone has converged.  Killed at any moment and
+ *     restarted, it must end with the destination equal to `expected`.
+ *   clonetool expected SRCFILE OUT BLOCKS SEED
+ *     Write the image the writer must produce: SRCFILE with the writer's blocks applied.
+ *   clonetool verify SRC MAP DEST EXPECTED
+ *     A reader: reads the whole clone in random order and sizes (no hydrator), comparing with
+ *     EXPECTED.  Failed reads are allowed (counted); a wrong byte is not.
+ *
+ * Exit: 0 ok, 1 error, 3 a check failed (lost write / wrong data).
+ */
+#include "backends/clone.h"
+#include "common/error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BLOCK 4096u
+#define FLUSH_EVERY 8
+
+static uint64_t
+xorshift(uint64_t *s)
+{
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+/* Write i goes to a distinct block (odd stride over a power-of-two count of blocks), at
+ * a 4 KiB position inside its region: a partial-region write. */
+static uint64_t
+block_of(uint64_t i, uint64_t nblocks_pow2)
+{
+  return (i * 7919 + 13) & (nblocks_pow2 - 1);
+}
+
+static void
+block_data(uint64_t seed, uint64_t i, unsigned char *buf)
+{
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + i * 0xBF58476D1CE4E5B9ull + 1;
+  for (unsigned k = 0; k < BLOCK; k += 8) {
+    uint64_t v = xorshift(&s);
+    memcpy(buf + k, &v, 8);
+  }
+}
+
+static uint64_t
+pow2_blocks(uint64_t size)
+{
+  uint64_t n = 1;
+  while (n * 2 * BLOCK <= size)
+    n *= 2;
+  return n;
+}
+
+static int
+die(const char *what)
+{
+  fprintf(stderr, "clonetool: %s: %s\n", what, error_message()[0] ? error_message() : strerror(errno));
+  return 1;
+}
+
+static int
+writer(char **a)
+{
+  const char *src = a[0], *map = a[1], *dest = a[2], *logpath = a[3];
+  uint64_t nwrites = strtoull(a[4], NULL, 10), seed = strtoull(a[5], NULL, 10);
+  struct clone_options o;
+  clone_options_init(&o);
+  o.rate = strtoull(a[6], NULL, 10);
+  o.workers = 2;
+  o.request_size = 256u << 10;
+  struct clone *c;
+  if (clone_open(src, map, dest, &o, &c) < 0)
+    return die("open");
+  struct volume *v = clone_volume(c);
+  uint64_t nblocks = pow2_blocks(v->size);
+  if (nwrites > nblocks) {
+    fprintf(stderr, "clonetool: too many writes for the volume\n");
+    clone_close(c);
+    return 1;
+  }
+  int logfd = open(logpath, O_RDWR | O_CREAT | O_APPEND, 0644);
+  struct stat st;
+  if (logfd < 0 || fstat(logfd, &st) < 0) {
+    clone_close(c);
+    return die(logpath);
+  }
+  uint64_t durable = 0;
+  if (st.st_size >= 8 && pread(logfd, &durable, 8, (st.st_size / 8 - 1) * 8) != 8)
+    durable = 0;
+  unsigned char want[BLOCK], got[BLOCK];
+  int status = 0;
+  for (uint64_t i = 0; i < durable; i++) {
+    uint64_t b = block_of(i, nblocks);
+    block_data(seed, i, want);
+    if (volume_pread(v, got, BLOCK, b * BLOCK) < 0) {
+      status = die("verify read");
+      goto out;
+    }
+    if (memcmp(want, got, BLOCK) != 0) {
+      fprintf(stderr, "clonetool: LOST flushed write %llu (block %llu)\n",
+              (unsigned long long)i, (unsigned long long)b);
+      status = 3;
+      goto out;
+    }
+  }
+  printf("verified %llu flushed writes\n", (unsigned long long)durable);
+  fflush(stdout);
+  for (uint64_t i = durable; i < nwrites; i++) {
+    block_data(seed, i, want);
+    if (volume_pwrite(v, want, BLOCK, block_of(i, nblocks) * BLOCK, 0) < 0) {
+      status = die("write");
+      goto out;
+    }
+    if ((i + 1) % FLUSH_EVERY == 0 || i + 1 == nwrites) {
+      /* Only a write acknowledged by flush counts as durable: log it after the flush. */
+      if (volume_flush(v) < 0) {
+        status = die("flush");
+        goto out;
+      }
+      uint64_t n = i + 1;
+      if (write(logfd, &n, 8) != 8 || fsync(logfd) < 0) {
+        status = die(logpath);
+        goto out;
+      }
+    }
+  }
+  if (clone_wait(c, 120) < 0)
+    status = die("wait");
+out:
+  close(logfd);
+  if (clone_close(c) < 0 && status == 0)
+    status = die("close");
+  return status;
+}
+
+static int
+expected(char **a)
+{
+  const char *srcfile = a[0], *out = a[1];
+  uint64_t nwrites = strtoull(a[2], NULL, 10), seed = strtoull(a[3], NULL, 10);
+  int in = open(srcfile, O_RDONLY), fd = open(out, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  struct stat st;
+  if (in < 0 || fd < 0 || fstat(in, &st) < 0)
+    return die("expected");
+  char *buf = malloc(1u << 20);
+  for (off_t off = 0; off < st.st_size;) {
+    ssize_t n = pread(in, buf, 1u << 20, off);
+    if (n <= 0 || pwrite(fd, buf, (size_t)n, off) != n)
+      return die("copy");
+    off += n;
+  }
+  free(buf);
+  uint64_t nblocks = pow2_blocks((uint64_t)st.st_size);
+  unsigned char b[BLOCK];
+  for (uint64_t i = 0; i < nwrites; i++) {
+    block_data(seed, i, b);
+    if (pwrite(fd, b, BLOCK, (off_t)(block_of(i, nblocks) * BLOCK)) != BLOCK)
+      return die("write");
+  }
+  close(in);
+  close(fd);
+  return 0;
+}
+
+static int
+verify(char **a)
+{
+  struct clone_options o;
+  clone_options_init(&o);
+  o.hydrate = false;
+  struct clone *c;
+  if (clone_open(a[0], a[1], a[2], &o, &c) < 0)
+    return die("open");
+  struct volume *v = clone_volume(c);
+  int fd = open(a[3], O_RDONLY);
+  if (fd < 0) {
+    clone_close(c);
+    return die(a[3]);
+  }
+  unsigned char *got = malloc(1u << 20), *want = malloc(1u << 20);
+  uint64_t rng = 99, ok = 0, failed = 0, wrong = 0;
+  /* Random offsets and sizes until every byte was asked at least once in order. */
+  for (uint64_t off = 0; off < v->size;) {
+    uint64_t len = 1 + xorshift(&rng) % (1u << 20);
+    uint64_t roff = xorshift(&rng) % 2 ? off : xorshift(&rng) % v->size;
+    if (len > v->size - roff)
+      len = v->size - roff;
+    if (volume_pread(v, got, len, roff) < 0) {
+      failed++;
+      error_clear();
+      if (roff == off)
+        off += len; /* move on: a source that stays down must not hang the reader */
+      continue;
+    }
+    if (pread(fd, want, len, (off_t)roff) != (ssize_t)len) {
+      free(got);
+      free(want);
+      clone_close(c);
+      return die("read expected");
+    }
+    if (memcmp(got, want, len) != 0) {
+      wrong++;
+      fprintf(stderr, "clonetool: WRONG data read at %llu+%llu\n", (unsigned long long)roff,
+              (unsigned long long)len);
+    } else
+      ok++;
+    if (roff == off)
+      off += len;
+  }
+  printf("reads ok %llu, failed %llu, wrong %llu\n", (unsigned long long)ok,
+         (unsigned long long)failed, (unsigned long long)wrong);
+  free(got);
+  free(want);
+  close(fd);
+  clone_close(c);
+  error_clear();
+  return wrong ? 3 : 0;
+}
+
+int
+main(int argc, char **argv)
+{
+  if (argc == 9 && strcmp(argv[1], "writer") == 0)
+    return writer(argv + 2);
+  if (argc == 6 && strcmp(argv[1], "expected") == 0)
+    return expected(argv + 2);
+  if (argc == 6 && strcmp(argv[1], "verify") == 0)
+    return verify(argv + 2);
+  fprintf(stderr, "usage: clonetool writer SRC MAP DEST LOG WRITES SEED RATE\n"
+                  "       clonetool expected SRCFILE OUT WRITES SEED\n"
+                  "       clonetool verify SRC MAP DEST EXPECTED\n");
+  return 1;
+}
