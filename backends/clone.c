@@ -74,7 +74,12 @@ clone_set_error(struct clone *c, bool fatal, const char *msg)
     c->state = CLONE_FAILED;
   pthread_cond_broadcast(&c->state_changed);
   pthread_mutex_unlock(&c->state_lock);
-  log_error("%s", msg);
+  /* A failed on-demand read is the reader's error (it gets EIO); only the fatal ones are
+   * logged here, the rest is kept in last_error for status. */
+  if (fatal)
+    log_error("%s", msg);
+  else
+    debug("clone", "%s", msg);
 }
 
 static void
@@ -144,7 +149,7 @@ fetch(struct clone *c, void *buf, uint64_t len, uint64_t off)
   int r = 0;
   for (int attempt = 0; attempt < FETCH_ATTEMPTS; attempt++) {
     if (attempt)
-      nanosleep(&(struct timespec){ 0, 50000000L << (attempt - 1) }, NULL);
+      nanosleep(&(struct timespec){ 0, 20000000L << (attempt - 1) }, NULL);
     r = volume_pread(c->src, buf, len, off);
     if (r == 0)
       return 0;
