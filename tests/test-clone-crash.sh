@@ -10,7 +10,7 @@
 requires nbdkit
 
 size=$((256 << 20))
-writes=6000
+writes=1500
 seed=7
 head -c $size /dev/urandom >"$T/src"
 truncate -s $size "$T/dst"
