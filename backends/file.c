@@ -16,6 +16,7 @@
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +28,8 @@ struct file_volume {
   bool direct;
   bool can_punch; /* cleared after the first EOPNOTSUPP */
   bool can_zero_range;
+  bool write_behind;
+  unsigned id; /* tells write_behind's per-thread note apart from a reused address */
 };
 
 bool volume_uri_has_scheme(const char *uri);
@@ -67,6 +70,32 @@ file_sync(struct file_volume *f)
   return 0;
 }
 
+/* Write-behind for bulk copies: each thread notes the range it wrote last; its next write
+ * waits for that range's write-back and drops it from the page cache, and only starts the
+ * write-back of the new one.  A copy thus never piles up gigabytes of dirty pages (slow to
+ * allocate, and all waiting for the final flush), as nbdcopy does too.  Hints only:
+ * write-back errors still surface at the final flush (fdatasync). */
+static _Thread_local struct {
+  unsigned id;
+  uint64_t off, len;
+} behind;
+static _Atomic unsigned next_id = 1;
+
+static void
+write_behind(struct file_volume *f, uint64_t off, size_t len)
+{
+  if (behind.id == f->id && behind.len) {
+    sync_file_range(f->fd, (off_t)behind.off, (off_t)behind.len,
+                    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                        SYNC_FILE_RANGE_WAIT_AFTER);
+    posix_fadvise(f->fd, (off_t)behind.off, (off_t)behind.len, POSIX_FADV_DONTNEED);
+  }
+  sync_file_range(f->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+  behind.id = f->id;
+  behind.off = off;
+  behind.len = len;
+}
+
 static int
 file_pwrite(struct volume *v, const void *buf, size_t len, uint64_t off, unsigned flags)
 {
@@ -83,6 +112,8 @@ file_pwrite(struct volume *v, const void *buf, size_t len, uint64_t off, unsigne
     r = full_pwrite(f->fd, buf, len, off);
   if (r < 0)
     return error_set_errno(-r, "%s: write %zu bytes at offset %" PRIu64, v->name, len, off);
+  if (f->write_behind)
+    write_behind(f, off, len);
   /* FUA: the data must be durable before we acknowledge it. */
   return (flags & VOLUME_FUA) ? file_sync(f) : 0;
 }
@@ -252,6 +283,8 @@ file_open(const char *uri, const struct volume_options *o, struct volume **out)
   f->direct = o->direct;
   f->can_punch = true;
   f->can_zero_range = true;
+  f->write_behind = o->write_behind && !is_block;
+  f->id = atomic_fetch_add(&next_id, 1);
   if (o->direct)
     f->v.min_block = DIRECT_ALIGN;
   f->v.preferred_block = 4096;

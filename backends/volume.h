@@ -90,6 +90,8 @@ struct volume {
 struct volume_options {
   bool readonly;
   bool direct;          /* file: O_DIRECT */
+  bool write_behind;    /* file: the destination of a bulk copy: start write-back as data lands
+                         * and drop written data from the page cache (not read back soon) */
   bool create;          /* file: create a missing regular file of create_size bytes */
   uint64_t create_size;
   unsigned connections; /* nbd, http: parallel connections (0 = driver default) */

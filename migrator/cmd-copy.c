@@ -190,6 +190,7 @@ open_destination(const struct settings *s, uint64_t size, struct volume **out, b
   struct volume_options o;
   volume_options_init(&o);
   o.connections = s->connections;
+  o.write_behind = true; /* file: keep the page cache small, the final flush short */
   *created = false;
   const char *path = local_path(s->dst);
   if (path && access(path, F_OK) < 0 && errno == ENOENT) {
