@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -73,6 +74,19 @@ permanent(int r)
   return r == -ERANGE || r == -EINVAL || r == -EROFS || r == -ENOMEM;
 }
 
+/* After the last attempt: "SRC: reading N bytes at offset X failed after K attempts: why",
+ * without repeating "SRC: " when the driver's message starts with it. */
+static int
+give_up(struct copier *c, int r, unsigned attempts, const char *what)
+{
+  const char *why = error_message();
+  size_t n = strlen(c->src->name);
+  if (strncmp(why, c->src->name, n) == 0 && strncmp(why + n, ": ", 2) == 0)
+    why += n + 2;
+  return error_set(-r, "%s: %s failed after %u attempt%s: %s", c->src->name, what, attempts,
+                   attempts > 1 ? "s" : "", why);
+}
+
 static int
 read_source(struct copier *c, void *buf, size_t len, uint64_t off)
 {
@@ -91,8 +105,9 @@ read_source(struct copier *c, void *buf, size_t len, uint64_t off)
     backoff(c, delay);
     delay = delay * 2 > BACKOFF_MAX ? BACKOFF_MAX : delay * 2;
   }
-  return error_prefix("%s: reading %zu bytes at offset %" PRIu64 " failed after %u attempt%s",
-                      c->src->name, len, off, attempt + 1, attempt ? "s" : "");
+  char what[96];
+  snprintf(what, sizeof what, "reading %zu bytes at offset %" PRIu64, len, off);
+  return give_up(c, r, attempt + 1, what);
 }
 
 static int
@@ -114,8 +129,9 @@ source_extents(struct copier *c, uint64_t len, uint64_t off)
     backoff(c, delay);
     delay = delay * 2 > BACKOFF_MAX ? BACKOFF_MAX : delay * 2;
   }
-  return error_prefix("%s: block status at offset %" PRIu64 " failed after %u attempt%s",
-                      c->src->name, off, attempt + 1, attempt ? "s" : "");
+  char what[96];
+  snprintf(what, sizeof what, "block status of %" PRIu64 " bytes at offset %" PRIu64, len, off);
+  return give_up(c, r, attempt + 1, what);
 }
 
 static int
