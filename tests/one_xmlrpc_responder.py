@@ -13,7 +13,9 @@
 # Failures answer [false, message, code] as oned does.  Fault injection for tests:
 #   --lie-on-sql N : the N-th one.system.sql call answers success WITHOUT writing (like
 #                    onedb's exit code, which does not prove the write happened).
-# Usage: one_xmlrpc_responder.py DB PORTFILE SESSION [--lie-on-sql N]
+#   --action-log FILE : append "ACTION VMID" for each one.vm.action call.
+# Usage: one_xmlrpc_responder.py DB PORTFILE SESSION [--lie-on-sql N] [--action-log FILE]
+import argparse
 import base64
 import os
 import re
@@ -21,8 +23,14 @@ import sqlite3
 import sys
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
-db_path, port_file, session = sys.argv[1], sys.argv[2], sys.argv[3]
-lie_on = int(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[4] == "--lie-on-sql" else 0
+ap = argparse.ArgumentParser()
+ap.add_argument("db")
+ap.add_argument("port_file")
+ap.add_argument("session")
+ap.add_argument("--lie-on-sql", type=int, default=0)
+ap.add_argument("--action-log")
+args = ap.parse_args()
+db_path, port_file, session, lie_on = args.db, args.port_file, args.session, args.lie_on_sql
 sql_calls = 0
 AUTH_FAILED = [False, "[one.system.sqlquery] User couldn't be authenticated, aborting call.",
                0x0100]
@@ -89,6 +97,9 @@ def vm_action(sess, action, vid):
     if action not in ACTIONS:
         return [False, "[one.vm.action] Wrong action: %s" % action, 0x0800]
     state, lcm = ACTIONS[action]
+    if args.action_log:
+        with open(args.action_log, "a") as f:
+            f.write("%s %d\n" % (action, vid))
     c = db()
     row = c.execute("SELECT body FROM vm_pool WHERE oid = ?", (vid,)).fetchone()
     if not row:
