@@ -39,6 +39,8 @@ usage(FILE *f)
           "      --region-size SIZE  for a new map: power of two, 4K..64M (default 64K)\n"
           "  -w, --workers N         hydrator requests in flight (default 16)\n"
           "      --request-size SIZE bytes per source read (default 4M)\n"
+          "      --commit-interval S seconds between map commits (default 0.2): longer\n"
+          "                          flushes less, shorter redoes less after a crash\n"
           "      --rate BYTES/s      limit the source read rate, e.g. 100M (default unlimited)\n"
           "      --paused            start paused (resume through --control)\n"
           "      --source-identity ID  name recorded in MAP for the source (default: SRC)\n"
@@ -52,7 +54,7 @@ usage(FILE *f)
 }
 
 enum { OPT_REGION_SIZE = 256, OPT_RATE, OPT_JSON, OPT_CONTROL, OPT_PAUSED, OPT_SOURCE_ID,
-       OPT_REQUEST_SIZE };
+       OPT_REQUEST_SIZE, OPT_COMMIT_INTERVAL };
 
 static const struct option long_options[] = {
   { "source", required_argument, NULL, 's' },
@@ -63,6 +65,7 @@ static const struct option long_options[] = {
   { "paused", no_argument, NULL, OPT_PAUSED },
   { "source-identity", required_argument, NULL, OPT_SOURCE_ID },
   { "request-size", required_argument, NULL, OPT_REQUEST_SIZE },
+  { "commit-interval", required_argument, NULL, OPT_COMMIT_INTERVAL },
   { "progress", no_argument, NULL, 'p' },
   { "json", no_argument, NULL, OPT_JSON },
   { "control", required_argument, NULL, OPT_CONTROL },
@@ -75,6 +78,7 @@ struct settings {
   const char *source, *map, *dest, *control, *source_id;
   uint64_t region_size, rate, request_size;
   unsigned workers;
+  double commit_interval;
   bool progress, json, paused;
 };
 
@@ -133,6 +137,15 @@ parse_args(int argc, char **argv, struct settings *s)
       break;
     case OPT_PAUSED: s->paused = true; break;
     case OPT_SOURCE_ID: s->source_id = optarg; break;
+    case OPT_COMMIT_INTERVAL: {
+      char *end;
+      s->commit_interval = strtod(optarg, &end);
+      if (*end || !(s->commit_interval >= 0.01 && s->commit_interval <= 3600)) {
+        error_set(EINVAL, "--commit-interval: '%s' must be seconds from 0.01 to 3600", optarg);
+        return bad_usage();
+      }
+      break;
+    }
     case OPT_REQUEST_SIZE:
       if (parse_size("--request-size", optarg, &v) < 0)
         return bad_usage();
@@ -229,6 +242,7 @@ cmd_hydrate(int argc, char **argv)
   o.workers = s.workers;
   o.rate = s.rate;
   o.request_size = s.request_size;
+  o.commit_interval = s.commit_interval;
   o.hydrate = true;
   o.start_paused = s.paused;
   o.source_identity = s.source_id;

@@ -9,6 +9,10 @@
  *     restarted, it must end with the destination equal to `expected`.
  *   clonetool expected SRCFILE OUT BLOCKS SEED
  *     Write the image the writer must produce: SRCFILE with the writer's blocks applied.
+ *   clonetool latency SRC MAP DEST COUNT SIZE
+ *     bench/clone: COUNT reads of SIZE bytes at random distinct region-aligned offsets, each
+ *     first straight from the source volume, then through a fresh clone (no hydrator, so every
+ *     read is an on-demand fetch of an unhydrated region); prints p50/p99 of both in µs.
  *   clonetool verify SRC MAP DEST EXPECTED
  *     A reader: reads the whole clone in random order and sizes (no hydrator), comparing with
  *     EXPECTED.  Failed reads are allowed (counted); a wrong byte is not.
@@ -24,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BLOCK 4096u
@@ -231,9 +236,93 @@ verify(char **a)
   return wrong ? 3 : 0;
 }
 
+static double
+now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void
+report(const char *what, double *t, size_t n)
+{
+  qsort(t, n, sizeof *t, cmp_double);
+  printf("%s: p50 %.0f us, p99 %.0f us\n", what, t[n / 2] * 1e6, t[(n * 99) / 100] * 1e6);
+}
+
+static int
+latency(char **a)
+{
+  size_t count = strtoull(a[3], NULL, 10), size = strtoull(a[4], NULL, 10);
+  struct volume_options so;
+  volume_options_init(&so);
+  so.readonly = true;
+  struct volume *src;
+  if (volume_open(a[0], &so, &src) < 0)
+    return die("open source");
+  uint64_t slots = src->size / size;
+  if (count > slots)
+    count = slots;
+  uint64_t *offs = malloc(count * sizeof *offs);
+  double *direct = malloc(count * sizeof *direct), *cloned = malloc(count * sizeof *cloned);
+  char *buf = malloc(size);
+  uint64_t rng = 4242;
+  /* Distinct slots: a random odd stride over a power of two covering them. */
+  uint64_t p2 = 1;
+  while (p2 < slots)
+    p2 *= 2;
+  uint64_t stride = (xorshift(&rng) & (p2 - 1)) | 1, k = 0;
+  for (uint64_t i = 0; k < count; i++) {
+    uint64_t slot = (i * stride) & (p2 - 1);
+    if (slot < slots)
+      offs[k++] = slot * size;
+  }
+  for (size_t i = 0; i < count; i++) {
+    double t = now();
+    if (volume_pread(src, buf, size, offs[i]) < 0)
+      return die("read source");
+    direct[i] = now() - t;
+  }
+  volume_close(src);
+  struct clone_options o;
+  clone_options_init(&o);
+  o.hydrate = false;
+  o.region_size = size;
+  struct clone *c;
+  if (clone_open(a[0], a[1], a[2], &o, &c) < 0)
+    return die("open clone");
+  for (size_t i = 0; i < count; i++) {
+    double t = now();
+    if (volume_pread(clone_volume(c), buf, size, offs[i]) < 0)
+      return die("read clone");
+    cloned[i] = now() - t;
+  }
+  clone_close(c);
+  report("direct source read", direct, count);
+  report("clone on-demand read", cloned, count);
+  printf("p50 ratio %.2f, p99 ratio %.2f\n", cloned[count / 2] / direct[count / 2],
+         cloned[(count * 99) / 100] / direct[(count * 99) / 100]);
+  free(offs);
+  free(direct);
+  free(cloned);
+  free(buf);
+  error_clear();
+  return 0;
+}
+
 int
 main(int argc, char **argv)
 {
+  if (argc == 7 && strcmp(argv[1], "latency") == 0)
+    return latency(argv + 2);
   if (argc == 9 && strcmp(argv[1], "writer") == 0)
     return writer(argv + 2);
   if (argc == 6 && strcmp(argv[1], "expected") == 0)
