@@ -92,6 +92,8 @@ usage "--region-size: '128M' must be a power of two from 4K to 64M" \
   --source "$T/src" --map "$T/map" --region-size 128M "$T/dst"
 usage "--workers" --source "$T/src" --map "$T/map" --workers 0 "$T/dst"
 usage "--rate: must be more than 0 bytes/s" --source "$T/src" --map "$T/map" --rate 0 "$T/dst"
+usage "--commit-interval: '0' must be seconds from 0.01 to 3600" \
+  --source "$T/src" --map "$T/map" --commit-interval 0 "$T/dst"
 usage "unknown option '--bogus'" --source "$T/src" --map "$T/map" --bogus "$T/dst"
 unchanged usage errors
 "$FERRY" hydrate --help | grep -q -- "--source SRC" || fail "--help"
