@@ -262,6 +262,7 @@ cmd_migrate(int argc, char **argv)
   /* Through oned (xmlrpc:) the move undeploys a RUNNING VM and resumes it itself. */
   a.req.storage_moves_running = storage_step && strncmp(a.catalog, "xmlrpc:", 7) == 0;
   a.sopts.storage = a.storage;
+  a.sopts.journal = a.journal;
   a.sopts.dry_run = a.dry_run;
   a.sopts.skip_resume = a.skip_resume;
   a.sopts.progress = !a.json;

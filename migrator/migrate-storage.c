@@ -239,7 +239,7 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
 
   if (o->workdir)
     workdir = strdup(o->workdir);
-  else if (asprintf(&workdir, "%s.d", o->journal ? o->journal : "ferry-move") < 0)
+  else if (asprintf(&workdir, "%s.d", o->journal ? o->journal : "JOURNAL") < 0)
     workdir = NULL;
   if (!workdir) {
     r = error_set(ENOMEM, "out of memory");

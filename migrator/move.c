@@ -504,11 +504,11 @@ wait_converged(struct run *r, struct move_report *rep)
     total += r->servers[i].size;
   bool tty = o->progress && isatty(2);
   struct progress *bar = progress_new("hydrating", total, tty);
-  double last_line = 0, started = now_seconds();
+  double last_line = 0, started = now_seconds(), prev_t = started, shown_rate = 0;
+  uint64_t prev_done = 0;
   int rc = 0;
   for (;;) {
     uint64_t done = 0, copied = 0, fetched = 0, skipped = 0;
-    double rate = 0;
     size_t converged = 0;
     for (size_t i = 0; i < r->n && rc == 0; i++) {
       json_t *st = NULL;
@@ -521,7 +521,6 @@ wait_converged(struct run *r, struct move_report *rep)
       copied += jget(st, "bytes_copied");
       fetched += jget(st, "bytes_fetched");
       skipped += jget(st, "bytes_skipped");
-      rate += json_number_value(json_object_get(st, "rate"));
       if (strcmp(state, "converged") == 0 || strcmp(state, "direct") == 0)
         converged++;
       else if (strcmp(state, "failed") == 0)
@@ -532,13 +531,22 @@ wait_converged(struct run *r, struct move_report *rep)
     if (rc < 0)
       break;
     progress_set(bar, done);
+    /* The servers' rate covers only the hydrator's copies; count regions done (copies, skipped
+     * holes, on-demand fetches) per second instead, smoothed over the last second or so. */
+    double t = now_seconds();
+    if (t - prev_t >= 0.5) {
+      double inst = (double)(done - min_u64(prev_done, done)) / (t - prev_t);
+      shown_rate = shown_rate > 0 ? 0.5 * shown_rate + 0.5 * inst : inst;
+      prev_t = t;
+      prev_done = done;
+    }
     rep->bytes_copied = copied;
     rep->bytes_fetched = fetched;
     rep->bytes_skipped = skipped;
     double now = now_seconds();
     if (!tty && o->progress && o->out && (now - last_line >= 1.0 || converged == r->n)) {
       char line[160];
-      progress_format(line, sizeof line, "hydrating", done, total, rate, 30);
+      progress_format(line, sizeof line, "hydrating", done, total, shown_rate, 30);
       fprintf(o->out, "%s\n", line);
       fflush(o->out);
       last_line = now;
