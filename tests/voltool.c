@@ -1,7 +1,8 @@
 /* voltool: drive one volume through the volume interface, for driver tests.
  *
  * The driver tests use it instead of `ferry copy` so they exercise exactly one driver:
- *   voltool info URI                       size, driver, block sizes, capabilities
+ *   voltool info URI                       size, driver, block sizes, caps (opened read-write
+ *                                          unless --readonly)
  *   voltool read URI OFF LEN > out         one volume_pread (split by the dispatcher)
  *   voltool write URI OFF < in             one volume_pwrite of all of stdin
  *   voltool zero URI OFF LEN               volume_zero (--may-trim, --fast-zero, --fua)
@@ -275,7 +276,7 @@ main(int argc, char **argv)
     goto bad_args;
 
   bool writes = !strcmp(cmd, "write") || !strcmp(cmd, "zero") || !strcmp(cmd, "trim") ||
-                !strcmp(cmd, "put") || !strcmp(cmd, "flush");
+                !strcmp(cmd, "put") || !strcmp(cmd, "flush") || !strcmp(cmd, "info");
   if (!writes)
     vo.readonly = true;
   if (strcmp(cmd, "info") && strcmp(cmd, "read") && strcmp(cmd, "write") && strcmp(cmd, "zero") &&
