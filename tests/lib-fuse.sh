@@ -94,3 +94,14 @@ fuse_driver_ready() {
   for ((i = 0; i < 600; i++)); do [ -e "$pidf" ] || break; sleep 0.05; done
   fuse_assert_clean "$mnt"
 }
+
+# fuse_nbdkit SOCKET PLUGIN ARGS...: nbdkit in the foreground (as our child, so that
+# --exit-with-parent holds), stopped by PID at exit; waits until it listens.
+fuse_nbdkit() {
+  local sock=$1; shift
+  local pidf="$T/nbdkit.$RANDOM.pid"
+  nbdkit -f --exit-with-parent -U "$sock" -P "$pidf" "$@" 2>>"$T/nbdkit.err" &
+  track_pid $!
+  wait_for_pidfile "$pidf" >/dev/null
+  wait_for_file "$sock"
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# ferry-fuse over NBD (nbdkit file plugin on a unix socket): the disk's checksum equals the
+# source; writes + fsync reach the export and survive a remount; a read-only export is
+# served read-only without asking.
+. "$TESTS_DIR/functions.sh"
+. "$TESTS_DIR/lib-fuse.sh"
+requires nbdkit
+
+MNT="$T/mnt"
+img="$T/disk.img"
+head -c $((20 << 20)) /dev/urandom >"$img"
+truncate -s 24M "$img" # and a hole at the end
+cp "$img" "$T/expect"
+sock="$T/nbd.sock"
+fuse_nbdkit "$sock" file "$img"
+uri="nbd+unix:///?socket=$sock"
+
+fuse_start "$MNT" "$uri"
+[ "$(stat -c %s "$MNT/disk")" = $((24 << 20)) ] || fail "disk size"
+[ "$(sha "$MNT/disk")" = "$(sha "$img")" ] || fail "disk checksum differs from the NBD source"
+head -c 300000 /dev/urandom >"$T/w"
+dd if="$T/w" of="$MNT/disk" bs=300000 seek=$((21 << 20 | 99)) oflag=seek_bytes conv=notrunc,fsync status=none
+dd if="$T/w" of="$T/expect" bs=300000 seek=$((21 << 20 | 99)) oflag=seek_bytes conv=notrunc status=none
+fallocate -z -o $((1 << 20)) -l $((1 << 20)) "$MNT/disk"
+dd if=/dev/zero of="$T/expect" bs=1M seek=1 count=1 conv=notrunc status=none
+fuse_stop "$MNT"
+cmp "$img" "$T/expect" || fail "NBD export differs after writes + fsync"
+
+fuse_start "$MNT" "$uri"
+cmp "$MNT/disk" "$T/expect" || fail "remount over NBD differs"
+fuse_stop "$MNT"
+
+# A read-only export (nbdkit -r): served read-only without --read-only.
+sock2="$T/nbd-ro.sock"
+fuse_nbdkit "$sock2" -r file "$img"
+fuse_start "$MNT" "nbd+unix:///?socket=$sock2"
+[ "$(stat -c %a "$MNT/disk")" = 444 ] || fail "read-only export mode $(stat -c %a "$MNT/disk")"
+cmp "$MNT/disk" "$T/expect" || fail "read-only export differs"
+fuse_stop "$MNT"
+echo "fuse nbd ok"
