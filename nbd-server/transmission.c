@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Reads at least this large look for holes (volume_extents) and send them as OFFSET_HOLE
  * chunks; smaller reads are one data chunk (a hole lookup costs two syscalls, more than
@@ -28,28 +29,81 @@
 /* Most chunks in one read reply before the rest of the request is sent as data. */
 #define MAX_READ_CHUNKS 1024
 
+/* Request buffers of every connection share one budget, so pipelined 32 MiB requests
+ * from many (or hostile) clients cannot exhaust memory: a worker waits for room, and after
+ * BUDGET_WAIT seconds its request fails instead (ENOMEM, or a dropped connection for a
+ * write whose payload cannot be received). */
+#define BUFFER_BUDGET (2ULL << 30)
+#define BUDGET_WAIT 10
+static pthread_mutex_t budget_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t budget_cond = PTHREAD_COND_INITIALIZER;
+static uint64_t budget_used;
+
+static int
+budget_acquire(uint64_t n)
+{
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += BUDGET_WAIT;
+  int r = 0;
+  pthread_mutex_lock(&budget_lock);
+  /* One request always fits when nothing else is held. */
+  while (budget_used > 0 && budget_used + n > BUFFER_BUDGET && r == 0)
+    r = pthread_cond_timedwait(&budget_cond, &budget_lock, &deadline);
+  if (r == 0)
+    budget_used += n;
+  pthread_mutex_unlock(&budget_lock);
+  return r == 0 ? 0 : -1;
+}
+
+static void
+budget_release(uint64_t n)
+{
+  if (n == 0)
+    return;
+  pthread_mutex_lock(&budget_lock);
+  budget_used -= n;
+  pthread_cond_broadcast(&budget_cond);
+  pthread_mutex_unlock(&budget_lock);
+}
+
 void
 worker_free(struct worker *w)
 {
   free(w->buf);
+  budget_release(w->cap);
   extent_list_free(&w->extents);
   free(w->iov);
   free(w->hdrs);
   memset(w, 0, sizeof *w);
 }
 
+/* Make w->buf at least len bytes; keep_data: preserve the first w->cap bytes. */
 static int
-reserve(struct worker *w, size_t len)
+reserve_buf(struct worker *w, size_t len, bool keep_data)
 {
   if (w->cap >= len && w->buf)
     return 0;
-  free(w->buf);
-  w->cap = 0;
-  w->buf = malloc(len ? len : 1);
-  if (!w->buf)
+  if (len == 0)
+    len = 1;
+  if (budget_acquire(len - w->cap) < 0)
     return -1;
+  void *p = keep_data ? realloc(w->buf, len) : malloc(len);
+  if (!p) {
+    budget_release(len - w->cap);
+    return -1;
+  }
+  if (!keep_data)
+    free(w->buf);
+  w->buf = p;
   w->cap = len;
   return 0;
+}
+
+static int
+reserve(struct worker *w, size_t len)
+{
+  return reserve_buf(w, len, false);
 }
 
 static void
@@ -57,6 +111,7 @@ trim_buffer(struct worker *w)
 {
   if (w->cap > KEEP_BUFFER) {
     free(w->buf);
+    budget_release(w->cap);
     w->buf = NULL;
     w->cap = 0;
   }
@@ -92,7 +147,8 @@ nbd_read_request(struct conn *c, struct worker *w, struct request *req)
       return -1;
     }
     if (reserve(w, req->length) < 0) {
-      log_error("%s: out of memory for a %" PRIu32 " byte write", c->peer, req->length);
+      log_error("%s: no memory for a %" PRIu32 " byte write, dropping the connection", c->peer,
+                req->length);
       return -1;
     }
     if (req->length && c->io->recv(c->io_opaque, w->buf, req->length) < 0) {
@@ -381,13 +437,8 @@ block_status_chunk(struct conn *c, struct worker *w, const struct request *r, ui
   bool one = r->flags & NBD_CMD_FLAG_REQ_ONE;
   size_t n = one ? 1 : (l->n < MAX_DESCRIPTORS ? l->n : MAX_DESCRIPTORS);
   size_t need = *pos + NBD_CHUNK_HEADER_SIZE + 4 + 8 * n;
-  if (w->cap < need) {
-    void *p = realloc(w->buf, need);
-    if (!p)
-      return error_set(ENOMEM, "out of memory for block status");
-    w->buf = p;
-    w->cap = need;
-  }
+  if (reserve_buf(w, need, true) < 0)
+    return error_set(ENOMEM, "out of memory for block status");
   uint8_t *out = (uint8_t *)w->buf + *pos;
   chunk_header(out, last_chunk ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_BLOCK_STATUS, r->handle,
                (uint32_t)(4 + 8 * n));
