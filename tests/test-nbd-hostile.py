@@ -268,6 +268,24 @@ def _():
     r.close()
 
 
+stalled = []
+
+
+@case("stalled clients (mid-handshake, mid-payload) do not hold up others")
+def _():
+    r = Raw(flags=None)  # never sends its flags
+    stalled.append(r)
+    r = Raw()
+    r.go()
+    r.request(CMD_WRITE, 0, MiB, handle=1, payload=b"S" * 1000)  # and then nothing
+    stalled.append(r)
+    # check_healthy runs while both are still connected
+
+
+for r in stalled:
+    r.close()
+
+
 @case("pipelined requests then vanishing without reading replies")
 def _():
     r = Raw()
