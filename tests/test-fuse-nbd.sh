@@ -26,9 +26,22 @@ dd if=/dev/zero of="$T/expect" bs=1M seek=1 count=1 conv=notrunc status=none
 fuse_stop "$MNT"
 cmp "$img" "$T/expect" || fail "NBD export differs after writes + fsync"
 
-fuse_start "$MNT" "$uri"
+# Remount with a control socket: a plain volume reports state "direct" and its open files.
+fuse_start "$MNT" --control "$T/ctl" "$uri"
+exec 7<"$MNT/disk"
+"$FERRY" status --json "$T/ctl" >"$T/status.json"
+exec 7<&-
+/usr/bin/python3 - "$T/status.json" <<'PY' || fail "control status: $(cat "$T/status.json")"
+import json, sys
+st = json.load(open(sys.argv[1]))
+assert st["state"] == "direct", st
+assert st["size"] == 24 << 20, st
+assert st["clients"] == 1, st
+assert st["program"] == "ferry-fuse", st
+PY
 cmp "$MNT/disk" "$T/expect" || fail "remount over NBD differs"
 fuse_stop "$MNT"
+[ ! -e "$T/ctl" ] || fail "control socket left behind"
 
 # A read-only export (nbdkit -r): served read-only without --read-only.
 sock2="$T/nbd-ro.sock"
