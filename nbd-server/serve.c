@@ -22,7 +22,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
+
+/* Seconds in-flight requests get to finish at shutdown. */
+#define SHUTDOWN_GRACE 10
 
 struct client {
   struct conn conn;
@@ -367,8 +371,21 @@ server_run(struct server *srv, const int *fds, size_t nfds)
   for (struct client *cl = srv->clients; cl; cl = cl->next)
     if (cl->fd >= 0)
       shutdown(cl->fd, SHUT_RD);
-  while (srv->nclients > 0)
-    pthread_cond_wait(&srv->cond, &srv->lock);
+  /* A client that stopped reading its replies would block a reply write for ever: after
+   * the grace period, cut the remaining connections completely. */
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += SHUTDOWN_GRACE;
+  while (srv->nclients > 0) {
+    if (pthread_cond_timedwait(&srv->cond, &srv->lock, &deadline) == ETIMEDOUT) {
+      log_warning("%u client(s) not finished after %d s, disconnecting them", srv->nclients,
+                  SHUTDOWN_GRACE);
+      for (struct client *cl = srv->clients; cl; cl = cl->next)
+        if (cl->fd >= 0)
+          shutdown(cl->fd, SHUT_RDWR);
+      deadline.tv_sec += 3600;
+    }
+  }
   pthread_mutex_unlock(&srv->lock);
   return 0;
 }

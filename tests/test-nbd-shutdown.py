@@ -36,7 +36,33 @@ except nbd.Error:
     pass
 del h
 
-# 2. In-flight request finishes across SIGTERM.
+# 2. A client that never reads its replies cannot hold shutdown up for ever: its reply
+#    writes block, and after the grace period (10 s) it is disconnected.
+import socket  # noqa: E402
+import struct  # noqa: E402
+import time  # noqa: E402
+srv = Server(disk, name="stuck")
+s = socket.socket(socket.AF_UNIX)
+s.connect(srv.sock)
+s.recv(18)
+s.sendall(struct.pack(">I", 1) + struct.pack(">QII", 0x49484156454F5054, 1, 0))  # EXPORT_NAME ""
+s.recv(134)
+reqs = b"".join(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, 0, 4 * MiB) for i in range(64))
+s.setblocking(False)
+try:
+    s.sendall(reqs)  # 256 MiB of replies nobody reads
+except BlockingIOError:
+    pass
+import select  # noqa: E402
+select.select([s], [], [], 20)  # replies are being written (and will block: nobody reads)
+t0 = time.monotonic()
+srv.stop()
+took = time.monotonic() - t0
+assert took < 30, "shutdown took %.1f s" % took
+assert "disconnecting them" in srv.logtext(), srv.logtext()
+s.close()
+
+# 3. In-flight request finishes across SIGTERM.
 if not shutil.which("nbdkit"):
     skip("nbdkit not installed")
 ksock, kpid, klog = (os.path.join(T, n) for n in ("kit.sock", "kit.pid", "kit.log"))
