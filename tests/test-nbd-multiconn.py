@@ -53,4 +53,18 @@ import subprocess  # noqa: E402
 subprocess.check_call(["nbdcopy", "--connections=4", "--flush", src, srv.uri])
 assert read_file(disk) == want
 srv.stop()
+
+# One worker per connection still answers a deep pipeline (in order, then).
+one = Server("--threads", "1", disk, name="one")
+h = nbd.NBD()
+h.connect_uri(one.uri)
+bufs = [(off, nbd.Buffer(65536)) for off in range(0, 8 * MiB, 65536)]
+cookies = [(off, b, h.aio_pread(b, off)) for off, b in bufs]
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+for off, b, c in cookies:
+    assert h.aio_command_completed(c)
+    assert bytes(b.to_bytearray()) == want[off:off + 65536], off
+h.shutdown()
+one.stop()
 print("multiconn ok")

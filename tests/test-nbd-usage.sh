@@ -50,4 +50,20 @@ nbdinfo --size "nbd+unix:///?socket=$T/live" | grep -qx 1048576 || fail "live se
 echo keep >"$T/plain"
 expect_fail "exists and is not a socket" "$FERRY_NBD" -f --socket "$T/plain" "$T/disk"
 grep -qx keep "$T/plain" || fail "plain file clobbered"
+# -v and FERRY_DEBUG=nbd: debug messages on stderr naming the client and the options.
+for how in "-v" "FERRY_DEBUG=nbd"; do
+  rm -f "$T/dbg.pid"
+  if [ "$how" = -v ]; then
+    "$FERRY_NBD" -f -v --socket "$T/dbg" --pidfile "$T/dbg.pid" "$T/disk" 2>"$T/dbg.log" &
+  else
+    FERRY_DEBUG=nbd "$FERRY_NBD" -f --socket "$T/dbg" --pidfile "$T/dbg.pid" "$T/disk" 2>"$T/dbg.log" &
+  fi
+  dpid=$!
+  track_pid $dpid
+  wait_for_pidfile "$T/dbg.pid" >/dev/null
+  nbdinfo --size "nbd+unix:///?socket=$T/dbg" >/dev/null
+  kill -TERM $dpid
+  wait $dpid || fail "debug server exit status"
+  grep -q "debug: nbd: .*option NBD_OPT_GO" "$T/dbg.log" || { cat "$T/dbg.log"; fail "$how: no debug output"; }
+done
 echo "usage ok"
