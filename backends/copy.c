@@ -28,7 +28,7 @@
 #define EXTENTS_WINDOW (1ull << 30)
 /* copy_volume hands out ranges of this many requests: zero extents are then zeroed in
  * batches this large, and the work source lock is taken less often. */
-#define VOLUME_RANGE_REQUESTS 4
+#define VOLUME_RANGE_REQUESTS 8
 #define BACKOFF_FIRST 0.05
 #define BACKOFF_MAX 2.0
 
@@ -254,7 +254,7 @@ copy_options_init(struct copy_options *o)
 {
   memset(o, 0, sizeof *o);
   o->workers = 16;
-  o->request_size = 4u << 20;
+  o->request_size = COPY_DEFAULT_REQUEST_SIZE;
   o->sparse = true;
   o->retries = 5;
 }

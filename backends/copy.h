@@ -51,9 +51,14 @@ struct copy_work {
   void *opaque;
 };
 
+/* 1 MiB, not more: a worker's buffer then stays in the CPU's L2 cache between the read and
+ * the write; 4 MiB buffers made copies ~1.5x slower here (docs/PERFORMANCE.md, bench/copy).
+ * Larger requests (--request-size) still help on high-latency links. */
+#define COPY_DEFAULT_REQUEST_SIZE (1u << 20)
+
 struct copy_options {
   unsigned workers;          /* parallel requests in flight (default 16) */
-  uint64_t request_size;     /* bytes per read/write request (default 4 MiB) */
+  uint64_t request_size;     /* bytes per read/write request (default 1 MiB) */
   bool sparse;               /* detect zero/hole extents and zero buffers (default true) */
   bool dst_is_zero;          /* the destination already reads as zeroes (a new file): zero
                               * ranges need no request at all (default false) */

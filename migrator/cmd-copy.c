@@ -39,7 +39,7 @@ usage(FILE *f)
           "  -p, --progress          progress bar on stderr (when it is a terminal)\n"
           "  -C, --connections N     connections to an nbd/http volume (default: driver's)\n"
           "  -R, --requests N        requests in flight (default 16)\n"
-          "  -S, --request-size SIZE bytes per request, e.g. 4M (default 4M)\n"
+          "  -S, --request-size SIZE bytes per request, e.g. 4M (default 1M)\n"
           "      --sparse            skip zero/hole extents and zero blocks (default)\n"
           "      --no-sparse         copy every byte as data (fully allocated DST)\n"
           "      --rate BYTES/s      limit the source read rate, e.g. 100M (default unlimited)\n"
@@ -233,7 +233,7 @@ int
 cmd_copy(int argc, char **argv)
 {
   struct settings s = { .flush = true, .sparse = true, .requests = 16,
-                        .request_size = 4u << 20 };
+                        .request_size = COPY_DEFAULT_REQUEST_SIZE };
   int r = parse_args(argc, argv, &s);
   if (r)
     return r;
