@@ -150,8 +150,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     vol.min_block = 1;
     vol.preferred_block = 4096;
     vol.max_request = 1u << 20;
-    vol.caps = VOLUME_CAN_WRITE | VOLUME_CAN_TRIM | VOLUME_CAN_ZERO | VOLUME_CAN_FAST_ZERO |
-               VOLUME_CAN_EXTENTS | VOLUME_CAN_FLUSH | VOLUME_CAN_CACHE | VOLUME_MULTI_CONN;
+    vol.caps = VOLUME_CAN_WRITE | VOLUME_CAN_TRIM | VOLUME_CAN_ZERO | VOLUME_CAN_FAST_ZERO
+               | VOLUME_CAN_EXTENTS | VOLUME_CAN_FLUSH | VOLUME_CAN_CACHE | VOLUME_MULTI_CONN;
     init = true;
   }
   if (size < 1)

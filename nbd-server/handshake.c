@@ -32,8 +32,7 @@ send_reply(struct conn *c, uint32_t opt, uint32_t type, const void *data, size_t
 }
 
 /* An error reply with a message for the user (the spec allows a string payload). */
-static int
-send_error(struct conn *c, uint32_t opt, uint32_t type, const char *fmt, ...)
+static int send_error(struct conn *c, uint32_t opt, uint32_t type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int
 send_error(struct conn *c, uint32_t opt, uint32_t type, const char *fmt, ...)
@@ -78,8 +77,7 @@ nbd_transmission_flags(const struct conn *c)
   } else {
     /* FUA and write zeroes are emulated by the volume dispatcher where a driver lacks them;
      * FAST_ZERO may always be advertised: we answer ENOTSUP quickly when it is not fast. */
-    f |= NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_WRITE_ZEROES |
-         NBD_FLAG_SEND_FAST_ZERO;
+    f |= NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
     if (volume_can(v, VOLUME_CAN_TRIM))
       f |= NBD_FLAG_SEND_TRIM;
   }
@@ -108,8 +106,8 @@ opt_info_go(struct conn *c, uint32_t opt, const uint8_t *data, uint32_t len)
                       len);
   uint32_t namelen = get_be32(data);
   if (namelen > len - 6)
-    return send_error(c, opt, NBD_REP_ERR_INVALID, "export name length %" PRIu32
-                      " exceeds the option data", namelen);
+    return send_error(c, opt, NBD_REP_ERR_INVALID,
+                      "export name length %" PRIu32 " exceeds the option data", namelen);
   const char *name = (const char *)data + 4;
   uint16_t nreq = get_be16(data + 4 + namelen);
   if ((uint64_t)4 + namelen + 2 + 2u * nreq != len)
@@ -118,8 +116,10 @@ opt_info_go(struct conn *c, uint32_t opt, const uint8_t *data, uint32_t len)
   if (!valid_string(name, namelen))
     return send_error(c, opt, NBD_REP_ERR_INVALID, "export name is not a valid string");
   if (!export_matches(c, name, namelen))
-    return send_error(c, opt, NBD_REP_ERR_UNKNOWN, "export '%.*s' does not exist (this server "
-                      "exports '%s')", (int)namelen, name, c->exp->name);
+    return send_error(c, opt, NBD_REP_ERR_UNKNOWN,
+                      "export '%.*s' does not exist (this server "
+                      "exports '%s')",
+                      (int)namelen, name, c->exp->name);
 
   bool want_name = false, want_description = false;
   for (unsigned i = 0; i < nreq; i++) {
@@ -132,8 +132,8 @@ opt_info_go(struct conn *c, uint32_t opt, const uint8_t *data, uint32_t len)
   }
 
   /* Meta contexts chosen for another export do not apply to this one. */
-  bool meta_ok = c->meta_export && strlen(c->meta_export) == namelen &&
-                 memcmp(c->meta_export, name, namelen) == 0;
+  bool meta_ok = c->meta_export && strlen(c->meta_export) == namelen
+                 && memcmp(c->meta_export, name, namelen) == 0;
   uint16_t flags = nbd_transmission_flags(c);
 
   uint8_t info[12];
@@ -149,9 +149,9 @@ opt_info_go(struct conn *c, uint32_t opt, const uint8_t *data, uint32_t len)
     return -1;
   if (want_name && send_info(c, opt, NBD_INFO_NAME, c->exp->name, strlen(c->exp->name)) < 0)
     return -1;
-  if (want_description && c->exp->description &&
-      send_info(c, opt, NBD_INFO_DESCRIPTION, c->exp->description,
-                strlen(c->exp->description)) < 0)
+  if (want_description && c->exp->description
+      && send_info(c, opt, NBD_INFO_DESCRIPTION, c->exp->description, strlen(c->exp->description))
+             < 0)
     return -1;
   if (send_reply(c, opt, NBD_REP_ACK, NULL, 0) < 0)
     return -1;
@@ -165,8 +165,7 @@ opt_info_go(struct conn *c, uint32_t opt, const uint8_t *data, uint32_t len)
 
 /* One query of LIST/SET_META_CONTEXT: which of our contexts it names. */
 static void
-match_query(const struct conn *c, const char *q, size_t len, bool list, bool *base,
-            bool *hydrated)
+match_query(const struct conn *c, const char *q, size_t len, bool list, bool *base, bool *hydrated)
 {
 #define IS(s) (len == sizeof(s) - 1 && memcmp(q, s, len) == 0)
   if (IS("base:allocation") || (list && IS("base:")))
@@ -204,8 +203,8 @@ opt_meta_context(struct conn *c, uint32_t opt, const uint8_t *data, uint32_t len
                       len);
   uint32_t namelen = get_be32(data);
   if (namelen > len - 8)
-    return send_error(c, opt, NBD_REP_ERR_INVALID, "export name length %" PRIu32
-                      " exceeds the option data", namelen);
+    return send_error(c, opt, NBD_REP_ERR_INVALID,
+                      "export name length %" PRIu32 " exceeds the option data", namelen);
   const char *name = (const char *)data + 4;
   if (!valid_string(name, namelen))
     return send_error(c, opt, NBD_REP_ERR_INVALID, "export name is not a valid string");
@@ -232,8 +231,8 @@ opt_meta_context(struct conn *c, uint32_t opt, const uint8_t *data, uint32_t len
     return send_error(c, opt, NBD_REP_ERR_INVALID, "%zu trailing bytes after the queries",
                       (size_t)(len - pos));
   if (!export_matches(c, name, namelen))
-    return send_error(c, opt, NBD_REP_ERR_UNKNOWN, "export '%.*s' does not exist",
-                      (int)namelen, name);
+    return send_error(c, opt, NBD_REP_ERR_UNKNOWN, "export '%.*s' does not exist", (int)namelen,
+                      name);
   if (list && nq == 0) {
     base = true;
     hydrated = c->exp->clone != NULL;
@@ -278,8 +277,8 @@ opt_export_name(struct conn *c, const uint8_t *data, uint32_t len)
                 (int)(len > 256 ? 256 : len), (const char *)data, c->exp->name);
     return -1;
   }
-  bool meta_ok = c->meta_export && strlen(c->meta_export) == len &&
-                 memcmp(c->meta_export, data, len) == 0;
+  bool meta_ok
+      = c->meta_export && strlen(c->meta_export) == len && memcmp(c->meta_export, data, len) == 0;
   if (!meta_ok)
     c->meta_base = c->meta_hydrated = false;
   c->tflags = nbd_transmission_flags(c);
@@ -307,8 +306,7 @@ nbd_handshake(struct conn *c)
     return 0;
   uint32_t cflags = get_be32(cf);
   if (cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
-    log_warning("%s: unknown client flags 0x%" PRIx32 ", dropping the connection", c->peer,
-                cflags);
+    log_warning("%s: unknown client flags 0x%" PRIx32 ", dropping the connection", c->peer, cflags);
     return -1;
   }
   /* A client without the fixed-newstyle bit is still answered in fixed newstyle (the spec

@@ -61,7 +61,8 @@ listen_tcp(struct listeners *l, const char *hostport)
   if (!*port || strspn(port, "0123456789") != strlen(port) || atoi(port) > 65535)
     return error_set(EINVAL, "--listen %s: '%s' is not a port number", hostport, port);
 
-  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+  struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                            .ai_socktype = SOCK_STREAM,
                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG };
   struct addrinfo *res;
   int e = getaddrinfo(*host ? host : NULL, port, &hints, &res);

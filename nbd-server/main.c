@@ -27,41 +27,42 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 static void
 usage(FILE *f)
 {
-  fprintf(f,
-          "Usage: ferry-nbd [OPTIONS] VOLUME\n"
-          "       ferry-nbd [OPTIONS] --source SRC --map MAP [CLONE OPTIONS] DEST\n"
-          "\n"
-          "Serve a volume (a path, file://, nbd://, nbd+unix://, http(s):// URI) over NBD, or a\n"
-          "lazy clone of SRC into DEST that is copied in the background while it is served.\n"
-          "\n"
-          "Listening (default --listen 127.0.0.1:10809):\n"
-          "  --listen HOST:PORT      TCP address; [ADDR]:PORT for IPv6; repeatable\n"
-          "  --socket PATH           unix socket; repeatable\n"
-          "                          (systemd socket activation via LISTEN_FDS is automatic)\n"
-          "  --max-clients N         refuse connections beyond N at once (default 128, 0 = no limit)\n"
-          "  --threads N             worker threads per connection (default 16)\n"
-          "Export:\n"
-          "  --export-name NAME      the export's name; clients asking for another are refused\n"
-          "  --description TEXT      description shown to clients (NBD_INFO_DESCRIPTION)\n"
-          "  -r, --read-only         refuse writes\n"
-          "  --min-block-size N      advertise and enforce a minimum block size (power of two)\n"
-          "  --direct                open files with O_DIRECT\n"
-          "Clone:\n"
-          "  --source SRC            the read-only source volume\n"
-          "  --map MAP               region map file (created when missing)\n"
-          "  --region-size S         region size for a new map (default 64K)\n"
-          "  --workers N             hydrator workers\n"
-          "  --rate R                hydrator rate limit, bytes/s (e.g. 50M; default unlimited)\n"
-          "Process:\n"
-          "  -f, --foreground        do not daemonize (default: daemonize once listening)\n"
-          "  --pidfile PATH          write the server's PID once it accepts connections\n"
-          "  --control PATH          control socket (status, pause, resume, set-rate, wait)\n"
-          "  -v, --verbose           debug messages (or FERRY_DEBUG=nbd,clone,...)\n"
-          "  -h, --help              this text\n"
-          "  -V, --version           print the version\n"
-          "\n"
-          "SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush, commit the clone map.\n"
-          "See ferry-nbd(1).\n");
+  fprintf(
+      f,
+      "Usage: ferry-nbd [OPTIONS] VOLUME\n"
+      "       ferry-nbd [OPTIONS] --source SRC --map MAP [CLONE OPTIONS] DEST\n"
+      "\n"
+      "Serve a volume (a path, file://, nbd://, nbd+unix://, http(s):// URI) over NBD, or a\n"
+      "lazy clone of SRC into DEST that is copied in the background while it is served.\n"
+      "\n"
+      "Listening (default --listen 127.0.0.1:10809):\n"
+      "  --listen HOST:PORT      TCP address; [ADDR]:PORT for IPv6; repeatable\n"
+      "  --socket PATH           unix socket; repeatable\n"
+      "                          (systemd socket activation via LISTEN_FDS is automatic)\n"
+      "  --max-clients N         refuse connections beyond N at once (default 128, 0 = no limit)\n"
+      "  --threads N             worker threads per connection (default 16)\n"
+      "Export:\n"
+      "  --export-name NAME      the export's name; clients asking for another are refused\n"
+      "  --description TEXT      description shown to clients (NBD_INFO_DESCRIPTION)\n"
+      "  -r, --read-only         refuse writes\n"
+      "  --min-block-size N      advertise and enforce a minimum block size (power of two)\n"
+      "  --direct                open files with O_DIRECT\n"
+      "Clone:\n"
+      "  --source SRC            the read-only source volume\n"
+      "  --map MAP               region map file (created when missing)\n"
+      "  --region-size S         region size for a new map (default 64K)\n"
+      "  --workers N             hydrator workers\n"
+      "  --rate R                hydrator rate limit, bytes/s (e.g. 50M; default unlimited)\n"
+      "Process:\n"
+      "  -f, --foreground        do not daemonize (default: daemonize once listening)\n"
+      "  --pidfile PATH          write the server's PID once it accepts connections\n"
+      "  --control PATH          control socket (status, pause, resume, set-rate, wait)\n"
+      "  -v, --verbose           debug messages (or FERRY_DEBUG=nbd,clone,...)\n"
+      "  -h, --help              this text\n"
+      "  -V, --version           print the version\n"
+      "\n"
+      "SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush, commit the clone map.\n"
+      "See ferry-nbd(1).\n");
 }
 
 struct options {
@@ -84,8 +85,7 @@ on_signal(int sig)
   server_stop(&srv);
 }
 
-static int
-bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int
 bad_usage(const char *fmt, ...)
 {
@@ -110,9 +110,21 @@ push(const char ***v, size_t *n, const char *s)
 }
 
 enum {
-  OPT_LISTEN = 256, OPT_SOCKET, OPT_MAX_CLIENTS, OPT_THREADS, OPT_EXPORT_NAME, OPT_DESCRIPTION,
-  OPT_MIN_BLOCK, OPT_DIRECT, OPT_SOURCE, OPT_MAP, OPT_REGION_SIZE, OPT_WORKERS, OPT_RATE,
-  OPT_PIDFILE, OPT_CONTROL,
+  OPT_LISTEN = 256,
+  OPT_SOCKET,
+  OPT_MAX_CLIENTS,
+  OPT_THREADS,
+  OPT_EXPORT_NAME,
+  OPT_DESCRIPTION,
+  OPT_MIN_BLOCK,
+  OPT_DIRECT,
+  OPT_SOURCE,
+  OPT_MAP,
+  OPT_REGION_SIZE,
+  OPT_WORKERS,
+  OPT_RATE,
+  OPT_PIDFILE,
+  OPT_CONTROL,
 };
 
 static const struct option long_options[] = {
@@ -202,8 +214,8 @@ parse_options(int argc, char **argv, struct options *o)
       o->clone_flags = true;
       if (parse_size("--region-size", optarg, &o->clone.region_size) < 0)
         return bad_usage("%s", error_message());
-      if (!is_power_of_two(o->clone.region_size) || o->clone.region_size < 4096 ||
-          o->clone.region_size > (64u << 20))
+      if (!is_power_of_two(o->clone.region_size) || o->clone.region_size < 4096
+          || o->clone.region_size > (64u << 20))
         return bad_usage("--region-size: %s is not a power of two between 4K and 64M", optarg);
       break;
     case OPT_WORKERS:
@@ -434,7 +446,7 @@ main(int argc, char **argv)
     pid_written = true;
   }
   debug("nbd", "serving %s (%" PRIu64 " bytes%s%s) on %zu socket(s)", vol->name, vol->size,
-           exp.readonly ? ", read-only" : "", clone ? ", clone" : "", l.n);
+        exp.readonly ? ", read-only" : "", clone ? ", clone" : "", l.n);
   if (ready_fd >= 0) {
     /* Listening, volume open, pidfile written: the parent may exit and scripts connect. */
     detach_stdio();

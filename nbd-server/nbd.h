@@ -77,8 +77,8 @@ struct worker {
   size_t hdrs_cap;
 };
 
-void conn_init(struct conn *c, const struct nbd_export *exp, const struct conn_io *io,
-               void *opaque, const char *peer);
+void conn_init(struct conn *c, const struct nbd_export *exp, const struct conn_io *io, void *opaque,
+               const char *peer);
 void conn_destroy(struct conn *c);
 void worker_free(struct worker *w);
 

@@ -7,9 +7,9 @@
 #include <stdint.h>
 
 /* Handshake magics. */
-#define NBD_MAGIC 0x4e42444d41474943ULL       /* "NBDMAGIC" */
-#define NBD_IHAVEOPT 0x49484156454F5054ULL    /* "IHAVEOPT" */
-#define NBD_REP_MAGIC 0x0003e889045565a9ULL   /* option replies */
+#define NBD_MAGIC 0x4e42444d41474943ULL     /* "NBDMAGIC" */
+#define NBD_IHAVEOPT 0x49484156454F5054ULL  /* "IHAVEOPT" */
+#define NBD_REP_MAGIC 0x0003e889045565a9ULL /* option replies */
 
 /* Handshake flags (server) and client flags. */
 enum {

@@ -143,7 +143,8 @@ nbd_read_request(struct conn *c, struct worker *w, struct request *req)
      * of service (the spec allows a hard disconnect). */
     if (req->length > NBD_MAX_REQUEST) {
       log_warning("%s: write of %" PRIu32 " bytes exceeds the %u byte limit, dropping the "
-                  "connection", c->peer, req->length, NBD_MAX_REQUEST);
+                  "connection",
+                  c->peer, req->length, NBD_MAX_REQUEST);
       return -1;
     }
     if (reserve(w, req->length) < 0) {
@@ -290,10 +291,14 @@ static const char *
 reason(uint32_t err)
 {
   switch (err) {
-  case NBD_EPERM: return "the export is read-only";
-  case NBD_ENOSPC: return "request extends beyond the end of the export";
-  case NBD_EOVERFLOW: return "request is larger than the maximum block size";
-  default: return "invalid request (command, flags, range or alignment)";
+  case NBD_EPERM:
+    return "the export is read-only";
+  case NBD_ENOSPC:
+    return "request extends beyond the end of the export";
+  case NBD_EOVERFLOW:
+    return "request is larger than the maximum block size";
+  default:
+    return "invalid request (command, flags, range or alignment)";
   }
 }
 
@@ -342,8 +347,8 @@ read_structured(struct conn *c, struct worker *w, const struct request *r)
   if (reserve(w, r->length) < 0)
     return send_error(c, r, NBD_ENOMEM, "out of memory");
   extent_list_reset(&w->extents);
-  bool sparse = !(r->flags & NBD_CMD_FLAG_DF) && r->length >= SPARSE_READ_MIN &&
-                volume_can(v, VOLUME_CAN_EXTENTS);
+  bool sparse = !(r->flags & NBD_CMD_FLAG_DF) && r->length >= SPARSE_READ_MIN
+                && volume_can(v, VOLUME_CAN_EXTENTS);
   uint64_t end = r->offset + r->length;
   if (sparse) {
     uint64_t pos = r->offset;
@@ -394,8 +399,8 @@ read_structured(struct conn *c, struct worker *w, const struct request *r)
 
   /* One header area per chunk: 20 bytes + 12 bytes of payload for holes, 8 for data. */
   enum { SLOT = NBD_CHUNK_HEADER_SIZE + 12 };
-  if (grow((void **)&w->hdrs, &w->hdrs_cap, l->n * SLOT, 1) < 0 ||
-      grow((void **)&w->iov, &w->iov_cap, 2 * l->n, sizeof *w->iov) < 0)
+  if (grow((void **)&w->hdrs, &w->hdrs_cap, l->n * SLOT, 1) < 0
+      || grow((void **)&w->iov, &w->iov_cap, 2 * l->n, sizeof *w->iov) < 0)
     return send_error(c, r, NBD_ENOMEM, "out of memory");
   int niov = 0;
   for (size_t i = 0; i < l->n; i++) {
@@ -600,16 +605,26 @@ const char *
 nbd_option_name(uint32_t opt)
 {
   switch (opt) {
-  case NBD_OPT_EXPORT_NAME: return "NBD_OPT_EXPORT_NAME";
-  case NBD_OPT_ABORT: return "NBD_OPT_ABORT";
-  case NBD_OPT_LIST: return "NBD_OPT_LIST";
-  case NBD_OPT_STARTTLS: return "NBD_OPT_STARTTLS";
-  case NBD_OPT_INFO: return "NBD_OPT_INFO";
-  case NBD_OPT_GO: return "NBD_OPT_GO";
-  case NBD_OPT_STRUCTURED_REPLY: return "NBD_OPT_STRUCTURED_REPLY";
-  case NBD_OPT_LIST_META_CONTEXT: return "NBD_OPT_LIST_META_CONTEXT";
-  case NBD_OPT_SET_META_CONTEXT: return "NBD_OPT_SET_META_CONTEXT";
-  default: return "unknown option";
+  case NBD_OPT_EXPORT_NAME:
+    return "NBD_OPT_EXPORT_NAME";
+  case NBD_OPT_ABORT:
+    return "NBD_OPT_ABORT";
+  case NBD_OPT_LIST:
+    return "NBD_OPT_LIST";
+  case NBD_OPT_STARTTLS:
+    return "NBD_OPT_STARTTLS";
+  case NBD_OPT_INFO:
+    return "NBD_OPT_INFO";
+  case NBD_OPT_GO:
+    return "NBD_OPT_GO";
+  case NBD_OPT_STRUCTURED_REPLY:
+    return "NBD_OPT_STRUCTURED_REPLY";
+  case NBD_OPT_LIST_META_CONTEXT:
+    return "NBD_OPT_LIST_META_CONTEXT";
+  case NBD_OPT_SET_META_CONTEXT:
+    return "NBD_OPT_SET_META_CONTEXT";
+  default:
+    return "unknown option";
   }
 }
 
@@ -617,14 +632,23 @@ const char *
 nbd_command_name(uint16_t cmd)
 {
   switch (cmd) {
-  case NBD_CMD_READ: return "READ";
-  case NBD_CMD_WRITE: return "WRITE";
-  case NBD_CMD_DISC: return "DISC";
-  case NBD_CMD_FLUSH: return "FLUSH";
-  case NBD_CMD_TRIM: return "TRIM";
-  case NBD_CMD_CACHE: return "CACHE";
-  case NBD_CMD_WRITE_ZEROES: return "WRITE_ZEROES";
-  case NBD_CMD_BLOCK_STATUS: return "BLOCK_STATUS";
-  default: return "unknown command";
+  case NBD_CMD_READ:
+    return "READ";
+  case NBD_CMD_WRITE:
+    return "WRITE";
+  case NBD_CMD_DISC:
+    return "DISC";
+  case NBD_CMD_FLUSH:
+    return "FLUSH";
+  case NBD_CMD_TRIM:
+    return "TRIM";
+  case NBD_CMD_CACHE:
+    return "CACHE";
+  case NBD_CMD_WRITE_ZEROES:
+    return "WRITE_ZEROES";
+  case NBD_CMD_BLOCK_STATUS:
+    return "BLOCK_STATUS";
+  default:
+    return "unknown command";
   }
 }

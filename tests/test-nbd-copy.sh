@@ -38,4 +38,15 @@ grep -qE '^ +0 +4194304 +3 +hole,zero' "$T/map" || { cat "$T/map"; fail "leading
 
 stop_ferry_nbd
 same_bytes "$T/src" "$T/disk"
+
+# --direct (O_DIRECT): a 4096-byte minimum block size is advertised; copies still match.
+head -c 8M /dev/urandom >"$T/d1"
+truncate -s 8M "$T/ddisk"
+start_ferry_nbd "$T/dsock" --direct "$T/ddisk"
+nbdinfo "$NBD_URI" | grep -q 'block_size_minimum: 4096' || fail "--direct block size"
+nbdcopy "$T/d1" "$NBD_URI"
+nbdcopy "$NBD_URI" "$T/d2"
+stop_ferry_nbd
+same_bytes "$T/d1" "$T/ddisk"
+same_bytes "$T/d1" "$T/d2"
 echo "copy ok"
