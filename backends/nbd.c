@@ -9,7 +9,9 @@
  * server advertises multi-conn (a flush on any of them then covers writes made on all).
  *
  * A connection that dies (server gone, socket reset) fails every command in flight with
- * ENOTCONN through libnbd's abort path and every later command at submission: never a hang.
+ * ENOTCONN through libnbd's abort path and every later command at submission; a server
+ * that goes silent while requests wait (volume_options.timeout, default 300 s) is dropped
+ * the same way: never a hang.
  * Retrying is the caller's business (copy engine, clone).
  */
 #include "backends/volume.h"
@@ -28,11 +30,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define DEFAULT_CONNECTIONS 4
 #define MAX_CONNECTIONS 64
 #define DEFAULT_MAX_REQUEST (32u << 20)
+/* A server that answers nothing for this long while requests wait is taken for gone. */
+#define DEFAULT_TIMEOUT 300.0
 /* NBD lengths are 32 bits; zero/trim/block-status requests are split below this. */
 #define MAX_EFFECT_LENGTH (1u << 30)
 
@@ -43,12 +48,14 @@ struct connection {
   bool thread_started;
   int wake_fd;              /* eventfd: a command was submitted, or stop */
   atomic_bool stop;
-  atomic_uint in_flight;    /* for picking the least busy connection */
+  atomic_uint in_flight;    /* for picking the least busy connection, and the watchdog */
+  atomic_bool timed_out;    /* the watchdog dropped this connection */
   pthread_mutex_t lock;     /* protects command.done of commands on this connection */
 };
 
 struct nbd_volume {
   struct volume v;
+  double timeout; /* seconds without a sign of life while commands wait (0: never) */
   struct connection *conns;
   unsigned nconns;
 };
@@ -157,12 +164,18 @@ set_nbd_error(const char *name, const char *what)
 }
 
 /* The event loop of one connection: drive the socket until the handle dies or we stop.
- * Completion callbacks run here (inside nbd_aio_notify_*). */
+ * Completion callbacks run here (inside nbd_aio_notify_*).
+ *
+ * Watchdog: when commands wait and the socket shows no sign of life for `timeout` seconds,
+ * the server is taken for gone (a silently dropped TCP connection never says so): the
+ * socket is shut down, libnbd sees EOF, moves to DEAD and fails every command in flight. */
 static void *
 loop_thread(void *arg)
 {
   struct connection *c = arg;
+  double timeout = c->vol->timeout;
   int fd = nbd_aio_get_fd(c->h);
+  double last_life = now_seconds();
   while (!atomic_load(&c->stop)) {
     if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h))
       break;
@@ -172,19 +185,35 @@ loop_thread(void *arg)
                                     ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)) },
       { .fd = c->wake_fd, .events = POLLIN },
     };
-    if (poll(fds, 2, -1) < 0) {
+    bool busy = atomic_load(&c->in_flight) > 0;
+    int r = poll(fds, 2, busy && timeout > 0 ? 250 : -1);
+    double now = now_seconds();
+    if (r < 0) {
       if (errno == EINTR)
         continue;
+      /* Cannot wait on the socket any more: fail the connection rather than strand callers. */
       log_error("%s: poll: %s", c->vol->v.name, strerror(errno));
-      break;
+      shutdown(fd, SHUT_RDWR);
+      fds[0].revents = POLLHUP;
+      fds[1].revents = 0;
     }
     if (fds[1].revents & POLLIN) {
       uint64_t n;
       if (read(c->wake_fd, &n, sizeof n) < 0 && errno != EAGAIN)
         log_error("%s: eventfd: %s", c->vol->v.name, strerror(errno));
+      last_life = now; /* a new command starts its own clock */
+    }
+    if (!busy || fds[0].revents)
+      last_life = now;
+    else if (timeout > 0 && now - last_life > timeout && !atomic_load(&c->timed_out)) {
+      atomic_store(&c->timed_out, true);
+      log_warning("%s: the NBD server did not answer for %.0f s: dropping the connection",
+                c->vol->v.name, timeout);
+      shutdown(fd, SHUT_RDWR);
+      continue;
     }
     /* A hang-up is seen by reading: libnbd then moves to DEAD and fails every command. */
-    int r = 0;
+    r = 0;
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       if (dir & LIBNBD_AIO_DIRECTION_READ)
         r = nbd_aio_notify_read(c->h);
@@ -195,10 +224,6 @@ loop_thread(void *arg)
     if (r < 0)
       debug("nbd", "%s: connection failed: %s", c->vol->v.name, nbd_get_error());
   }
-  /* If we stopped for a local reason with commands still queued, kill the connection so
-   * libnbd fails them rather than leaving their callers asleep. */
-  if (!nbd_aio_is_dead(c->h) && !nbd_aio_is_closed(c->h) && atomic_load(&c->in_flight) > 0)
-    nbd_shutdown(c->h, LIBNBD_SHUTDOWN_ABANDON_PENDING);
   error_clear(); /* thread-local message: free it before the thread goes */
   return NULL;
 }
@@ -273,7 +298,10 @@ command_wait(struct command *cmd, int64_t cookie, const char *fmt, ...)
     err = EIO;
   /* A dead handle fails what was in flight with ENOTCONN and refuses new commands: say
    * what happened in plain words. */
-  if (err == ENOTCONN || nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
+  if (atomic_load(&c->timed_out)) {
+    err = ETIMEDOUT;
+    reason = "the NBD server stopped answering (connection dropped)";
+  } else if (err == ENOTCONN || nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
     err = ENOTCONN;
     reason = "connection to the NBD server lost";
   } else if (!reason)
@@ -441,9 +469,10 @@ close_connection(struct connection *c)
     pthread_join(c->thread, NULL);
   }
   if (c->h) {
-    /* A polite disconnect (NBD_CMD_DISC); the server may already be gone. */
+    /* A polite disconnect (NBD_CMD_DISC), sent without waiting for the server: a server
+     * that stopped answering must not hang close. */
     if (nbd_aio_is_ready(c->h))
-      nbd_shutdown(c->h, 0);
+      nbd_aio_disconnect(c->h, 0);
     nbd_close(c->h);
   }
   if (c->wake_fd >= 0)
@@ -550,6 +579,7 @@ nbdvol_open(const char *uri, const struct volume_options *o, struct volume **out
     return error_set(ENOMEM, "%s: out of memory", uri);
   }
   nv->v.ops = &nbd_ops; /* so close works on a half-open volume */
+  nv->timeout = o->timeout > 0 ? o->timeout : DEFAULT_TIMEOUT;
   if ((nv->v.name = strdup(uri)) == NULL) {
     r = error_set(ENOMEM, "%s: out of memory", uri);
     goto fail;

@@ -11,12 +11,14 @@ Serves FILE at every path.  Binds 127.0.0.1 on a free port and writes it to PORT
   --fail-first N   the first N GET requests answer CODE (default 503)
   --grow-after N   after N ranged GETs the file "grows" by 1 MiB (Content-Range total changes)
   --no-length      HEAD answers without Content-Length (the client must probe with a GET)
+  --stall-first N  the first N ranged GETs wait 3 s before answering (client timeouts)
 """
 import argparse
 import http.server
 import os
 import re
 import threading
+import time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("file")
@@ -26,12 +28,13 @@ ap.add_argument("--fail-first", type=int, default=0)
 ap.add_argument("--fail-code", type=int, default=503)
 ap.add_argument("--grow-after", type=int, default=-1)
 ap.add_argument("--no-length", action="store_true")
+ap.add_argument("--stall-first", type=int, default=0)
 ap.add_argument("--pidfile")
 args = ap.parse_args()
 
 data = open(args.file, "rb").read()
 lock = threading.Lock()
-counts = {"get": 0, "ranged": 0}
+counts = {"get": 0, "ranged": 0, "stalled": 0}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -77,6 +80,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         with lock:
             counts["ranged"] += 1
+            stall = counts["stalled"] < args.stall_first
+            counts["stalled"] += stall
+        if stall:
+            time.sleep(3)
         size = self.size()
         start, end = int(m.group(1)), min(int(m.group(2)), size - 1)
         if start >= size:

@@ -56,4 +56,12 @@ timeout 20 tail --pid="$cat_pid" -f /dev/null || rc=$?
 rc=0; wait "$cat_pid" || rc=$?
 [ $rc -eq 1 ] || fail "voltool exit $rc after the server died"
 grep -qF "connection to the NBD server lost" "$T/die.err" || fail "message: $(cat "$T/die.err")"
+
+# A server that goes silent (every read takes 10 s): with --timeout 1 the connection is
+# dropped after ~1 s and the read fails saying so.
+nbdkit_unix "$T/silent.sock" --filter=delay memory size=1M rdelay=10
+t0=$(date +%s)
+expect_fail "nbd+unix:///?socket=$T/silent.sock: read 4096 bytes at offset 0: the NBD server stopped answering (connection dropped)" \
+  "$VOLTOOL" --timeout 1 read "nbd+unix:///?socket=$T/silent.sock" 0 4096
+[ $(($(date +%s) - t0)) -lt 8 ] || fail "the watchdog took too long"
 echo "nbd driver errors ok"
