@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,7 +109,8 @@ start_cluster_a(struct demo *d)
   }
   pid_t pid = fork();
   if (pid == 0) {
-    setpgid(0, 0); /* ^C reaches ferry, which stops this server itself */
+    setpgid(0, 0); /* ^C reaches ferry, which stops this server itself... */
+    prctl(PR_SET_PDEATHSIG, SIGTERM); /* ...or, if ferry dies first, the kernel does */
     dup2(fd, 1);
     dup2(fd, 2);
     execv(argv[0], argv);
@@ -376,6 +378,7 @@ run_move(struct demo *d, long long ts, struct plan **plan_out, struct move_repor
   struct migrate_storage_options mo = {
     .storage = "fs", .datastores = d->w.datastores, .journal = *journal,
     .source_uri = d->cluster_a_uri, .timestamp = ts, .progress = true, .out = d->out,
+    .die_with_parent = true,
   };
   r = migrate_storage(*plan_out, &mo, rep);
 out:

@@ -248,6 +248,7 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
   struct move_options mo = {
     .frontend = o->frontend, .ssh_host = o->ssh_host, .workdir = workdir,
     .skip_resume = o->skip_resume, .progress = o->progress, .out = o->out,
+    .die_with_parent = o->die_with_parent,
   };
   if (o->dry_run) {
     if (o->out) {

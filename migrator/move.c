@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -268,7 +269,7 @@ log_tail(const char *path)
 }
 
 static int
-spawn(char **argv, const char *log_path, pid_t *pid)
+spawn(char **argv, const char *log_path, bool die_with_parent, pid_t *pid)
 {
   int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0)
@@ -279,6 +280,8 @@ spawn(char **argv, const char *log_path, pid_t *pid)
     /* A new process group: a ^C on the terminal must not kill the server before it commits
      * its map; ferry stops it with SIGTERM. */
     setpgid(0, 0);
+    if (die_with_parent)
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
     dup2(devnull, 0);
     dup2(fd, 1);
     dup2(fd, 2);
@@ -365,7 +368,7 @@ stop_server(const struct move_options *o, struct server *s, const char *program)
                        (char *)o->ssh_host, (char *)"--", cmd, NULL };
       pid_t k;
       char *klog = workfile(o, s->disk_id, ".stop.log");
-      if (klog && spawn(argv, klog, &k) == 0)
+      if (klog && spawn(argv, klog, false, &k) == 0)
         waitpid(k, NULL, 0);
       free(klog);
     }
@@ -437,7 +440,7 @@ start_server(struct run *r, const char *program, const struct move_disk *d, stru
     return rc;
   char *line = move_argv_string(argv);
   debug("move", "disk %lld: %s", (long long)d->disk_id, line ? line : "?");
-  rc = spawn(argv, s->log, &s->pid);
+  rc = spawn(argv, s->log, o->die_with_parent, &s->pid);
   move_argv_free(argv);
   if (rc == 0)
     rc = wait_ready(s, program);

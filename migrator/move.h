@@ -47,6 +47,8 @@ struct move_options {
   const char *workdir;    /* maps, control sockets, pidfiles, server logs (must exist) */
   const char *program;    /* ferry-nbd / ferry-fuse path; NULL: located next to ferry */
   uint64_t rate;          /* hydrator bytes/s (0: unlimited) */
+  bool die_with_parent;   /* servers get SIGTERM if ferry dies (the demo; never for a real
+                             move, where a resumed VM depends on the server) */
   bool skip_resume;
   bool progress;          /* bar on a tty stderr, else a plain line every second on out */
   FILE *out;              /* step lines; NULL: quiet */
