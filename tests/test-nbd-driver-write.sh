@@ -41,6 +41,21 @@ same_bytes "$T/model" "$T/got"
 # The may-trim zero on nbdkit memory leaves a hole: extents say so.
 "$VOLTOOL" extents "$U" 8M 2M | grep -qx '8388608 2097152 3' || fail "zeroed range not a hole"
 
+# A server without fast zero: --fast-zero is refused (ENOTSUP), nothing changes; a plain
+# zero still works (passed through as NBD_CMD_WRITE_ZEROES).
+nbdkit_unix "$T/nofast.sock" --filter=nozero memory size=1M zeromode=plugin fastzeromode=none
+NF="nbd+unix:///?socket=$T/nofast.sock"
+head -c 1M /dev/urandom >"$T/nf"
+"$VOLTOOL" put "$NF" <"$T/nf"
+"$VOLTOOL" info "$NF" | grep -q '^caps: write trim zero extents' || fail "nozero caps"
+expect_fail "$NF: fast zero is not supported" "$VOLTOOL" zero --fast-zero "$NF" 0 65536
+nbdcopy "$NF" "$T/nf.back"
+same_bytes "$T/nf" "$T/nf.back"
+"$VOLTOOL" zero "$NF" 0 65536
+nbdcopy "$NF" "$T/nf.back"
+cmp -n 65536 "$T/nf.back" /dev/zero || fail "zero on the nozero server"
+cmp -i 65536 "$T/nf" "$T/nf.back" || fail "zero went beyond its range"
+
 # qemu-nbd over a raw file: what we wrote (FUA, flush) is in the file, seen without qemu.
 head -c 16M /dev/urandom >"$T/q.raw"
 cp "$T/q.raw" "$T/qmodel"
