@@ -11,26 +11,37 @@ S=$T/ctl.sock
 control_nbdkit "$T/src.sock" pattern size=64M
 truncate -s 64M "$T/dest.img"
 # One worker: the hydrator then completes one 16 MiB batch a second, so progress, a pause
-# and a resume can be seen in steps.
-start_control_server "$T/srv.pid" --workers 1 --rate 16M --source "nbd+unix:///?socket=$T/src.sock" \
-  --map "$T/map.bin" "$T/dest.img" "$S"
+# and a resume can be seen in steps.  Started paused, so the first checks see a fixed state.
+start_control_server "$T/srv.pid" --paused --workers 1 --rate 16M \
+  --source "nbd+unix:///?socket=$T/src.sock" --map "$T/map.bin" "$T/dest.img" "$S"
 
 st=$("$FERRY" status --json "$S")
-for kv in size=67108864 region_size=65536 regions_total=1024 rate_limit=16777216 \
-          program=control-server bytes_fetched=0 last_error=; do
+for kv in state=paused size=67108864 region_size=65536 regions_total=1024 regions_hydrated=0 \
+          bytes_copied=0 bytes_fetched=0 bytes_skipped=0 rate_limit=16777216 percent=0.0 \
+          eta=null program=control-server last_error=; do
   [ "$(json_field "$st" "${kv%%=*}")" = "${kv#*=}" ] || fail "status ${kv%%=*}: $st"
 done
-case $(json_field "$st" state) in hydrating | converged) ;; *) fail "state: $st" ;; esac
 
 # A raw "wait" stays pending while other clients are served at once.
 control_request "$S" '{"command":"wait","id":"w1"}' >"$T/wait1.out" &
 waiter=$!
 track_pid $waiter
 wait_status "$S" 10 's["control_clients"] == 2'
-"$FERRY" status "$S" | grep -qx '  progress:    [0-9.]*% ([0-9]* of 1024 regions of 64.0 KiB)' ||
-  fail "human status: $("$FERRY" status "$S")"
+"$FERRY" status "$S" >"$T/human"
+grep -qx '  state:       paused' "$T/human" || fail "human status: $(cat "$T/human")"
+grep -qx '  progress:    0.0% (0 of 1024 regions of 64.0 KiB)' "$T/human" || fail "human progress"
+grep -qx '  rate:        0 B/s (limit: 16.0 MiB/s)' "$T/human" || fail "human rate"
+grep -qx '  eta:         unknown' "$T/human" || fail "human eta"
 
-# Pause once the copy has made progress: the state says so and the copy stops.
+# ferry wait with a timeout, both ways (server-side wait and polling with progress).
+expect_fail "$S: not converged after 0.3 s (state paused, 0.0% hydrated)" \
+  "$FERRY" wait --timeout 0.3 --no-progress "$S"
+expect_fail "$S: not converged after 0.3 s (state paused, 0.0% hydrated)" \
+  "$FERRY" wait --timeout 0.3 --progress "$S"
+[ "$(status_field "$S" bytes_copied)" = 0 ] || fail "copied while paused from the start"
+
+# Resume, then pause once the copy has made progress: the state says so, the copy stops.
+"$FERRY" resume "$S" | grep -qF "$S: state hydrating" || fail "resume reply"
 wait_status "$S" 30 's["bytes_copied"] > 0'
 "$FERRY" pause "$S" | grep -qF "$S: state paused" || fail "pause reply"
 [ "$(status_field "$S" state)" = paused ] || fail "not paused"
@@ -43,10 +54,6 @@ b2=$(status_field "$S" bytes_copied)
 [ "$b2" -lt 67108864 ] || fail "converged before the pause could be seen"
 [ "$(status_field "$S" state)" = paused ] || fail "paused state lost"
 echo "ok: paused at $b2 bytes"
-
-# ferry wait with a timeout, both ways (server-side wait and polling with progress).
-expect_fail "$S: not converged after 0.3 s (state paused, " "$FERRY" wait --timeout 0.3 --no-progress "$S"
-expect_fail "$S: not converged after 0.3 s (state paused, " "$FERRY" wait --timeout 0.3 --progress "$S"
 
 # set-rate: a number or a size; the status reports it.
 "$FERRY" set-rate "$S" 32M | grep -qF "rate limit 32.0 MiB/s" || fail "set-rate reply"
