@@ -103,26 +103,33 @@ mask_password(const char *url)
   return masked;
 }
 
+/* For HTTP/2, whose status line has no reason phrase. */
 static const char *
 default_reason(long code)
 {
-  switch (code) {
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 410: return "Gone";
-  case 416: return "Range Not Satisfiable";
-  case 429: return "Too Many Requests";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  default: return "";
-  }
+  static const struct {
+    long code;
+    const char *reason;
+  } reasons[] = {
+    { 400, "Bad Request" },
+    { 401, "Unauthorized" },
+    { 403, "Forbidden" },
+    { 404, "Not Found" },
+    { 405, "Method Not Allowed" },
+    { 408, "Request Timeout" },
+    { 410, "Gone" },
+    { 416, "Range Not Satisfiable" },
+    { 429, "Too Many Requests" },
+    { 500, "Internal Server Error" },
+    { 501, "Not Implemented" },
+    { 502, "Bad Gateway" },
+    { 503, "Service Unavailable" },
+    { 504, "Gateway Timeout" },
+  };
+  for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+    if (reasons[i].code == code)
+      return reasons[i].reason;
+  return "";
 }
 
 static bool
@@ -159,8 +166,8 @@ parse_content_range(struct response *r, const char *s)
       r->range_unsatisfied = true;
     return;
   }
-  if (parse_u64(&s, &r->range_start) && *s++ == '-' && parse_u64(&s, &r->range_end) &&
-      *s++ == '/' && parse_u64(&s, &r->range_total) && r->range_end >= r->range_start)
+  if (parse_u64(&s, &r->range_start) && *s++ == '-' && parse_u64(&s, &r->range_end) && *s++ == '/'
+      && parse_u64(&s, &r->range_total) && r->range_end >= r->range_start)
     r->have_range = true;
 }
 
@@ -303,9 +310,9 @@ attempt(struct http_volume *hv, struct handle *h, bool head, uint64_t off, size_
     return RETRY;
   }
   if (r->code < 200 || r->code >= 300) {
-    *err = r->code == 404 || r->code == 410 ? ENOENT
-         : r->code == 401 || r->code == 403 ? EACCES
-         : EIO;
+    *err = r->code == 404 || r->code == 410   ? ENOENT
+           : r->code == 401 || r->code == 403 ? EACCES
+                                              : EIO;
     snprintf(why, whylen, "HTTP %ld %s", r->code, reason);
     return FAIL;
   }
@@ -313,14 +320,17 @@ attempt(struct http_volume *hv, struct handle *h, bool head, uint64_t off, size_
     return DONE;
   if (r->code != 206 || !r->have_range) {
     *err = ENOTSUP;
-    snprintf(why, whylen, "server does not support Range requests (HTTP %ld without a "
-             "Content-Range)", r->code);
+    snprintf(why, whylen,
+             "server does not support Range requests (HTTP %ld without a "
+             "Content-Range)",
+             r->code);
     return FAIL;
   }
   if (r->range_start != off || r->range_end != off + len - 1) {
     *err = EPROTO;
-    snprintf(why, whylen, "server answered bytes %" PRIu64 "-%" PRIu64 " to a request for %" PRIu64
-             "-%" PRIu64, r->range_start, r->range_end, off, off + len - 1);
+    snprintf(why, whylen,
+             "server answered bytes %" PRIu64 "-%" PRIu64 " to a request for %" PRIu64 "-%" PRIu64,
+             r->range_start, r->range_end, off, off + len - 1);
     return FAIL;
   }
   /* hv->v.size is 0 only while the size is still being learned (open). */
@@ -340,8 +350,7 @@ attempt(struct http_volume *hv, struct handle *h, bool head, uint64_t off, size_
 /* Attempt, and retry transient failures with exponential backoff.  The message names the
  * URL, what was asked, why it failed and how often we tried. */
 static int
-request(struct http_volume *hv, bool head, uint64_t off, size_t len, void *buf,
-        struct response *r)
+request(struct http_volume *hv, bool head, uint64_t off, size_t len, void *buf, struct response *r)
 {
   struct handle *h = take_handle(hv);
   char why[256];
@@ -410,19 +419,22 @@ setup_handle(struct http_volume *hv, struct handle *h)
   if (!c)
     return error_set(ENOMEM, "%s: cannot create a curl handle", hv->v.name);
   /* NOSIGNAL: we are threaded; timeouts must not use SIGALRM. */
-  if (curl_easy_setopt(c, CURLOPT_URL, hv->url) != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L) != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L) != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, hv->timeout_ms) != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, hv->timeout_ms) != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_USERAGENT, "ferry/" "0.1") != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf) != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb) != CURLE_OK ||
-      curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_cb) != CURLE_OK)
+  if (curl_easy_setopt(c, CURLOPT_URL, hv->url) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, hv->timeout_ms) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, hv->timeout_ms) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_USERAGENT,
+                          "ferry/"
+                          "0.1")
+             != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_cb) != CURLE_OK)
     return error_set(EINVAL, "%s: cannot set up curl", hv->v.name);
   return 0;
 }

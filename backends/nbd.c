@@ -46,11 +46,11 @@ struct connection {
   struct nbd_handle *h;
   pthread_t thread;
   bool thread_started;
-  int wake_fd;              /* eventfd: a command was submitted, or stop */
+  int wake_fd; /* eventfd: a command was submitted, or stop */
   atomic_bool stop;
-  atomic_uint in_flight;    /* for picking the least busy connection, and the watchdog */
-  atomic_bool timed_out;    /* the watchdog dropped this connection */
-  pthread_mutex_t lock;     /* protects command.done of commands on this connection */
+  atomic_uint in_flight; /* for picking the least busy connection, and the watchdog */
+  atomic_bool timed_out; /* the watchdog dropped this connection */
+  pthread_mutex_t lock;  /* protects command.done of commands on this connection */
 };
 
 struct nbd_volume {
@@ -65,7 +65,7 @@ struct command {
   struct connection *c;
   pthread_cond_t done_cond;
   bool done;
-  int err;                  /* errno from the server or from libnbd (0 = success) */
+  int err; /* errno from the server or from libnbd (0 = success) */
   /* block status only */
   uint64_t bs_off, bs_len;
   struct extent_list *bs_out;
@@ -87,12 +87,14 @@ check_uri(const char *uri)
   bool is_unix = false;
   if ((slen == 3 && strncmp(uri, "nbd", 3) == 0) || (slen == 4 && strncmp(uri, "nbds", 4) == 0))
     is_unix = false;
-  else if ((slen == 8 && strncmp(uri, "nbd+unix", 8) == 0) ||
-           (slen == 9 && strncmp(uri, "nbds+unix", 9) == 0))
+  else if ((slen == 8 && strncmp(uri, "nbd+unix", 8) == 0)
+           || (slen == 9 && strncmp(uri, "nbds+unix", 9) == 0))
     is_unix = true;
   else
-    return error_set(EINVAL, "%s: unsupported NBD URI scheme '%.*s' (use nbd://host[:port]/export "
-                     "or nbd+unix:///export?socket=PATH)", uri, (int)slen, uri);
+    return error_set(EINVAL,
+                     "%s: unsupported NBD URI scheme '%.*s' (use nbd://host[:port]/export "
+                     "or nbd+unix:///export?socket=PATH)",
+                     uri, (int)slen, uri);
   const char *auth = sep + 3;
   size_t alen = strcspn(auth, "/?#");
   const char *query = strchr(auth, '?');
@@ -111,8 +113,8 @@ check_uri(const char *uri)
   }
   if (is_unix) {
     if (alen != 0)
-      return error_set(EINVAL, "%s: nbd+unix URI must not name a host (nbd+unix:///export?socket=PATH)",
-                       uri);
+      return error_set(
+          EINVAL, "%s: nbd+unix URI must not name a host (nbd+unix:///export?socket=PATH)", uri);
     if (!socket)
       return error_set(EINVAL, "%s: nbd+unix URI lacks ?socket=PATH", uri);
     return 0;
@@ -181,8 +183,9 @@ loop_thread(void *arg)
       break;
     unsigned dir = (unsigned)nbd_aio_get_direction(c->h);
     struct pollfd fds[2] = {
-      { .fd = fd, .events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
-                                    ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)) },
+      { .fd = fd,
+        .events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0)
+                          | ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)) },
       { .fd = c->wake_fd, .events = POLLIN },
     };
     bool busy = atomic_load(&c->in_flight) > 0;
@@ -208,7 +211,7 @@ loop_thread(void *arg)
     else if (timeout > 0 && now - last_life > timeout && !atomic_load(&c->timed_out)) {
       atomic_store(&c->timed_out, true);
       log_warning("%s: the NBD server did not answer for %.0f s: dropping the connection",
-                c->vol->v.name, timeout);
+                  c->vol->v.name, timeout);
       shutdown(fd, SHUT_RDWR);
       continue;
     }
@@ -267,8 +270,7 @@ command_start(struct command *cmd, struct connection *c)
 /* After a successful submission: wake the loop (it may have to poll for POLLOUT now) and
  * sleep until the completion callback runs.  On failure the message reads
  * "URI: <what>: <reason>", with <what> formatted only then. */
-static int
-command_wait(struct command *cmd, int64_t cookie, const char *fmt, ...)
+static int command_wait(struct command *cmd, int64_t cookie, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int
@@ -425,8 +427,8 @@ extent_cb(void *opaque, const char *context, uint64_t offset, uint32_t *entries,
       cmd->bs_err = EPROTO;
       return 0;
     }
-    if (extent_list_add(cmd->bs_out, offset, len,
-                        entries[i + 1] & (EXTENT_HOLE | EXTENT_ZERO)) < 0) {
+    if (extent_list_add(cmd->bs_out, offset, len, entries[i + 1] & (EXTENT_HOLE | EXTENT_ZERO))
+        < 0) {
       cmd->bs_err = ENOMEM;
       return 0;
     }
@@ -513,8 +515,8 @@ connect_one(struct nbd_volume *nv, struct connection *c, const char *uri)
   c->h = nbd_create();
   if (!c->h)
     return set_nbd_error(uri, NULL);
-  if (nbd_add_meta_context(c->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
-      nbd_set_request_block_size(c->h, true) < 0)
+  if (nbd_add_meta_context(c->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0
+      || nbd_set_request_block_size(c->h, true) < 0)
     return set_nbd_error(uri, NULL);
   if (nbd_connect_uri(c->h, uri) < 0) {
     /* libnbd says "nbd_connect_uri: connect: 127.0.0.1:1: could not connect to remote

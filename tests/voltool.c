@@ -65,10 +65,10 @@ print_info(struct volume *v)
     unsigned cap;
     const char *name;
   } caps[] = {
-    { VOLUME_CAN_WRITE, "write" }, { VOLUME_CAN_TRIM, "trim" },
-    { VOLUME_CAN_ZERO, "zero" },   { VOLUME_CAN_FAST_ZERO, "fast_zero" },
-    { VOLUME_CAN_EXTENTS, "extents" }, { VOLUME_CAN_FUA, "fua" },
-    { VOLUME_CAN_FLUSH, "flush" }, { VOLUME_CAN_CACHE, "cache" },
+    { VOLUME_CAN_WRITE, "write" },       { VOLUME_CAN_TRIM, "trim" },
+    { VOLUME_CAN_ZERO, "zero" },         { VOLUME_CAN_FAST_ZERO, "fast_zero" },
+    { VOLUME_CAN_EXTENTS, "extents" },   { VOLUME_CAN_FUA, "fua" },
+    { VOLUME_CAN_FLUSH, "flush" },       { VOLUME_CAN_CACHE, "cache" },
     { VOLUME_MULTI_CONN, "multi_conn" },
   };
   printf("driver: %s\nsize: %" PRIu64 "\nmin_block: %u\npreferred_block: %u\nmax_request: %u\n"
@@ -262,26 +262,28 @@ main(int argc, char **argv)
   char **rest = argv + optind + 2;
   int nrest = argc - optind - 2;
   uint64_t off = 0, len = 0;
-  bool want_range = !strcmp(cmd, "read") || !strcmp(cmd, "zero") || !strcmp(cmd, "trim") ||
-                    !strcmp(cmd, "cache");
-  if (want_range && (nrest != 2 || get_u64("offset", rest[0], &off) < 0 ||
-                     get_u64("length", rest[1], &len) < 0))
+  bool want_range = !strcmp(cmd, "read") || !strcmp(cmd, "zero") || !strcmp(cmd, "trim")
+                    || !strcmp(cmd, "cache");
+  if (want_range
+      && (nrest != 2 || get_u64("offset", rest[0], &off) < 0
+          || get_u64("length", rest[1], &len) < 0))
     goto bad_args;
   if (!strcmp(cmd, "write") && (nrest != 1 || get_u64("offset", rest[0], &off) < 0))
     goto bad_args;
-  if (!strcmp(cmd, "extents") && nrest != 0 &&
-      (nrest != 2 || get_u64("offset", rest[0], &off) < 0 || get_u64("length", rest[1], &len) < 0))
+  if (!strcmp(cmd, "extents") && nrest != 0
+      && (nrest != 2 || get_u64("offset", rest[0], &off) < 0
+          || get_u64("length", rest[1], &len) < 0))
     goto bad_args;
   if (!want_range && strcmp(cmd, "write") && strcmp(cmd, "extents") && nrest != 0)
     goto bad_args;
 
-  bool writes = !strcmp(cmd, "write") || !strcmp(cmd, "zero") || !strcmp(cmd, "trim") ||
-                !strcmp(cmd, "put") || !strcmp(cmd, "flush") || !strcmp(cmd, "info");
+  bool writes = !strcmp(cmd, "write") || !strcmp(cmd, "zero") || !strcmp(cmd, "trim")
+                || !strcmp(cmd, "put") || !strcmp(cmd, "flush") || !strcmp(cmd, "info");
   if (!writes)
     vo.readonly = true;
-  if (strcmp(cmd, "info") && strcmp(cmd, "read") && strcmp(cmd, "write") && strcmp(cmd, "zero") &&
-      strcmp(cmd, "trim") && strcmp(cmd, "flush") && strcmp(cmd, "cache") &&
-      strcmp(cmd, "extents") && strcmp(cmd, "cat") && strcmp(cmd, "put")) {
+  if (strcmp(cmd, "info") && strcmp(cmd, "read") && strcmp(cmd, "write") && strcmp(cmd, "zero")
+      && strcmp(cmd, "trim") && strcmp(cmd, "flush") && strcmp(cmd, "cache")
+      && strcmp(cmd, "extents") && strcmp(cmd, "cat") && strcmp(cmd, "put")) {
     fprintf(stderr, "voltool: unknown command '%s'\n", cmd);
     return 2;
   }
@@ -296,8 +298,7 @@ main(int argc, char **argv)
     char *buf = malloc(len ? len : 1);
     if (!buf)
       r = error_set(ENOMEM, "out of memory");
-    if (r == 0 && (r = volume_pread(v, buf, len, off)) == 0 &&
-        fwrite(buf, 1, len, stdout) != len)
+    if (r == 0 && (r = volume_pread(v, buf, len, off)) == 0 && fwrite(buf, 1, len, stdout) != len)
       r = error_set(EIO, "stdout: short write");
     free(buf);
   } else if (!strcmp(cmd, "write")) {
