@@ -478,8 +478,12 @@ out:
     }
     volume_close(vol);
   }
-  if (srv_ok)
+  if (srv_ok) {
+    /* The handlers write to the server's pipe, which is about to close. */
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
     server_destroy(&srv);
+  }
   if (pid_written)
     unlink(o.pidfile);
   if (ready_fd >= 0)

@@ -32,6 +32,35 @@ same_bytes "$T/src" "$T/copy1"
 qemu-img compare -f raw "$T/src" -F raw "$NBD_URI" >/dev/null || fail "qemu-img compare"
 "$FERRY" status --json "$T/ctl" | grep -q '"state": *"hydrating"\|"state": *"converged"' || fail "status"
 
+# python3-libnbd: both metadata contexts in one BLOCK_STATUS (REQ_ONE: one extent each),
+# structured reads with hole chunks for the source's holes, bytes equal to the source.
+/usr/bin/python3 - "$T/src" "$T/sock" <<'PY'
+import sys, nbd
+src = open(sys.argv[1], "rb").read()
+h = nbd.NBD()
+h.add_meta_context("base:allocation")
+h.add_meta_context("ferry:hydrated")
+h.connect_unix(sys.argv[2])
+assert h.can_meta_context("ferry:hydrated") == 1
+seen = {}
+def ext(ctx, off, entries, err):
+    seen[ctx] = list(entries)
+    return 0
+h.block_status(4 << 20, 0, ext, nbd.CMD_FLAG_REQ_ONE)
+assert set(seen) == {"base:allocation", "ferry:hydrated"}, seen
+assert all(len(e) == 2 and e[0] <= 4 << 20 for e in seen.values()), seen
+chunks = []
+buf = bytearray(4 << 20)
+def chunk(b, off, status, err):
+    chunks.append(status)
+    buf[off - (6 << 20):off - (6 << 20) + len(b)] = b
+    return 0
+h.pread_structured(4 << 20, 6 << 20, chunk)  # 2 MiB data, then 2 MiB of the source's hole
+assert bytes(buf) == src[6 << 20:10 << 20], "clone read differs"
+assert nbd.READ_HOLE in chunks, chunks
+h.shutdown()
+PY
+
 # Writes through the clone: qemu-io write, write -z, discard; read back.
 qemu-io -f raw -c 'write -P 0x5a 1M 64k' -c 'write -z 2M 64k' -c 'discard 17M 64k' \
   -c 'read -P 0x5a 1M 64k' -c 'read -P 0 2M 64k' "$NBD_URI" >/dev/null || fail "qemu-io"
