@@ -34,8 +34,8 @@ struct clone {
   pthread_mutex_t state_lock;
   pthread_cond_t state_changed;
   enum clone_state state;
-  bool converged;  /* atomic read: every region hydrated and committed, source unused */
-  bool broken;     /* fail mode: a destination or map write failed; writes refused */
+  bool converged; /* atomic read: every region hydrated and committed, source unused */
+  bool broken;    /* fail mode: a destination or map write failed; writes refused */
   char last_error[512];
   double rate_time;
   uint64_t rate_bytes;

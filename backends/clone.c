@@ -38,10 +38,14 @@ const char *
 clone_state_name(enum clone_state s)
 {
   switch (s) {
-  case CLONE_HYDRATING: return "hydrating";
-  case CLONE_PAUSED: return "paused";
-  case CLONE_CONVERGED: return "converged";
-  case CLONE_FAILED: return "failed";
+  case CLONE_HYDRATING:
+    return "hydrating";
+  case CLONE_PAUSED:
+    return "paused";
+  case CLONE_CONVERGED:
+    return "converged";
+  case CLONE_FAILED:
+    return "failed";
   }
   return "unknown";
 }
@@ -116,8 +120,8 @@ int
 clone_commit(struct clone *c)
 {
   if (__atomic_load_n(&c->broken, __ATOMIC_ACQUIRE))
-    return error_set(EIO, "%s: the clone is in fail mode after an earlier error: %s",
-                     c->v.name, c->last_error);
+    return error_set(EIO, "%s: the clone is in fail mode after an earlier error: %s", c->v.name,
+                     c->last_error);
   /* flush_destination runs inside regionmap_commit BEFORE the map is written. */
   int r = regionmap_commit(c->map, flush_destination, c);
   if (r < 0) {
@@ -193,8 +197,8 @@ static int
 fail_mode_check(struct clone *c, const char *what)
 {
   if (__atomic_load_n(&c->broken, __ATOMIC_ACQUIRE))
-    return error_set(EIO, "%s: %s refused: the clone is in fail mode after: %s", c->v.name,
-                     what, c->last_error);
+    return error_set(EIO, "%s: %s refused: the clone is in fail mode after: %s", c->v.name, what,
+                     c->last_error);
   return 0;
 }
 
@@ -255,13 +259,16 @@ enum write_kind { WRITE_DATA, WRITE_ZERO, WRITE_TRIM };
 
 /* The piece [off, off+n) of one region, for pwrite / zero / trim. */
 static int
-piece_to_destination(struct clone *c, enum write_kind k, const char *data, uint64_t n,
-                     uint64_t off, unsigned flags)
+piece_to_destination(struct clone *c, enum write_kind k, const char *data, uint64_t n, uint64_t off,
+                     unsigned flags)
 {
   switch (k) {
-  case WRITE_DATA: return volume_pwrite(c->dst, data, n, off, 0);
-  case WRITE_ZERO: return volume_zero(c->dst, n, off, flags & VOLUME_MAY_TRIM);
-  case WRITE_TRIM: return volume_trim(c->dst, n, off, 0);
+  case WRITE_DATA:
+    return volume_pwrite(c->dst, data, n, off, 0);
+  case WRITE_ZERO:
+    return volume_zero(c->dst, n, off, flags & VOLUME_MAY_TRIM);
+  case WRITE_TRIM:
+    return volume_trim(c->dst, n, off, 0);
   }
   return -EINVAL;
 }
@@ -359,8 +366,8 @@ clone_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *
   struct clone *c = (struct clone *)v;
   uint64_t region = off >> c->shift;
   bool hydrated = regionmap_test(c->map, region);
-  uint64_t next = hydrated ? regionmap_next_clear(c->map, region)
-                           : regionmap_next_set(c->map, region);
+  uint64_t next
+      = hydrated ? regionmap_next_clear(c->map, region) : regionmap_next_set(c->map, region);
   uint64_t end = min_u64(off + len, next >= c->regions ? v->size : clone_region_offset(c, next));
   if (hydrated || c->converged)
     return volume_extents(c->dst, end - off, off, out);
@@ -403,7 +410,6 @@ static const struct volume_ops clone_ops = {
 };
 
 /* ---- committer: batches map commits ---- */
-
 
 static void *
 committer_main(void *opaque)
@@ -498,8 +504,8 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
   c->v.min_block = c->src->min_block > c->dst->min_block ? c->src->min_block : c->dst->min_block;
   c->v.preferred_block = 4096;
   c->v.max_request = 32u << 20;
-  c->v.caps = VOLUME_CAN_WRITE | VOLUME_CAN_TRIM | VOLUME_CAN_ZERO | VOLUME_CAN_EXTENTS |
-              VOLUME_CAN_FLUSH | VOLUME_CAN_CACHE | VOLUME_MULTI_CONN;
+  c->v.caps = VOLUME_CAN_WRITE | VOLUME_CAN_TRIM | VOLUME_CAN_ZERO | VOLUME_CAN_EXTENTS
+              | VOLUME_CAN_FLUSH | VOLUME_CAN_CACHE | VOLUME_MULTI_CONN;
   if ((r = volume_init(&c->v, &clone_ops, dest_uri, c->src->size)) < 0)
     goto fail;
 
@@ -517,9 +523,9 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
   c->committer_running = true;
   if (o->hydrate && !c->converged && (r = hydrator_start(c, &c->hydrator)) < 0)
     goto fail;
-  debug("clone", "%s: source %s, map %s, %" PRIu64 "/%" PRIu64 " regions of %" PRIu64
-        " bytes hydrated", dest_uri, source_uri, map_path, regionmap_count(c->map), c->regions,
-        c->region_size);
+  debug("clone",
+        "%s: source %s, map %s, %" PRIu64 "/%" PRIu64 " regions of %" PRIu64 " bytes hydrated",
+        dest_uri, source_uri, map_path, regionmap_count(c->map), c->regions, c->region_size);
   *out = c;
   return 0;
 fail:

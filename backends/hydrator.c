@@ -52,8 +52,7 @@ struct hydrator {
 
 /* ---- the target volume: the destination, guarded by the region locks ---- */
 
-typedef int (*run_fn)(struct clone *c, const char *data, uint64_t n, uint64_t off,
-                      unsigned flags);
+typedef int (*run_fn)(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned flags);
 
 /* Lock the regions first..last (at most CLONE_LOCKS of them, so their locks are distinct) in
  * ascending lock-index order.  Every thread that holds more than one region lock takes them
@@ -97,8 +96,8 @@ guarded(struct clone *c, const char *data, uint64_t len, uint64_t off, unsigned 
         run_end = min_u64(end, clone_region_offset(c, (run_end >> c->shift) + 1));
       r = fn(c, data ? data + (pos - base) : NULL, run_end - pos, pos, flags);
       for (uint64_t k = region; r == 0 && k <= (run_end - 1) >> c->shift; k++)
-        if (pos <= clone_region_offset(c, k) &&
-            clone_region_offset(c, k) + clone_region_length(c, k) <= run_end)
+        if (pos <= clone_region_offset(c, k)
+            && clone_region_offset(c, k) + clone_region_length(c, k) <= run_end)
           regionmap_mark(c->map, k);
       pos = run_end;
     }
@@ -202,8 +201,8 @@ take_run(struct hydrator *h, uint64_t first, uint64_t max_bytes, uint64_t *off, 
   struct clone *c = h->c;
   uint64_t max_regions = max_bytes >> c->shift ? max_bytes >> c->shift : 1;
   uint64_t n = 1;
-  while (n < max_regions && first + n < c->regions && !regionmap_test(c->map, first + n) &&
-         !claimed(h, first + n))
+  while (n < max_regions && first + n < c->regions && !regionmap_test(c->map, first + n)
+         && !claimed(h, first + n))
     n++;
   set_claimed(h, first, n, true);
   *off = clone_region_offset(c, first);
@@ -271,7 +270,8 @@ work_done(void *opaque, uint64_t off, uint64_t len, int err, const struct copy_r
   }
   pthread_mutex_lock(&h->lock);
   if (err < 0 && !h->error[0])
-    snprintf(h->error, sizeof h->error, "%s", error_message()[0] ? error_message() : strerror(-err));
+    snprintf(h->error, sizeof h->error, "%s",
+             error_message()[0] ? error_message() : strerror(-err));
   set_claimed(h, first, last - first + 1, false);
   pthread_mutex_unlock(&h->lock);
 }
@@ -350,8 +350,8 @@ hydrator_main(void *opaque)
       h->attempts++;
       char msg[700];
       snprintf(msg, sizeof msg, "%s: hydration %s (attempt %u of %d): %s", c->v.name,
-               h->attempts >= MAX_ATTEMPTS ? "failed" : "interrupted", h->attempts,
-               MAX_ATTEMPTS, h->error[0] ? h->error : "no progress");
+               h->attempts >= MAX_ATTEMPTS ? "failed" : "interrupted", h->attempts, MAX_ATTEMPTS,
+               h->error[0] ? h->error : "no progress");
       if (h->attempts >= MAX_ATTEMPTS) {
         pthread_mutex_unlock(&h->lock);
         clone_set_error(c, true, msg);
@@ -396,8 +396,8 @@ hydrator_start(struct clone *c, struct hydrator **out)
   h->target.c = c;
   t->min_block = c->dst->min_block;
   t->max_request = 64u << 20;
-  t->caps = VOLUME_CAN_WRITE | VOLUME_CAN_ZERO | VOLUME_CAN_FLUSH | VOLUME_MULTI_CONN |
-            (c->dst->caps & VOLUME_CAN_FAST_ZERO);
+  t->caps = VOLUME_CAN_WRITE | VOLUME_CAN_ZERO | VOLUME_CAN_FLUSH | VOLUME_MULTI_CONN
+            | (c->dst->caps & VOLUME_CAN_FAST_ZERO);
   int r = 0;
   if (!h->claimed || !h->rl)
     r = error_set(ENOMEM, "out of memory");

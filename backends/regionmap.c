@@ -95,11 +95,12 @@ regionmap_crc32c(uint32_t crc, const void *buf, size_t len)
   const unsigned char *p = buf;
   crc = ~crc;
   while (len >= 8) {
-    uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                         (uint32_t)p[3] << 24);
-    crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
-          crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^
-          crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
+    uint32_t lo
+        = crc
+          ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+    crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^ crc_table[5][(lo >> 16) & 0xff]
+          ^ crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]]
+          ^ crc_table[0][p[7]];
     p += 8;
     len -= 8;
   }
@@ -177,8 +178,8 @@ encode_header(const struct regionmap *m, unsigned char *h, uint64_t generation, 
 
 /* Write slot `slot` from the encoded bitmap `enc` (m->words * 8 bytes), then fdatasync. */
 static int
-write_slot(struct regionmap *m, int fd, unsigned slot, uint64_t generation,
-           unsigned char *enc, const char *name)
+write_slot(struct regionmap *m, int fd, unsigned slot, uint64_t generation, unsigned char *enc,
+           const char *name)
 {
   unsigned char h[HEADER_SIZE];
   size_t blen = m->words * 8;
@@ -208,8 +209,8 @@ read_header(int fd, unsigned slot, uint64_t file_size, struct slot_info *s)
   unsigned char h[HEADER_SIZE];
   memset(s, 0, sizeof *s);
   s->why = "file too short";
-  if (file_size < (uint64_t)(slot + 1) * HEADER_SIZE ||
-      full_pread(fd, h, HEADER_SIZE, (uint64_t)slot * HEADER_SIZE) < 0)
+  if (file_size < (uint64_t)(slot + 1) * HEADER_SIZE
+      || full_pread(fd, h, HEADER_SIZE, (uint64_t)slot * HEADER_SIZE) < 0)
     return;
   s->why = "bad magic (not a ferry region map)";
   if (memcmp(h, MAGIC, 8) != 0)
@@ -227,9 +228,9 @@ read_header(int fd, unsigned slot, uint64_t file_size, struct slot_info *s)
   s->source_size = get64(h + 48);
   uint32_t idlen = get32(h + 60);
   s->why = "inconsistent header";
-  if (!is_power_of_two(s->region_size) || s->region_size < REGIONMAP_MIN_REGION_SIZE ||
-      s->region_size > REGIONMAP_MAX_REGION_SIZE || idlen >= REGIONMAP_MAX_SOURCE_ID ||
-      s->regions != (s->volume_size + s->region_size - 1) / s->region_size)
+  if (!is_power_of_two(s->region_size) || s->region_size < REGIONMAP_MIN_REGION_SIZE
+      || s->region_size > REGIONMAP_MAX_REGION_SIZE || idlen >= REGIONMAP_MAX_SOURCE_ID
+      || s->regions != (s->volume_size + s->region_size - 1) / s->region_size)
     return;
   memcpy(s->source_id, h + 64, idlen);
   s->source_id[idlen] = 0;
@@ -249,8 +250,8 @@ read_bitmap(struct regionmap *m, unsigned slot, uint64_t file_size, uint32_t wan
   unsigned char *enc = malloc(blen ? blen : 1);
   if (!enc)
     return false;
-  bool ok = full_pread(m->fd, enc, blen, off) == 0 &&
-            regionmap_crc32c(0, enc, blen) == want_crc_from_hdr;
+  bool ok = full_pread(m->fd, enc, blen, off) == 0
+            && regionmap_crc32c(0, enc, blen) == want_crc_from_hdr;
   for (size_t i = 0; ok && i < m->words; i++)
     words[i] = get64(enc + 8 * i);
   free(enc);
@@ -342,8 +343,8 @@ static int
 check_match(struct regionmap *m, const struct slot_info *s, const struct regionmap_params *p)
 {
   if (s->volume_size != p->volume_size)
-    return error_set(EINVAL, "%s: map is for a volume of %" PRIu64 " bytes, not %" PRIu64,
-                     m->path, s->volume_size, p->volume_size);
+    return error_set(EINVAL, "%s: map is for a volume of %" PRIu64 " bytes, not %" PRIu64, m->path,
+                     s->volume_size, p->volume_size);
   if (p->region_size && s->region_size != p->region_size)
     return error_set(EINVAL, "%s: region size %" PRIu64 " does not match %" PRIu64, m->path,
                      s->region_size, p->region_size);
@@ -403,9 +404,9 @@ int
 regionmap_open(const char *path, const struct regionmap_params *p, struct regionmap **out)
 {
   *out = NULL;
-  if (p->region_size && (!is_power_of_two(p->region_size) ||
-                         p->region_size < REGIONMAP_MIN_REGION_SIZE ||
-                         p->region_size > REGIONMAP_MAX_REGION_SIZE))
+  if (p->region_size
+      && (!is_power_of_two(p->region_size) || p->region_size < REGIONMAP_MIN_REGION_SIZE
+          || p->region_size > REGIONMAP_MAX_REGION_SIZE))
     return error_set(EINVAL,
                      "%s: region size %" PRIu64 " must be a power of two from 4 KiB to 64 MiB",
                      path, p->region_size);
@@ -450,7 +451,8 @@ regionmap_open(const char *path, const struct regionmap_params *p, struct region
       goto fail;
   } else {
     if ((r = set_geometry(m, p->volume_size,
-                          p->region_size ? p->region_size : REGIONMAP_DEFAULT_REGION_SIZE)) < 0)
+                          p->region_size ? p->region_size : REGIONMAP_DEFAULT_REGION_SIZE))
+        < 0)
       goto fail;
     int old = m->fd;
     if ((r = create_map(m)) < 0)
@@ -461,8 +463,8 @@ regionmap_open(const char *path, const struct regionmap_params *p, struct region
       r = error_set(EBUSY, "%s: map is in use by another process", path);
       goto fail;
     }
-    debug("regionmap", "%s: created, %" PRIu64 " regions of %" PRIu64 " bytes", path,
-          m->regions, m->region_size);
+    debug("regionmap", "%s: created, %" PRIu64 " regions of %" PRIu64 " bytes", path, m->regions,
+          m->region_size);
   }
   *out = m;
   return 0;

@@ -43,7 +43,7 @@ static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
   do {                                                                                             \
     if (!(cond)) {                                                                                 \
       pthread_mutex_lock(&fail_lock);                                                              \
-      fprintf(stderr, "%s:%d: check failed: %s (%s)\n", __FILE__, __LINE__, #cond,                \
+      fprintf(stderr, "%s:%d: check failed: %s (%s)\n", __FILE__, __LINE__, #cond,                 \
               error_message());                                                                    \
       failures++;                                                                                  \
       pthread_mutex_unlock(&fail_lock);                                                            \
@@ -101,8 +101,8 @@ check_read(struct worker *w, uint64_t off, uint64_t len, const unsigned char *go
     if (!unknown[off + i] && got[i] != model[off + i]) {
       pthread_mutex_lock(&fail_lock);
       fprintf(stderr, "thread %d: read at %llu+%llu: byte %llu is 0x%02x, model 0x%02x\n", w->t,
-              (unsigned long long)off, (unsigned long long)len,
-              (unsigned long long)(off + i), got[i], model[off + i]);
+              (unsigned long long)off, (unsigned long long)len, (unsigned long long)(off + i),
+              got[i], model[off + i]);
       failures++;
       pthread_mutex_unlock(&fail_lock);
       return;

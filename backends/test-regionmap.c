@@ -16,7 +16,7 @@ static int failures;
 #define CHECK(cond)                                                                                \
   do {                                                                                             \
     if (!(cond)) {                                                                                 \
-      fprintf(stderr, "%s:%d: check failed: %s (%s)\n", __FILE__, __LINE__, #cond,                \
+      fprintf(stderr, "%s:%d: check failed: %s (%s)\n", __FILE__, __LINE__, #cond,                 \
               error_message());                                                                    \
       failures++;                                                                                  \
     }                                                                                              \
@@ -159,8 +159,8 @@ test_refusals(void)
   char *img = slurp(&len);
   char *bad = malloc(len);
   memcpy(bad, img, len);
-  bad[100] ^= 1;   /* slot 0 header */
-  bad[4196] ^= 1;  /* slot 1 header */
+  bad[100] ^= 1;  /* slot 0 header */
+  bad[4196] ^= 1; /* slot 1 header */
   spit(bad, len);
   expect_refusal(&p, "corrupt region map (bad header checksum)");
   memset(bad, 'x', len);
@@ -260,8 +260,7 @@ test_torn(void)
     int mode = trial % 3;
     size_t cut = (size_t)rand() % sectors;
     for (size_t s = 0; s < sectors; s++) {
-      bool revert = mode == 0 ? rand() % 2 : mode == 1 ? s >= cut
-                                                        : rand() % 16 == 0;
+      bool revert = mode == 0 ? rand() % 2 : mode == 1 ? s >= cut : rand() % 16 == 0;
       if (revert)
         memcpy(mix + s * 512, old + s * 512, 512);
     }

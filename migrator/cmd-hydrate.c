@@ -23,38 +23,45 @@
 static void
 usage(FILE *f)
 {
-  fprintf(f,
-          "Usage: ferry hydrate [OPTIONS] --source SRC --map MAP DEST\n"
-          "\n"
-          "Copy every region of SRC that the region map MAP does not yet mark onto DEST, in\n"
-          "the background way a running clone does, and exit once the clone has converged\n"
-          "(every region on DEST, the map committed).  MAP is created when missing; an\n"
-          "existing MAP made for another source, size or region size is refused, and so is a\n"
-          "DEST smaller than SRC.  A DEST path that does not exist is created with SRC's size.\n"
-          "Killed at any moment, the same command resumes where the committed map left off.\n"
-          "\n"
-          "Options:\n"
-          "  -s, --source SRC        the source volume (read only)\n"
-          "  -m, --map MAP           the region map file\n"
-          "      --region-size SIZE  for a new map: power of two, 4K..64M (default 64K)\n"
-          "  -w, --workers N         hydrator requests in flight (default 16)\n"
-          "      --request-size SIZE bytes per source read (default 4M)\n"
-          "      --commit-interval S seconds between map commits (default 0.2): longer\n"
-          "                          flushes less, shorter redoes less after a crash\n"
-          "      --rate BYTES/s      limit the source read rate, e.g. 100M (default unlimited)\n"
-          "      --paused            start paused (resume through --control)\n"
-          "      --source-identity ID  name recorded in MAP for the source (default: SRC)\n"
-          "  -p, --progress          progress bar on stderr (when it is a terminal)\n"
-          "      --json              print a summary object on stdout at the end\n"
-          "      --control PATH      serve the control socket at PATH (status, pause, ...)\n"
-          "  -v, --verbose           debug messages on stderr\n"
-          "  -h, --help              this text\n"
-          "\n"
-          "Exit status: 0 converged, 1 failed (the reason is printed), 2 bad usage.\n");
+  fprintf(f, "Usage: ferry hydrate [OPTIONS] --source SRC --map MAP DEST\n"
+             "\n"
+             "Copy every region of SRC that the region map MAP does not yet mark onto DEST, in\n"
+             "the background way a running clone does, and exit once the clone has converged\n"
+             "(every region on DEST, the map committed).  MAP is created when missing; an\n"
+             "existing MAP made for another source, size or region size is refused, and so is a\n"
+             "DEST smaller than SRC.  A DEST path that does not exist is created with SRC's size.\n"
+             "Killed at any moment, the same command resumes where the committed map left off.\n"
+             "\n"
+             "Options:\n"
+             "  -s, --source SRC        the source volume (read only)\n"
+             "  -m, --map MAP           the region map file\n"
+             "      --region-size SIZE  for a new map: power of two, 4K..64M (default 64K)\n"
+             "  -w, --workers N         hydrator requests in flight (default 16)\n"
+             "      --request-size SIZE bytes per source read (default 4M)\n"
+             "      --commit-interval S seconds between map commits (default 0.2): longer\n"
+             "                          flushes less, shorter redoes less after a crash\n"
+             "      --rate BYTES/s      limit the source read rate, e.g. 100M (default unlimited)\n"
+             "      --paused            start paused (resume through --control)\n"
+             "      --source-identity ID  name recorded in MAP for the source (default: SRC)\n"
+             "  -p, --progress          progress bar on stderr (when it is a terminal)\n"
+             "      --json              print a summary object on stdout at the end\n"
+             "      --control PATH      serve the control socket at PATH (status, pause, ...)\n"
+             "  -v, --verbose           debug messages on stderr\n"
+             "  -h, --help              this text\n"
+             "\n"
+             "Exit status: 0 converged, 1 failed (the reason is printed), 2 bad usage.\n");
 }
 
-enum { OPT_REGION_SIZE = 256, OPT_RATE, OPT_JSON, OPT_CONTROL, OPT_PAUSED, OPT_SOURCE_ID,
-       OPT_REQUEST_SIZE, OPT_COMMIT_INTERVAL };
+enum {
+  OPT_REGION_SIZE = 256,
+  OPT_RATE,
+  OPT_JSON,
+  OPT_CONTROL,
+  OPT_PAUSED,
+  OPT_SOURCE_ID,
+  OPT_REQUEST_SIZE,
+  OPT_COMMIT_INTERVAL
+};
 
 static const struct option long_options[] = {
   { "source", required_argument, NULL, 's' },
@@ -115,8 +122,12 @@ parse_args(int argc, char **argv, struct settings *s)
   optind = 1;
   while ((c = getopt_long(argc, argv, ":s:m:w:pvh", long_options, NULL)) != -1) {
     switch (c) {
-    case 's': s->source = optarg; break;
-    case 'm': s->map = optarg; break;
+    case 's':
+      s->source = optarg;
+      break;
+    case 'm':
+      s->map = optarg;
+      break;
     case OPT_REGION_SIZE:
       if (parse_size("--region-size", optarg, &v) < 0)
         return bad_usage();
@@ -135,8 +146,12 @@ parse_args(int argc, char **argv, struct settings *s)
       if (parse_rate(optarg, &s->rate) < 0)
         return bad_usage();
       break;
-    case OPT_PAUSED: s->paused = true; break;
-    case OPT_SOURCE_ID: s->source_id = optarg; break;
+    case OPT_PAUSED:
+      s->paused = true;
+      break;
+    case OPT_SOURCE_ID:
+      s->source_id = optarg;
+      break;
     case OPT_COMMIT_INTERVAL: {
       char *end;
       s->commit_interval = strtod(optarg, &end);
@@ -156,11 +171,21 @@ parse_args(int argc, char **argv, struct settings *s)
       }
       s->request_size = v;
       break;
-    case 'p': s->progress = true; break;
-    case OPT_JSON: s->json = true; break;
-    case OPT_CONTROL: s->control = optarg; break;
-    case 'v': log_set_verbose(true); break;
-    case 'h': usage(stdout); exit(EXIT_OK);
+    case 'p':
+      s->progress = true;
+      break;
+    case OPT_JSON:
+      s->json = true;
+      break;
+    case OPT_CONTROL:
+      s->control = optarg;
+      break;
+    case 'v':
+      log_set_verbose(true);
+      break;
+    case 'h':
+      usage(stdout);
+      exit(EXIT_OK);
     case ':':
       error_set(EINVAL, "option '%s' needs a value", argv[optind - 1]);
       return bad_usage();
@@ -216,9 +241,9 @@ print_json(const struct settings *s, const struct clone_status *st, double secon
       "map", s->map, "destination", s->dest, "state", clone_state_name(st->state), "size",
       (json_int_t)st->size, "region_size", (json_int_t)st->region_size, "regions_total",
       (json_int_t)st->regions_total, "regions_hydrated", (json_int_t)st->regions_hydrated,
-      "bytes_copied", (json_int_t)st->bytes_copied, "bytes_fetched",
-      (json_int_t)st->bytes_fetched, "bytes_skipped", (json_int_t)st->bytes_skipped, "seconds",
-      seconds, "last_error", st->last_error);
+      "bytes_copied", (json_int_t)st->bytes_copied, "bytes_fetched", (json_int_t)st->bytes_fetched,
+      "bytes_skipped", (json_int_t)st->bytes_skipped, "seconds", seconds, "last_error",
+      st->last_error);
   if (!o)
     return;
   char *text = json_dumps(o, JSON_COMPACT);
@@ -269,8 +294,9 @@ cmd_hydrate(int argc, char **argv)
   }
 
   struct control_server *srv = NULL;
-  if (s.control && control_server_start(s.control, "ferry hydrate", c, clone_volume(c)->size,
-                                        NULL, &srv) < 0) {
+  if (s.control
+      && control_server_start(s.control, "ferry hydrate", c, clone_volume(c)->size, NULL, &srv)
+             < 0) {
     log_error("%s", error_message());
     clone_close(c);
     return EXIT_FAIL;

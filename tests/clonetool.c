@@ -73,7 +73,8 @@ pow2_blocks(uint64_t size)
 static int
 die(const char *what)
 {
-  fprintf(stderr, "clonetool: %s: %s\n", what, error_message()[0] ? error_message() : strerror(errno));
+  fprintf(stderr, "clonetool: %s: %s\n", what,
+          error_message()[0] ? error_message() : strerror(errno));
   return 1;
 }
 
@@ -116,8 +117,8 @@ writer(char **a)
       goto out;
     }
     if (memcmp(want, got, BLOCK) != 0) {
-      fprintf(stderr, "clonetool: LOST flushed write %llu (block %llu)\n",
-              (unsigned long long)i, (unsigned long long)b);
+      fprintf(stderr, "clonetool: LOST flushed write %llu (block %llu)\n", (unsigned long long)i,
+              (unsigned long long)b);
       status = 3;
       goto out;
     }
