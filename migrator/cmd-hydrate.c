@@ -268,6 +268,9 @@ cmd_hydrate(int argc, char **argv)
   o.rate = s.rate;
   o.request_size = s.request_size;
   o.commit_interval = s.commit_interval;
+  /* Headless bulk copy, like `ferry copy`: start write-back as data lands, so the periodic
+   * destination flushes (before each map commit) stay short. */
+  o.dest.write_behind = true;
   o.hydrate = true;
   o.start_paused = s.paused;
   o.source_identity = s.source_id;
