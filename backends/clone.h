@@ -29,7 +29,7 @@ struct clone_options {
    * stable name (e.g. an image ID) when the source URI can legitimately change. */
   const char *source_identity;
   uint64_t request_size;   /* hydrator bytes per source read (0: the copy engine's default) */
-  double commit_interval;  /* seconds between batched map commits (0: 0.2) */
+  double commit_interval;  /* seconds between batched map commits (0: 1.0) */
 };
 
 void clone_options_init(struct clone_options *o);

@@ -38,7 +38,7 @@ usage(FILE *f)
              "      --region-size SIZE  for a new map: power of two, 4K..64M (default 64K)\n"
              "  -w, --workers N         hydrator requests in flight (default 16)\n"
              "      --request-size SIZE bytes per source read (default 4M)\n"
-             "      --commit-interval S seconds between map commits (default 0.2): longer\n"
+             "      --commit-interval S seconds between map commits (default 1): longer\n"
              "                          flushes less, shorter redoes less after a crash\n"
              "      --rate BYTES/s      limit the source read rate, e.g. 100M (default unlimited)\n"
              "      --paused            start paused (resume through --control)\n"

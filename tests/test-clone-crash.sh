@@ -24,7 +24,7 @@ kills=0
 for ((i = 1; i <= 20; i++)); do
   if ((i % 2)); then
     "$FERRY" hydrate --source "$src" --map "$T/map" --rate 8M --workers 2 \
-      --request-size 256K "$T/dst" 2>>"$T/hydrate.log" &
+      --request-size 256K --commit-interval 0.2 "$T/dst" 2>>"$T/hydrate.log" &
   else
     "$CLONETOOL" writer "$src" "$T/map" "$T/dst" "$T/log" $writes $seed $((8 << 20)) \
       >>"$T/writer.out" 2>>"$T/writer.log" &
