@@ -60,12 +60,13 @@ free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_nbdkit SOCKET PLUGIN ARGS...: nbdkit on a unix socket, waits for it, tracks its PID.
+# start_nbdkit SOCKET PLUGIN ARGS...: nbdkit on a unix socket, in the background (its
+# --exit-with-parent implies --foreground), tracked by PID; returns once the socket is there.
 start_nbdkit() {
   local sock=$1; shift
-  local pidf="$T/nbdkit.$$.$RANDOM.pid"
-  nbdkit --exit-with-parent -U "$sock" -P "$pidf" "$@" || fail "nbdkit failed to start: $*"
-  track_pid "$(wait_for_pidfile "$pidf")"
+  nbdkit --exit-with-parent -U "$sock" "$@" &
+  NBDKIT_PID=$!
+  track_pid "$NBDKIT_PID"
   wait_for_file "$sock"
 }
 
