@@ -1,5 +1,6 @@
 /* ferry: the http driver — a read-only volume over http:// or https:// through libcurl.
  *
+ * Certificates are verified (CA bundle from $CURL_CA_BUNDLE when set, like curl(1)).
  * Size from HEAD (Content-Length), or from the Content-Range of a `Range: bytes=0-0` GET when
  * HEAD gives none.  Reads are ranged GETs.  A pool of curl easy handles (one kept-alive
  * connection each) serves concurrent callers: a read takes a handle, waits if all are busy.
@@ -436,6 +437,10 @@ setup_handle(struct http_volume *hv, struct handle *h)
       || curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb) != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_cb) != CURLE_OK)
     return error_set(EINVAL, "%s: cannot set up curl", hv->v.name);
+  /* Like curl(1): a private CA (self-signed test servers, internal PKI) without code. */
+  const char *ca = getenv("CURL_CA_BUNDLE");
+  if (ca && *ca && curl_easy_setopt(c, CURLOPT_CAINFO, ca) != CURLE_OK)
+    return error_set(EINVAL, "%s: cannot use CA bundle %s", hv->v.name, ca);
   return 0;
 }
 
