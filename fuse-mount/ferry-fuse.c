@@ -74,37 +74,36 @@ struct server {
 static void
 usage(FILE *f)
 {
-  fprintf(f,
-          "Usage: ferry-fuse [OPTIONS] VOLUME MOUNTPOINT\n"
-          "       ferry-fuse [OPTIONS] --source SRC --map MAP [--region-size S] [--workers N]\n"
-          "                  [--rate R] DEST MOUNTPOINT\n"
-          "\n"
-          "Serve a volume (path, file://, nbd://, nbd+unix://, http(s)://) as MOUNTPOINT/disk,\n"
-          "and each partition of an MBR or GPT table as MOUNTPOINT/disk-pN.  The second form\n"
-          "serves a lazy clone of SRC into DEST, hydrating in the background.\n"
-          "\n"
-          "Options:\n"
-          "  -r, --read-only        serve read-only (implied by a read-only volume)\n"
-          "      --direct-io        bypass the kernel page cache (default)\n"
-          "      --no-direct-io     let the kernel cache the disk's pages\n"
-          "      --loop             attach a loop device to MOUNTPOINT/disk, print /dev/loopN\n"
-          "      --allow-other      let other users access the mount\n"
-          "      --control PATH     serve the control socket (status, pause, resume, ...)\n"
-          "  -f, --foreground       do not daemonize\n"
-          "      --pidfile PATH     write the server's PID once the mount is ready\n"
-          "      --threads N        at most N FUSE worker threads (default 16)\n"
-          "      --source SRC       clone form: the read-only source volume\n"
-          "      --map MAP          clone form: the region map file (created when missing)\n"
-          "      --region-size S    clone form: region size for a new map (default 64K)\n"
-          "      --workers N        clone form: hydrator workers\n"
-          "      --rate R           clone form: hydration bytes/s (e.g. 50M; 0 = unlimited)\n"
-          "  -v, --verbose          debug messages (or FERRY_DEBUG=fuse,loop,...)\n"
-          "  -h, --help             this help\n"
-          "  -V, --version          print the version\n"
-          "\n"
-          "Without --foreground ferry-fuse returns once the mount is ready.  It unmounts\n"
-          "cleanly (flush, detach its loop device) on SIGINT, SIGTERM or fusermount3 -u\n"
-          "(with --loop: fusermount3 -u -z).  See ferry-fuse(1).\n");
+  fprintf(f, "Usage: ferry-fuse [OPTIONS] VOLUME MOUNTPOINT\n"
+             "       ferry-fuse [OPTIONS] --source SRC --map MAP [--region-size S] [--workers N]\n"
+             "                  [--rate R] DEST MOUNTPOINT\n"
+             "\n"
+             "Serve a volume (path, file://, nbd://, nbd+unix://, http(s)://) as MOUNTPOINT/disk,\n"
+             "and each partition of an MBR or GPT table as MOUNTPOINT/disk-pN.  The second form\n"
+             "serves a lazy clone of SRC into DEST, hydrating in the background.\n"
+             "\n"
+             "Options:\n"
+             "  -r, --read-only        serve read-only (implied by a read-only volume)\n"
+             "      --direct-io        bypass the kernel page cache (default)\n"
+             "      --no-direct-io     let the kernel cache the disk's pages\n"
+             "      --loop             attach a loop device to MOUNTPOINT/disk, print /dev/loopN\n"
+             "      --allow-other      let other users access the mount\n"
+             "      --control PATH     serve the control socket (status, pause, resume, ...)\n"
+             "  -f, --foreground       do not daemonize\n"
+             "      --pidfile PATH     write the server's PID once the mount is ready\n"
+             "      --threads N        at most N FUSE worker threads (default 16)\n"
+             "      --source SRC       clone form: the read-only source volume\n"
+             "      --map MAP          clone form: the region map file (created when missing)\n"
+             "      --region-size S    clone form: region size for a new map (default 64K)\n"
+             "      --workers N        clone form: hydrator workers\n"
+             "      --rate R           clone form: hydration bytes/s (e.g. 50M; 0 = unlimited)\n"
+             "  -v, --verbose          debug messages (or FERRY_DEBUG=fuse,loop,...)\n"
+             "  -h, --help             this help\n"
+             "  -V, --version          print the version\n"
+             "\n"
+             "Without --foreground ferry-fuse returns once the mount is ready.  It unmounts\n"
+             "cleanly (flush, detach its loop device) on SIGINT, SIGTERM or fusermount3 -u\n"
+             "(with --loop: fusermount3 -u -z).  See ferry-fuse(1).\n");
 }
 
 static int
@@ -120,8 +119,20 @@ bad_usage(const char *fmt, const char *arg)
 static int
 parse_args(int argc, char **argv, struct options *o)
 {
-  enum { OPT_DIRECT = 256, OPT_NO_DIRECT, OPT_LOOP, OPT_ALLOW_OTHER, OPT_CONTROL, OPT_PIDFILE,
-         OPT_SOURCE, OPT_MAP, OPT_REGION, OPT_WORKERS, OPT_RATE, OPT_THREADS };
+  enum {
+    OPT_DIRECT = 256,
+    OPT_NO_DIRECT,
+    OPT_LOOP,
+    OPT_ALLOW_OTHER,
+    OPT_CONTROL,
+    OPT_PIDFILE,
+    OPT_SOURCE,
+    OPT_MAP,
+    OPT_REGION,
+    OPT_WORKERS,
+    OPT_RATE,
+    OPT_THREADS
+  };
   static const struct option longopts[] = {
     { "read-only", no_argument, NULL, 'r' },
     { "direct-io", no_argument, NULL, OPT_DIRECT },
@@ -151,19 +162,45 @@ parse_args(int argc, char **argv, struct options *o)
   opterr = 0;
   while ((c = getopt_long(argc, argv, "+rfvhV", longopts, NULL)) != -1) {
     switch (c) {
-    case 'r': o->readonly = true; break;
-    case OPT_DIRECT: o->direct_io = true; break;
-    case OPT_NO_DIRECT: o->direct_io = false; break;
-    case OPT_LOOP: o->loop = true; break;
-    case OPT_ALLOW_OTHER: o->allow_other = true; break;
-    case OPT_CONTROL: o->control = optarg; break;
-    case 'f': o->foreground = true; break;
-    case OPT_PIDFILE: o->pidfile = optarg; break;
-    case OPT_SOURCE: o->source = optarg; break;
-    case OPT_MAP: o->map = optarg; break;
-    case 'v': log_set_verbose(true); break;
-    case 'h': usage(stdout); return -1;
-    case 'V': printf("ferry-fuse %s\n", FERRY_VERSION); return -1;
+    case 'r':
+      o->readonly = true;
+      break;
+    case OPT_DIRECT:
+      o->direct_io = true;
+      break;
+    case OPT_NO_DIRECT:
+      o->direct_io = false;
+      break;
+    case OPT_LOOP:
+      o->loop = true;
+      break;
+    case OPT_ALLOW_OTHER:
+      o->allow_other = true;
+      break;
+    case OPT_CONTROL:
+      o->control = optarg;
+      break;
+    case 'f':
+      o->foreground = true;
+      break;
+    case OPT_PIDFILE:
+      o->pidfile = optarg;
+      break;
+    case OPT_SOURCE:
+      o->source = optarg;
+      break;
+    case OPT_MAP:
+      o->map = optarg;
+      break;
+    case 'v':
+      log_set_verbose(true);
+      break;
+    case 'h':
+      usage(stdout);
+      return -1;
+    case 'V':
+      printf("ferry-fuse %s\n", FERRY_VERSION);
+      return -1;
     case OPT_THREADS:
       if (parse_uint("--threads", optarg, 1, 256, &n) < 0)
         return bad_usage("%s", error_message());
@@ -173,8 +210,7 @@ parse_args(int argc, char **argv, struct options *o)
       clone_only = true;
       if (parse_size("--region-size", optarg, &o->region_size) < 0)
         return bad_usage("%s", error_message());
-      if (!is_power_of_two(o->region_size) || o->region_size < 4096 ||
-          o->region_size > (64u << 20))
+      if (!is_power_of_two(o->region_size) || o->region_size < 4096 || o->region_size > (64u << 20))
         return bad_usage("--region-size %s: must be a power of two from 4K to 64M", optarg);
       break;
     case OPT_WORKERS:
@@ -199,8 +235,8 @@ parse_args(int argc, char **argv, struct options *o)
     }
   }
   if (argc - optind < 2)
-    return bad_usage("%s", argc - optind == 0 ? "missing VOLUME and MOUNTPOINT"
-                                               : "missing MOUNTPOINT");
+    return bad_usage("%s",
+                     argc - optind == 0 ? "missing VOLUME and MOUNTPOINT" : "missing MOUNTPOINT");
   if (argc - optind > 2)
     return bad_usage("unexpected argument '%s'", argv[optind + 2]);
   o->volume = argv[optind];
@@ -385,8 +421,8 @@ still_mounted(struct server *s)
   bool found = false;
   unsigned maj, min;
   while (!found && fgets(line, sizeof line, f))
-    if (sscanf(line, "%*u %*u %u:%u", &maj, &min) == 2 && maj == major(s->mount_dev) &&
-        min == minor(s->mount_dev))
+    if (sscanf(line, "%*u %*u %u:%u", &maj, &min) == 2 && maj == major(s->mount_dev)
+        && min == minor(s->mount_dev))
       found = true;
   fclose(f);
   return found;
@@ -490,8 +526,7 @@ wait_session_end(struct server *s, const sigset_t *set)
   while (!atomic_load(&s->session_ended)) {
     int sig;
     if (sigwait(set, &sig) == 0 && sig != SIGUSR1) {
-      log_error("signal %d while waiting for %s to be released: exiting now", sig,
-                s->mountpoint);
+      log_error("signal %d while waiting for %s to be released: exiting now", sig, s->mountpoint);
       return false;
     }
   }
@@ -528,7 +563,8 @@ shutdown_server(struct server *s, const sigset_t *set, int rc)
       rc = EXIT_FAIL;
     } else if (busy)
       log_warning("%s is still in use: it detaches when its last user closes it; serving "
-                  "%s until then", s->loop.path, s->disk_path);
+                  "%s until then",
+                  s->loop.path, s->disk_path);
     s->loop_attached = false;
   }
   if (s->vol && volume_flush(s->vol) < 0) {
@@ -596,8 +632,8 @@ run(struct server *s, const sigset_t *set, int notify_fd)
   }
   if (o->control) {
     struct control_hooks hooks = { .clients = fs_open_files, .opaque = s->fs };
-    if (control_server_start(o->control, "ferry-fuse", s->clone, s->vol->size, &hooks,
-                             &s->control) < 0) {
+    if (control_server_start(o->control, "ferry-fuse", s->clone, s->vol->size, &hooks, &s->control)
+        < 0) {
       log_error("%s", error_message());
       return EXIT_FAIL;
     }
@@ -616,8 +652,8 @@ run(struct server *s, const sigset_t *set, int notify_fd)
     s->loop_attached = true;
     printf("%s\n", s->loop.path);
     fflush(stdout);
-    if (pipe2(s->watch_stop, O_CLOEXEC) < 0 ||
-        (errno = pthread_create(&s->watch_thread, NULL, watch_main, s)) != 0) {
+    if (pipe2(s->watch_stop, O_CLOEXEC) < 0
+        || (errno = pthread_create(&s->watch_thread, NULL, watch_main, s)) != 0) {
       log_error("cannot start the mount watcher: %s", strerror(errno));
       return EXIT_FAIL;
     }
@@ -627,8 +663,8 @@ run(struct server *s, const sigset_t *set, int notify_fd)
     log_error("%s", error_message());
     return EXIT_FAIL;
   }
-  debug("fuse", "serving %s (%" PRIu64 " bytes) at %s%s", o->volume, s->vol->size,
-        s->mountpoint, o->readonly ? " read-only" : "");
+  debug("fuse", "serving %s (%" PRIu64 " bytes) at %s%s", o->volume, s->vol->size, s->mountpoint,
+        o->readonly ? " read-only" : "");
   if (notify_fd >= 0)
     daemon_ready(notify_fd);
 

@@ -183,8 +183,7 @@ fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 static void
-fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-           struct fuse_file_info *fi)
+fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
   struct fs *fs = fuse_req_userdata(req);
   const struct node *n = node_of(fs, ino);

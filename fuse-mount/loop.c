@@ -100,7 +100,7 @@ loop_detach(struct loop_device *d, bool *still_in_use)
   d->fd = -1;
   if (r == 0 && still_bound(d->number))
     *still_in_use = true;
-  debug("loop", "%s %s", d->path, *still_in_use ? "still in use: detaches on last close"
-                                                   : "detached");
+  debug("loop", "%s %s", d->path,
+        *still_in_use ? "still in use: detaches on last close" : "detached");
   return r;
 }

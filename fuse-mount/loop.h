@@ -11,7 +11,7 @@
 #include <stdbool.h>
 
 struct loop_device {
-  int fd;        /* kept open: with autoclear, a crash of ours detaches the device */
+  int fd; /* kept open: with autoclear, a crash of ours detaches the device */
   int number;
   char path[32]; /* "/dev/loopN" */
 };

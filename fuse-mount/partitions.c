@@ -15,7 +15,7 @@
 #include <string.h>
 
 #define SECTOR 512u
-#define MAX_LOGICAL 128          /* extended partition chain length we follow */
+#define MAX_LOGICAL 128 /* extended partition chain length we follow */
 #define MAX_GPT_ENTRIES_BYTES (1u << 20)
 
 static uint32_t
@@ -101,8 +101,8 @@ check_overlaps(struct partition_table *t)
   qsort(t->v, t->n, sizeof *t->v, by_offset);
   for (size_t i = 1; i < t->n; i++)
     if (t->v[i].offset < t->v[i - 1].offset + t->v[i - 1].length)
-      return error_set(EINVAL, "%s partitions %u and %u overlap",
-                       partitions_scheme_name(t->scheme), t->v[i - 1].number, t->v[i].number);
+      return error_set(EINVAL, "%s partitions %u and %u overlap", partitions_scheme_name(t->scheme),
+                       t->v[i - 1].number, t->v[i].number);
   qsort(t->v, t->n, sizeof *t->v, by_number);
   return 0;
 }
@@ -122,20 +122,25 @@ read_logical(partition_read_fn read, void *opaque, uint64_t disk_sectors, uint64
   uint64_t ebr = ext_start;
   for (unsigned number = 5;; number++) {
     if (number >= 5 + MAX_LOGICAL)
-      return error_set(EINVAL, "MBR extended partition chain is longer than %d entries "
-                       "(a loop?)", MAX_LOGICAL);
+      return error_set(EINVAL,
+                       "MBR extended partition chain is longer than %d entries "
+                       "(a loop?)",
+                       MAX_LOGICAL);
     int r = read(opaque, s, SECTOR, ebr * SECTOR);
     if (r < 0)
       return error_prefix("MBR extended boot record at sector %" PRIu64, ebr);
     if (s[510] != 0x55 || s[511] != 0xaa)
-      return error_set(EINVAL, "MBR extended boot record at sector %" PRIu64
-                       " lacks the 0x55AA signature", ebr);
+      return error_set(
+          EINVAL, "MBR extended boot record at sector %" PRIu64 " lacks the 0x55AA signature", ebr);
     const unsigned char *e0 = s + 446, *e1 = s + 462;
     uint64_t start = ebr + le32(e0 + 8), count = le32(e0 + 12);
     if (e0[4] != 0 && count != 0) {
-      if (le32(e0 + 8) == 0 || start + count > ext_start + ext_count || start + count > disk_sectors)
-        return error_set(EINVAL, "MBR logical partition %u (sectors %" PRIu64 "+%" PRIu64
-                         ") lies outside its extended partition", number, start, count);
+      if (le32(e0 + 8) == 0 || start + count > ext_start + ext_count
+          || start + count > disk_sectors)
+        return error_set(EINVAL,
+                         "MBR logical partition %u (sectors %" PRIu64 "+%" PRIu64
+                         ") lies outside its extended partition",
+                         number, start, count);
       if ((r = add(t, cap, number, start * SECTOR, count * SECTOR)) < 0)
         return r;
     }
@@ -143,8 +148,10 @@ read_logical(partition_read_fn read, void *opaque, uint64_t disk_sectors, uint64
       return 0;
     uint64_t next = ext_start + le32(e1 + 8);
     if (next <= ebr || next >= ext_start + ext_count)
-      return error_set(EINVAL, "MBR extended boot record at sector %" PRIu64
-                       " links to sector %" PRIu64 ", outside the chain", ebr, next);
+      return error_set(EINVAL,
+                       "MBR extended boot record at sector %" PRIu64 " links to sector %" PRIu64
+                       ", outside the chain",
+                       ebr, next);
     ebr = next;
   }
 }
@@ -185,7 +192,8 @@ parse(partition_read_fn read, void *opaque, uint64_t disk_size, struct partition
     if (type == 0 || count == 0)
       continue;
     if (start == 0 || start + count > disk_sectors)
-      return error_set(EINVAL, "MBR partition %u (sectors %" PRIu64 "+%" PRIu64
+      return error_set(EINVAL,
+                       "MBR partition %u (sectors %" PRIu64 "+%" PRIu64
                        ") ends beyond the disk (%" PRIu64 " sectors)",
                        i + 1, start, count, disk_sectors);
     if (is_extended(type)) {
@@ -214,7 +222,7 @@ read_gpt(partition_read_fn read, void *opaque, uint64_t disk_size, struct partit
     return error_prefix("reading the GPT header");
   if (memcmp(h, "EFI PART", 8) != 0)
     return error_set(EINVAL, "protective MBR found but the GPT header at sector 1 lacks the "
-                     "\"EFI PART\" signature");
+                             "\"EFI PART\" signature");
   uint32_t header_size = le32(h + 12);
   if (header_size < 92 || header_size > SECTOR)
     return error_set(EINVAL, "GPT header size %" PRIu32 " is invalid", header_size);
@@ -222,8 +230,9 @@ read_gpt(partition_read_fn read, void *opaque, uint64_t disk_size, struct partit
   memset(h + 16, 0, 4);
   uint32_t computed = partitions_crc32(h, header_size);
   if (stored != computed)
-    return error_set(EINVAL, "GPT header CRC32 mismatch (stored %08" PRIx32 ", computed %08"
-                     PRIx32 ")", stored, computed);
+    return error_set(EINVAL,
+                     "GPT header CRC32 mismatch (stored %08" PRIx32 ", computed %08" PRIx32 ")",
+                     stored, computed);
   uint64_t my_lba = le64(h + 24), first_usable = le64(h + 40), last_usable = le64(h + 48);
   uint64_t entries_lba = le64(h + 72);
   uint32_t count = le32(h + 80), entry_size = le32(h + 84), entries_crc = le32(h + 88);
@@ -232,15 +241,18 @@ read_gpt(partition_read_fn read, void *opaque, uint64_t disk_size, struct partit
   if (entry_size < 128 || entry_size % 8 != 0)
     return error_set(EINVAL, "GPT partition entry size %" PRIu32 " is invalid", entry_size);
   if ((uint64_t)count * entry_size > MAX_GPT_ENTRIES_BYTES)
-    return error_set(EINVAL, "GPT has %" PRIu32 " entries of %" PRIu32 " bytes: too large",
-                     count, entry_size);
+    return error_set(EINVAL, "GPT has %" PRIu32 " entries of %" PRIu32 " bytes: too large", count,
+                     entry_size);
   uint64_t entries_bytes = (uint64_t)count * entry_size;
-  if (entries_lba < 2 || entries_lba >= disk_sectors ||
-      entries_bytes > (disk_sectors - entries_lba) * SECTOR)
-    return error_set(EINVAL, "GPT partition entries (sector %" PRIu64 ", %" PRIu64
-                     " bytes) lie outside the disk", entries_lba, entries_bytes);
+  if (entries_lba < 2 || entries_lba >= disk_sectors
+      || entries_bytes > (disk_sectors - entries_lba) * SECTOR)
+    return error_set(EINVAL,
+                     "GPT partition entries (sector %" PRIu64 ", %" PRIu64
+                     " bytes) lie outside the disk",
+                     entries_lba, entries_bytes);
   if (first_usable > last_usable || last_usable >= disk_sectors)
-    return error_set(EINVAL, "GPT usable area (sectors %" PRIu64 "-%" PRIu64
+    return error_set(EINVAL,
+                     "GPT usable area (sectors %" PRIu64 "-%" PRIu64
                      ") does not fit the disk (%" PRIu64 " sectors)",
                      first_usable, last_usable, disk_sectors);
 
@@ -253,8 +265,10 @@ read_gpt(partition_read_fn read, void *opaque, uint64_t disk_size, struct partit
   }
   computed = partitions_crc32(entries, entries_bytes);
   if (computed != entries_crc) {
-    r = error_set(EINVAL, "GPT partition entries CRC32 mismatch (stored %08" PRIx32
-                  ", computed %08" PRIx32 ")", entries_crc, computed);
+    r = error_set(EINVAL,
+                  "GPT partition entries CRC32 mismatch (stored %08" PRIx32 ", computed %08" PRIx32
+                  ")",
+                  entries_crc, computed);
     goto out;
   }
   static const unsigned char unused[16];
@@ -264,7 +278,8 @@ read_gpt(partition_read_fn read, void *opaque, uint64_t disk_size, struct partit
       continue;
     uint64_t first = le64(e + 32), last = le64(e + 40);
     if (first > last || first < first_usable || last > last_usable) {
-      r = error_set(EINVAL, "GPT partition %" PRIu32 " (sectors %" PRIu64 "-%" PRIu64
+      r = error_set(EINVAL,
+                    "GPT partition %" PRIu32 " (sectors %" PRIu64 "-%" PRIu64
                     ") lies outside the usable area (sectors %" PRIu64 "-%" PRIu64 ")",
                     i + 1, first, last, first_usable, last_usable);
       goto out;

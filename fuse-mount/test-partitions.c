@@ -67,8 +67,8 @@ expect_part(const struct partition_table *t, size_t i, unsigned number, uint64_t
   CHECK(i < t->n, "partition index %zu missing (n=%zu)", i, t->n);
   if (i >= t->n)
     return;
-  CHECK(t->v[i].number == number && t->v[i].offset == start_sector * SECTOR &&
-            t->v[i].length == sectors * SECTOR,
+  CHECK(t->v[i].number == number && t->v[i].offset == start_sector * SECTOR
+            && t->v[i].length == sectors * SECTOR,
         "partition %zu: got p%u %llu+%llu, want p%u %llu+%llu", i, t->v[i].number,
         (unsigned long long)t->v[i].offset, (unsigned long long)t->v[i].length, number,
         (unsigned long long)(start_sector * SECTOR), (unsigned long long)(sectors * SECTOR));
@@ -81,8 +81,8 @@ expect_error(const char *what, const char *text)
   int r = partitions_read(read_disk, NULL, sizeof disk, &t);
   CHECK(r < 0, "%s: accepted", what);
   CHECK(t.n == 0 && t.v == NULL, "%s: table not empty after an error", what);
-  CHECK(strstr(error_message(), text) != NULL, "%s: message '%s' lacks '%s'", what,
-        error_message(), text);
+  CHECK(strstr(error_message(), text) != NULL, "%s: message '%s' lacks '%s'", what, error_message(),
+        text);
 }
 
 static void
@@ -229,8 +229,8 @@ test_gpt(void)
   build_gpt();
   {
     struct partition_table t2;
-    CHECK(partitions_read(read_disk, NULL, 6000 * SECTOR, &t2) < 0 &&
-              strstr(error_message(), "does not fit the disk"),
+    CHECK(partitions_read(read_disk, NULL, 6000 * SECTOR, &t2) < 0
+              && strstr(error_message(), "does not fit the disk"),
           "gpt on a truncated disk: %s", error_message());
   }
 }
