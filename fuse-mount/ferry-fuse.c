@@ -620,7 +620,9 @@ run(struct server *s, const sigset_t *set, int notify_fd)
   if (partitions_read(read_volume, s->vol, s->vol->size, &parts) < 0)
     log_warning("%s: partition table ignored: %s; serving the whole disk only", o->volume,
                 error_message());
-  else if (parts.scheme != PARTITIONS_NONE)
+  else if (parts.warning[0])
+    log_warning("%s: %s", o->volume, parts.warning);
+  if (parts.scheme != PARTITIONS_NONE)
     debug("fuse", "%s: %s partition table, %zu partition(s)", o->volume,
           partitions_scheme_name(parts.scheme), parts.n);
   struct fs_config fc = { .readonly = o->readonly, .direct_io = o->direct_io };

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,6 +159,8 @@ read_logical(partition_read_fn read, void *opaque, uint64_t disk_sectors, uint64
 
 static int read_gpt(partition_read_fn read, void *opaque, uint64_t disk_size,
                     struct partition_table *t, size_t *cap);
+static int read_gpt_at(partition_read_fn read, void *opaque, uint64_t disk_size, uint64_t lba,
+                       struct partition_table *t, size_t *cap);
 
 static int
 parse(partition_read_fn read, void *opaque, uint64_t disk_size, struct partition_table *t)
@@ -212,17 +215,19 @@ parse(partition_read_fn read, void *opaque, uint64_t disk_size, struct partition
 }
 
 static int
-read_gpt(partition_read_fn read, void *opaque, uint64_t disk_size, struct partition_table *t,
-         size_t *cap)
+read_gpt_at(partition_read_fn read, void *opaque, uint64_t disk_size, uint64_t lba,
+            struct partition_table *t, size_t *cap)
 {
   unsigned char h[SECTOR];
   uint64_t disk_sectors = disk_size / SECTOR;
-  int r = read(opaque, h, SECTOR, SECTOR);
+  int r = read(opaque, h, SECTOR, lba * SECTOR);
   if (r < 0)
-    return error_prefix("reading the GPT header");
+    return error_prefix("reading the GPT header at sector %" PRIu64, lba);
   if (memcmp(h, "EFI PART", 8) != 0)
-    return error_set(EINVAL, "protective MBR found but the GPT header at sector 1 lacks the "
-                             "\"EFI PART\" signature");
+    return error_set(EINVAL,
+                     "protective MBR found but the GPT header at sector %" PRIu64
+                     " lacks the \"EFI PART\" signature",
+                     lba);
   uint32_t header_size = le32(h + 12);
   if (header_size < 92 || header_size > SECTOR)
     return error_set(EINVAL, "GPT header size %" PRIu32 " is invalid", header_size);
@@ -236,8 +241,9 @@ read_gpt(partition_read_fn read, void *opaque, uint64_t disk_size, struct partit
   uint64_t my_lba = le64(h + 24), first_usable = le64(h + 40), last_usable = le64(h + 48);
   uint64_t entries_lba = le64(h + 72);
   uint32_t count = le32(h + 80), entry_size = le32(h + 84), entries_crc = le32(h + 88);
-  if (my_lba != 1)
-    return error_set(EINVAL, "GPT header says it is at sector %" PRIu64 ", not 1", my_lba);
+  if (my_lba != lba)
+    return error_set(EINVAL, "GPT header says it is at sector %" PRIu64 ", not %" PRIu64, my_lba,
+                     lba);
   if (entry_size < 128 || entry_size % 8 != 0)
     return error_set(EINVAL, "GPT partition entry size %" PRIu32 " is invalid", entry_size);
   if ((uint64_t)count * entry_size > MAX_GPT_ENTRIES_BYTES)
@@ -291,6 +297,28 @@ read_gpt(partition_read_fn read, void *opaque, uint64_t disk_size, struct partit
 out:
   free(entries);
   return r;
+}
+
+/* The primary header and entries first; when they are damaged (not when a read fails), the
+ * backup header in the last sector, with a warning: that is what the backup is for. */
+static int
+read_gpt(partition_read_fn read, void *opaque, uint64_t disk_size, struct partition_table *t,
+         size_t *cap)
+{
+  int r = read_gpt_at(read, opaque, disk_size, 1, t, cap);
+  if (r != -EINVAL)
+    return r;
+  char primary[256];
+  snprintf(primary, sizeof primary, "%s", error_message());
+  uint64_t backup = disk_size / SECTOR - 1;
+  t->n = 0;
+  if (read_gpt_at(read, opaque, disk_size, backup, t, cap) == 0) {
+    snprintf(t->warning, sizeof t->warning,
+             "primary GPT damaged (%.256s): using the backup at sector %" PRIu64, primary, backup);
+    return 0;
+  }
+  t->n = 0;
+  return error_set(EINVAL, "%s", primary);
 }
 
 int

@@ -23,6 +23,8 @@ struct partition_table {
   enum partition_scheme scheme;
   struct partition *v; /* sorted by number */
   size_t n;
+  char warning[512]; /* non-empty when read with a caveat: the primary GPT was damaged and
+                        the backup header was used */
 };
 
 /* Read exactly len bytes at off; 0 or a negative errno (with error_set message). */
@@ -31,7 +33,8 @@ typedef int (*partition_read_fn)(void *opaque, void *buf, size_t len, uint64_t o
 /* Parse the table of a disk of disk_size bytes.  Returns 0 with scheme NONE when the disk has
  * no recognisable table, 0 with the partitions otherwise, and a negative errno with a message
  * naming the problem ("GPT header CRC32 mismatch", "partition 2 ends beyond the disk", ...)
- * when a table is present but corrupt, or the read failed; *out is then empty. */
+ * when a table is present but corrupt, or the read failed; *out is then empty.  A damaged
+ * primary GPT with a sound backup header is read from the backup, with out->warning set. */
 int partitions_read(partition_read_fn read, void *opaque, uint64_t disk_size,
                     struct partition_table *out);
 void partitions_free(struct partition_table *t);

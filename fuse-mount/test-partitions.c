@@ -235,12 +235,48 @@ test_gpt(void)
   }
 }
 
+/* A backup header in the last sector with its entries just before it; then damage the
+ * primary: the table is read from the backup, with a warning naming both. */
+static void
+test_gpt_backup(void)
+{
+  build_gpt();
+  uint64_t last = DISK_SECTORS - 1, entries = last - 32;
+  memcpy(disk + entries * SECTOR, disk + 2 * SECTOR, 128 * 128);
+  unsigned char *b = disk + last * SECTOR;
+  memcpy(b, disk + SECTOR, 92);
+  put64(b + 24, last);
+  put64(b + 32, 1);
+  put64(b + 72, entries);
+  put32(b + 16, 0);
+  put32(b + 16, partitions_crc32(b, 92));
+  disk[SECTOR + 60] ^= 1; /* primary header CRC now wrong */
+  struct partition_table t;
+  int r = partitions_read(read_disk, NULL, sizeof disk, &t);
+  CHECK(r == 0, "gpt backup: %s", error_message());
+  CHECK(t.n == 2, "gpt backup: %zu partitions", t.n);
+  expect_part(&t, 0, 1, 2048, 2048);
+  CHECK(strstr(t.warning, "primary GPT damaged (GPT header CRC32 mismatch")
+            && strstr(t.warning, "using the backup at sector 8191"),
+        "gpt backup warning: '%s'", t.warning);
+  partitions_free(&t);
+  /* Both damaged: the primary's problem is reported. */
+  b[60] ^= 1;
+  expect_error("gpt both damaged", "GPT header CRC32 mismatch");
+  /* A sound primary gives no warning. */
+  build_gpt();
+  CHECK(partitions_read(read_disk, NULL, sizeof disk, &t) == 0 && t.warning[0] == 0,
+        "warning on a sound table: '%s'", t.warning);
+  partitions_free(&t);
+}
+
 int
 main(void)
 {
   test_none();
   test_mbr();
   test_gpt();
+  test_gpt_backup();
   CHECK(partitions_crc32("123456789", 9) == 0xcbf43926u, "crc32 check value");
   if (failures) {
     fprintf(stderr, "%d failure(s)\n", failures);

@@ -53,13 +53,33 @@ fails "127.0.0.1:$port" "nbd://127.0.0.1:$port/" "$MNT"
 fails "127.0.0.1:$port" "http://127.0.0.1:$port/disk.img" "$MNT"
 fails "$T/nosock" "nbd+unix:///?socket=$T/nosock" "$MNT"
 
-# A GPT whose header CRC is broken: a warning naming the problem, the whole disk served.
+# A GPT whose primary header is damaged but whose backup is sound: served from the backup,
+# with a warning saying so.
 sgdisk -n1:2048:+2M -n2:0:+2M "$img" >/dev/null
 printf '\x01' | dd of="$img" bs=1 seek=$((512 + 60)) conv=notrunc status=none
+fuse_start "$MNT" "$img"
+grep -q "warning: $img: primary GPT damaged (GPT header CRC32 mismatch .*using the backup at sector 16383" "$FUSE_ERR" ||
+  { cat "$FUSE_ERR" >&2; fail "no warning about the damaged primary GPT"; }
+ls "$MNT" | sort | tr '\n' ' ' | grep -qx "disk disk-p1 disk-p2 " || fail "listing: $(ls "$MNT")"
+cmp <(dd if="$img" bs=512 skip=2048 count=4096 status=none) "$MNT/disk-p1" || fail "disk-p1 from the backup GPT"
+fuse_stop "$MNT"
+
+# Both headers damaged: a warning naming the problem, the whole disk still served.
+printf '\x01' | dd of="$img" bs=1 seek=$(((8 << 20) - 512 + 60)) conv=notrunc status=none
 fuse_start "$MNT" "$img"
 grep -q "warning: $img: partition table ignored: GPT header CRC32 mismatch" "$FUSE_ERR" ||
   { cat "$FUSE_ERR" >&2; fail "no warning about the corrupt GPT"; }
 [ "$(ls "$MNT")" = disk ] || fail "partitions of a corrupt table exposed: $(ls "$MNT")"
 cmp "$img" "$MNT/disk" || fail "disk differs"
+fuse_stop "$MNT"
+
+# An MBR partition running past the end of the disk: refused, the disk still served.
+truncate -s 0 "$img"; truncate -s 8M "$img"
+printf '\x83\0\0\0\x00\x08\0\0\x00\x40\0\0' | dd of="$img" bs=1 seek=$((446 + 4)) conv=notrunc status=none
+printf '\x55\xaa' | dd of="$img" bs=1 seek=510 conv=notrunc status=none
+fuse_start "$MNT" "$img"
+grep -q "partition table ignored: MBR partition 1 (sectors 2048+16384) ends beyond the disk (16384 sectors)" "$FUSE_ERR" ||
+  { cat "$FUSE_ERR" >&2; fail "no warning about the MBR partition past the end"; }
+[ "$(ls "$MNT")" = disk ] || fail "partitions of a corrupt MBR exposed: $(ls "$MNT")"
 fuse_stop "$MNT"
 echo "fuse errors ok"
