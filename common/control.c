@@ -649,11 +649,13 @@ control_server_stop(struct control_server *s)
   pthread_join(s->thread, NULL);
   for (unsigned i = 0; i < s->nconns; i++) {
     struct conn *c = s->conns[i];
-    if (c->waiting) {
-      /* Best effort: tell a waiter why it will get no answer. */
+    /* A program may stop right after convergence (ferry hydrate does): give waiters the
+     * final state if there is one, else tell them why they get no answer (best effort). */
+    if (c->waiting && !c->dead)
+      check_wait(s, c, now_seconds());
+    if (c->waiting)
       send_error(c, c->wait_id, "%s is shutting down", s->program);
-      flush_output(c);
-    }
+    flush_output(c);
     conn_free(c);
   }
   /* Unlink only our own socket: a later server may have replaced it. */
@@ -705,101 +707,128 @@ client_connect(const char *path)
   return error_set_errno(e, "%s: connect", path);
 }
 
-int
-control_client_request(const char *path, json_t *req, json_t **reply, double timeout)
+struct control_call {
+  char *path;
+  int fd;
+  char *buf;
+  size_t len, cap;
+};
+
+void
+control_call_free(struct control_call *call)
 {
-  double deadline = timeout >= 0 ? now_seconds() + timeout : -1;
-  char *text = NULL, *buf = NULL;
-  size_t len = 0;
+  if (!call)
+    return;
+  if (call->fd >= 0)
+    close(call->fd);
+  free(call->path);
+  free(call->buf);
+  free(call);
+}
+
+int
+control_call_start(const char *path, json_t *req, struct control_call **out)
+{
+  *out = NULL;
+  struct control_call *call = calloc(1, sizeof *call);
+  if (!call || !(call->path = strdup(path))) {
+    free(call);
+    return error_set(ENOMEM, "%s: out of memory", path);
+  }
+  char *text = NULL;
   int r;
-  *reply = NULL;
-  int fd = client_connect(path);
-  if (fd < 0)
-    return fd;
+  call->fd = client_connect(path);
+  if (call->fd < 0) {
+    r = call->fd;
+    goto fail;
+  }
   text = json_dumps(req, JSON_COMPACT);
   if (!text) {
     r = error_set(EINVAL, "%s: request cannot be encoded as JSON", path);
-    goto out;
+    goto fail;
   }
   size_t tlen = strlen(text);
   text[tlen++] = '\n'; /* replaces the NUL: the line is sent by length */
+  /* A request line is small and the server reads continuously: a blocking send is fine. */
   for (size_t off = 0; off < tlen;) {
-    ssize_t n = send(fd, text + off, tlen - off, MSG_NOSIGNAL);
+    ssize_t n = send(call->fd, text + off, tlen - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0) {
       r = error_set_errno(errno, "%s: sending the request", path);
-      goto out;
+      goto fail;
     }
     off += n;
   }
-  /* Read until the first newline; replies are far below the request limit. */
-  size_t cap = 4096;
-  buf = malloc(cap);
-  if (!buf) {
-    r = error_set(ENOMEM, "%s: out of memory", path);
-    goto out;
-  }
+  free(text);
+  *out = call;
+  return 0;
+fail:
+  free(text);
+  control_call_free(call);
+  return r;
+}
+
+int
+control_call_finish(struct control_call *call, json_t **reply, double timeout)
+{
+  double deadline = timeout >= 0 ? now_seconds() + timeout : -1;
+  const char *path = call->path;
+  *reply = NULL;
   for (;;) {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    int pr = poll(&p, 1, ms_left(deadline));
-    if (pr < 0 && errno == EINTR)
-      continue;
-    if (pr < 0) {
-      r = error_set_errno(errno, "%s: poll", path);
-      goto out;
-    }
-    if (pr == 0) {
-      r = error_set(ETIMEDOUT, "%s: no reply within %g s", path, timeout);
-      goto out;
-    }
-    if (len == cap) {
-      if (cap >= 16 * CONTROL_MAX_LINE) {
-        r = error_set(EPROTO, "%s: reply line too long", path);
-        goto out;
-      }
-      char *b = realloc(buf, cap * 2);
-      if (!b) {
-        r = error_set(ENOMEM, "%s: out of memory", path);
-        goto out;
-      }
-      buf = b;
-      cap *= 2;
-    }
-    ssize_t n = recv(fd, buf + len, cap - len, 0);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      r = error_set_errno(errno, "%s: reading the reply", path);
-      goto out;
-    }
-    if (n == 0) {
-      r = error_set(ECONNRESET, "%s: the server closed the connection without replying", path);
-      goto out;
-    }
-    char *nl = memchr(buf + len, '\n', n);
-    len += n;
+    char *nl = call->len ? memchr(call->buf, '\n', call->len) : NULL;
     if (nl) {
       json_error_t jerr;
-      *reply = json_loadb(buf, nl - buf, 0, &jerr);
-      if (!*reply) {
-        r = error_set(EPROTO, "%s: invalid reply: %s", path, jerr.text);
-        goto out;
-      }
+      *reply = json_loadb(call->buf, nl - call->buf, 0, &jerr);
+      if (!*reply)
+        return error_set(EPROTO, "%s: invalid reply: %s", path, jerr.text);
       if (!json_is_object(*reply)) {
         json_decref(*reply);
         *reply = NULL;
-        r = error_set(EPROTO, "%s: invalid reply: not a JSON object", path);
-        goto out;
+        return error_set(EPROTO, "%s: invalid reply: not a JSON object", path);
       }
-      r = 0;
-      goto out;
+      return 0;
     }
+    struct pollfd p = { .fd = call->fd, .events = POLLIN };
+    int pr = poll(&p, 1, ms_left(deadline));
+    if (pr < 0 && errno == EINTR)
+      continue;
+    if (pr < 0)
+      return error_set_errno(errno, "%s: poll", path);
+    if (pr == 0)
+      return error_set(ETIMEDOUT, "%s: no reply within %g s", path, timeout);
+    if (call->len == call->cap) {
+      if (call->cap >= 16 * CONTROL_MAX_LINE)
+        return error_set(EPROTO, "%s: reply line too long", path);
+      size_t cap = call->cap ? call->cap * 2 : 4096;
+      char *b = realloc(call->buf, cap);
+      if (!b)
+        return error_set(ENOMEM, "%s: out of memory", path);
+      call->buf = b;
+      call->cap = cap;
+    }
+    ssize_t n = recv(call->fd, call->buf + call->len, call->cap - call->len, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return error_set_errno(errno, "%s: reading the reply", path);
+    if (n == 0)
+      return error_set(ECONNRESET, "%s: the server closed the connection without replying",
+                       path);
+    call->len += n;
   }
-out:
-  free(text);
-  free(buf);
-  close(fd);
+}
+
+int
+control_client_request(const char *path, json_t *req, json_t **reply, double timeout)
+{
+  struct control_call *call;
+  *reply = NULL;
+  int r = control_call_start(path, req, &call);
+  if (r < 0)
+    return r;
+  r = control_call_finish(call, reply, timeout);
+  control_call_free(call);
   return r;
 }
 

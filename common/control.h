@@ -28,11 +28,15 @@ struct control_hooks {
 };
 
 /* Bind PATH (refusing one that is in use by a live server; a stale socket file is replaced),
- * serve in a background thread.  clone may be NULL (plain volume, size given). */
+ * mode 0600, serve in a background thread (which blocks every signal).  clone may be NULL
+ * (plain volume, size given).  hooks->clients is called from that thread: make it
+ * thread-safe.  Start it after daemonizing (a thread does not survive fork). */
 int control_server_start(const char *path, const char *program, struct clone *clone,
                          unsigned long long size, const struct control_hooks *hooks,
                          struct control_server **out);
-/* Stop serving and unlink the socket. */
+/* Stop serving and unlink the socket (only if it is still ours).  Call it before
+ * clone_close(): the server reads the clone's status until it returns.  Pending "wait"s get
+ * the final state when the clone has converged or failed, else an error. */
 void control_server_stop(struct control_server *s);
 
 /* Longest request line the server accepts (bytes, without the newline); longer lines are
@@ -50,6 +54,15 @@ typedef struct json_t json_t;
  * (connection refused)", "PATH: no such control socket", "PATH: no reply within 5 s").
  * A reply with "ok":false is still a success here: look at the reply. */
 int control_client_request(const char *path, json_t *req, json_t **reply, double timeout);
+
+/* The same in two steps, for a caller that does other work while a request ("wait") is
+ * pending: start sends REQ; finish waits up to timeout seconds (< 0: for ever) for the reply,
+ * returning -ETIMEDOUT while it is still pending (call finish again), 0 with *reply, or
+ * another -errno when the server went away.  free closes the connection. */
+struct control_call;
+int control_call_start(const char *path, json_t *req, struct control_call **out);
+int control_call_finish(struct control_call *call, json_t **reply, double timeout);
+void control_call_free(struct control_call *call);
 
 /* {"command":COMMAND} plus the fields of EXTRA (may be NULL, not stolen); on "ok":true
  * returns 0 and the reply's "status" object in *status (a new reference, may be NULL when

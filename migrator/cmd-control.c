@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Seconds a single request may take (status, pause, ...): the server answers at once. */
@@ -291,26 +290,31 @@ static const char wait_usage[] =
     "  --no-progress       draw nothing (default when stderr is not a terminal)\n"
     "  --json              print the final status object on stdout\n";
 
-/* The final verdict on a status object: exit code and message. */
+/* The verdict on the reply to "wait": exit code and message. */
 static int
-wait_verdict(const struct args *a, json_t *st)
+wait_verdict(const struct args *a, json_t *reply)
 {
+  json_t *st = json_object_get(reply, "status");
   const char *state = str_field(st, "state");
-  if (a->json)
+  if (a->json && st)
     print_json(st);
-  if (strcmp(state, "converged") == 0 || strcmp(state, "direct") == 0) {
+  if (json_is_true(json_object_get(reply, "ok"))) {
     if (!a->json)
       printf("%s: %s\n", a->path,
-             *state == 'c' ? "converged" : "a plain volume (state direct): nothing to wait for");
+             strcmp(state, "direct") == 0 ? "a plain volume (state direct): nothing to wait for"
+                                          : "converged");
     return EXIT_OK;
   }
   if (strcmp(state, "failed") == 0) {
     const char *err = str_field(st, "last_error");
     log_error("%s: clone failed: %s", a->path, *err ? err : "unknown error");
-    return EXIT_FAIL;
+  } else if (st && a->timeout >= 0) {
+    log_error("%s: not converged after %g s (state %s, %.1f%% hydrated)", a->path, a->timeout,
+              state, num_field(st, "percent"));
+  } else {
+    const char *err = str_field(reply, "error");
+    log_error("%s: %s", a->path, *err ? err : "wait refused (no error message)");
   }
-  log_error("%s: not converged after %g s (state %s, %.1f%% hydrated)", a->path, a->timeout,
-            state, num_field(st, "percent"));
   return EXIT_FAIL;
 }
 
@@ -337,61 +341,51 @@ draw_progress(FILE *f, bool tty, json_t *st, double *last_line)
   fflush(f);
 }
 
-/* With a progress display: ask for the status a few times a second. */
+/* One "wait" request stays pending (the server answers it when the clone converges or fails,
+ * or when its timeout expires — even when the program stops right after convergence); with
+ * a progress display, status requests on the side feed the bar meanwhile. */
 static int
-wait_polling(const struct args *a, bool tty)
+wait_converged(const struct args *a, bool progress, bool tty)
 {
-  double deadline = a->timeout >= 0 ? now_seconds() + a->timeout : -1;
+  json_t *req = a->timeout >= 0 ? json_pack("{s:s, s:f}", "command", "wait", "timeout", a->timeout)
+                                : json_pack("{s:s}", "command", "wait");
+  struct control_call *call;
+  int r = control_call_start(a->path, req, &call);
+  json_decref(req);
+  if (r < 0)
+    return fail_with_error();
   double last_line = -1e9;
   bool drawn = false;
+  json_t *reply = NULL;
   for (;;) {
+    /* Without a bar only a server that never answers is guarded against. */
+    double slice = progress ? WAIT_POLL_SECONDS : a->timeout >= 0 ? a->timeout + REQUEST_TIMEOUT
+                                                                  : -1;
+    r = control_call_finish(call, &reply, slice);
+    if (r != -ETIMEDOUT || !progress)
+      break;
     json_t *st;
-    if (control_client_call(a->path, "status", NULL, &st, REQUEST_TIMEOUT) < 0) {
-      json_decref(st);
-      if (drawn && tty)
-        fputc('\n', stderr);
-      return fail_with_error();
-    }
-    const char *state = str_field(st, "state");
-    bool done = strcmp(state, "converged") == 0 || strcmp(state, "failed") == 0 ||
-                strcmp(state, "direct") == 0;
-    bool expired = deadline >= 0 && now_seconds() >= deadline;
-    if (strcmp(state, "direct") != 0) {
-      if (done || expired)
-        last_line = -1e9; /* always show the final state */
+    if (control_client_call(a->path, "status", NULL, &st, REQUEST_TIMEOUT) == 0) {
       draw_progress(stderr, tty, st, &last_line);
       drawn = true;
     }
-    if (done || expired) {
-      if (drawn && tty)
-        fputc('\n', stderr);
-      int r = wait_verdict(a, st);
-      json_decref(st);
-      return r;
-    }
-    json_decref(st);
-    double pause = WAIT_POLL_SECONDS;
-    if (deadline >= 0 && deadline - now_seconds() < pause)
-      pause = fmax(deadline - now_seconds(), 0);
-    struct timespec ts = { (time_t)pause, (long)((pause - (time_t)pause) * 1e9) };
-    nanosleep(&ts, NULL);
+    json_decref(st); /* a failed status: the pending wait tells what happened */
   }
-}
-
-/* Without one: a single "wait" request, answered by the server when the clone is done. */
-static int
-wait_request(const struct args *a)
-{
-  json_t *extra = a->timeout >= 0 ? json_pack("{s:f}", "timeout", a->timeout) : NULL;
-  json_t *st;
-  /* The server enforces the timeout; ours only guards against a server that hangs. */
-  int r = control_client_call(a->path, "wait", extra, &st,
-                              a->timeout >= 0 ? a->timeout + REQUEST_TIMEOUT : -1);
-  json_decref(extra);
-  if (r < 0 && !st)
+  control_call_free(call);
+  json_t *st = json_object_get(reply, "status");
+  if (progress && st && strcmp(str_field(st, "state"), "direct") != 0) {
+    last_line = -1e9; /* always show the final state */
+    draw_progress(stderr, tty, st, &last_line);
+    drawn = true;
+  }
+  if (drawn && tty)
+    fputc('\n', stderr);
+  if (r < 0) {
+    json_decref(reply);
     return fail_with_error();
-  r = wait_verdict(a, st);
-  json_decref(st);
+  }
+  r = wait_verdict(a, reply);
+  json_decref(reply);
   return r;
 }
 
@@ -403,6 +397,5 @@ cmd_wait(int argc, char **argv)
   if (r >= 0)
     return r;
   bool tty = isatty(STDERR_FILENO);
-  bool progress = a.progress < 0 ? tty : a.progress;
-  return progress ? wait_polling(&a, tty) : wait_request(&a);
+  return wait_converged(&a, a.progress < 0 ? tty : a.progress, tty);
 }

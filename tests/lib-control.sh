@@ -49,17 +49,21 @@ wait_status() {
 import json, socket, sys, time
 path, limit, cond = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 end = time.monotonic() + limit
+s = None
 while True:
-    c = socket.socket(socket.AF_UNIX)
-    c.connect(path)
-    c.sendall(b'{"command":"status"}\n')
-    buf = b""
-    while not buf.endswith(b"\n"):
-        buf += c.recv(65536)
-    c.close()
-    s = json.loads(buf)["status"]
-    if eval(cond):
-        sys.exit(0)
+    try:  # the socket may not be there yet, or not listening yet
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(path)
+        c.sendall(b'{"command":"status"}\n')
+        buf = b""
+        while not buf.endswith(b"\n"):
+            buf += c.recv(65536)
+        c.close()
+        s = json.loads(buf)["status"]
+        if eval(cond):
+            sys.exit(0)
+    except (FileNotFoundError, ConnectionRefusedError):
+        pass
     if time.monotonic() > end:
         print("last status:", s, file=sys.stderr)
         sys.exit(1)
