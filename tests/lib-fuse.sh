@@ -60,7 +60,7 @@ fuse_wait_exit() {
   local rc=0
   wait "$FUSE_PID" || rc=$?
   if [ $rc -ne 0 ]; then
-    cat "$FUSE_ERR" >&2
+    cat "$FUSE_ERR" "$T"/sanitizer-* >&2 2>/dev/null
     fail "ferry-fuse exited $rc"
   fi
 }
@@ -104,4 +104,17 @@ fuse_nbdkit() {
   track_pid $!
   wait_for_pidfile "$pidf" >/dev/null
   wait_for_file "$sock"
+}
+
+# A daemonized ferry-fuse sends stderr to /dev/null: have the sanitizers (ASan/UBSan builds)
+# write their reports to files instead, and fail the test if any report was written.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}log_path=$T/sanitizer-asan"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-}${UBSAN_OPTIONS:+:}log_path=$T/sanitizer-ubsan"
+fuse_check_sanitizer_logs() {
+  local f
+  for f in "$T"/sanitizer-*; do
+    [ -e "$f" ] || continue
+    cat "$f" >&2
+    fail "sanitizer report in $f"
+  done
 }

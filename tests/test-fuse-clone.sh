@@ -44,4 +44,5 @@ fuse_start "$MNT" --control "$ctl" --source "$src" --map "$map" "$dst"
 "$FERRY" wait --timeout 10 "$ctl" | grep -q converged || fail "remounted clone not converged"
 cmp "$MNT/disk" "$T/expect" || fail "remounted clone differs"
 fuse_stop "$MNT"
+fuse_check_sanitizer_logs
 echo "fuse clone ok"

@@ -82,4 +82,5 @@ grep -q "partition table ignored: MBR partition 1 (sectors 2048+16384) ends beyo
   { cat "$FUSE_ERR" >&2; fail "no warning about the MBR partition past the end"; }
 [ "$(ls "$MNT")" = disk ] || fail "partitions of a corrupt MBR exposed: $(ls "$MNT")"
 fuse_stop "$MNT"
+fuse_check_sanitizer_logs
 echo "fuse errors ok"

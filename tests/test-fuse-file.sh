@@ -56,4 +56,5 @@ fi
 grep -q "Read-only file system" "$T/err" || fail "read-only refusal: $(cat "$T/err")"
 fuse_stop "$MNT"
 cmp "$img" "$T/expect" || fail "read-only mount changed the source"
+fuse_check_sanitizer_logs
 echo "fuse file ok"

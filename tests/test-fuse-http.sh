@@ -57,4 +57,5 @@ for ((i = 0; i < 400; i++)); do [ -e "$pidf" ] || break; sleep 0.05; done
 [ ! -e "$pidf" ] || fail "ferry-fuse still running after SIGTERM"
 fuse_assert_clean "$MNT"
 if losetup -a | grep -qF "$T/"; then losetup -a >&2; fail "a loop device over $T is left"; fi
+fuse_check_sanitizer_logs
 echo "fuse http ok"

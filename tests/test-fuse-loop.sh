@@ -73,4 +73,5 @@ fuse_start "$MNT" "$img"
 fusermount3 -u "$MNT"
 fuse_wait_exit
 fuse_assert_clean "$MNT"
+fuse_check_sanitizer_logs
 echo "fuse loop ok"

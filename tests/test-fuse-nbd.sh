@@ -50,4 +50,5 @@ fuse_start "$MNT" "nbd+unix:///?socket=$sock2"
 [ "$(stat -c %a "$MNT/disk")" = 444 ] || fail "read-only export mode $(stat -c %a "$MNT/disk")"
 cmp "$MNT/disk" "$T/expect" || fail "read-only export differs"
 fuse_stop "$MNT"
+fuse_check_sanitizer_logs
 echo "fuse nbd ok"
