@@ -14,8 +14,7 @@ wait_for_port() {
 }
 
 # nbdkit_unix SOCKET PLUGIN ARGS...: nbdkit in the background on a unix socket; waits for its
-# pidfile and socket, tracks its PID, sets $NBDKIT_PID.  (functions.sh's start_nbdkit blocks:
-# --exit-with-parent implies --foreground.)
+# pidfile and socket, tracks its PID, sets $NBDKIT_PID (tests kill it to lose the server).
 nbdkit_unix() {
   local sock=$1; shift
   local pidf="$T/nbdkit.$RANDOM.pid"
