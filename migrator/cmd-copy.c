@@ -18,6 +18,8 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,6 +215,58 @@ open_destination(const struct settings *s, uint64_t size, struct volume **out, b
   return 0;
 }
 
+/* Ctrl-C, SIGTERM or SIGHUP during the copy: the signals are blocked in every thread but one
+ * that waits for them, stops the workers and wakes any waiting on the rate limit.  The copy
+ * then fails like any other (exit 1, a destination we created removed) instead of dying with
+ * a half-written image.  SIGUSR1 from ourselves ends the waiting thread. */
+struct interrupt {
+  pthread_t thread;
+  bool started;
+  sigset_t set, old;
+  volatile int stop;
+  volatile int signal;
+  struct ratelimit *rate;
+};
+
+static void *
+interrupt_main(void *arg)
+{
+  struct interrupt *in = arg;
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&in->set, &sig) != 0 || sig == SIGUSR1)
+      return NULL;
+    in->signal = sig;
+    in->stop = 1;
+    if (in->rate)
+      ratelimit_wake(in->rate);
+  }
+}
+
+static void
+interrupt_start(struct interrupt *in, struct ratelimit *rate)
+{
+  sigemptyset(&in->set);
+  sigaddset(&in->set, SIGINT);
+  sigaddset(&in->set, SIGTERM);
+  sigaddset(&in->set, SIGHUP);
+  sigaddset(&in->set, SIGUSR1);
+  in->rate = rate;
+  /* Blocked before the workers start, so they inherit it. */
+  pthread_sigmask(SIG_BLOCK, &in->set, &in->old);
+  in->started = pthread_create(&in->thread, NULL, interrupt_main, in) == 0;
+}
+
+static void
+interrupt_end(struct interrupt *in)
+{
+  if (in->started) {
+    pthread_kill(in->thread, SIGUSR1);
+    pthread_join(in->thread, NULL);
+  }
+  pthread_sigmask(SIG_SETMASK, &in->old, NULL);
+}
+
 static void
 print_json(const struct settings *s, uint64_t size, const struct copy_stats *st, double seconds)
 {
@@ -272,18 +326,20 @@ cmd_copy(int argc, char **argv)
   bar = progress_new("copy", src->size, s.progress);
   o.progress = bar;
 
+  struct interrupt intr = { .stop = 0 };
+  o.stop = &intr.stop;
+  interrupt_start(&intr, rate);
   struct copy_stats st;
   r = copy_volume(src, dst, &o, &st);
-  if (r < 0) {
-    progress_finish(bar);
-    goto out;
-  }
   /* Success is reported only for data that is durable (unless --no-flush). */
-  if (s.flush && volume_flush(dst) < 0) {
-    progress_finish(bar);
-    goto out;
-  }
+  if (r == 0 && s.flush)
+    r = volume_flush(dst);
+  interrupt_end(&intr);
   progress_finish(bar);
+  if (intr.stop)
+    r = error_set(EINTR, "%s: copy interrupted by SIG%s", s.dst, sigabbrev_np(intr.signal));
+  if (r < 0)
+    goto out;
   double seconds = now_seconds() - start;
   debug("copy", "%" PRIu64 " bytes read, %" PRIu64 " written, %" PRIu64 " zeroed in %.3fs",
         st.bytes_read, st.bytes_written, st.bytes_zeroed, seconds);
