@@ -419,20 +419,21 @@ setup_handle(struct http_volume *hv, struct handle *h)
   CURL *c = h->curl = curl_easy_init();
   if (!c)
     return error_set(ENOMEM, "%s: cannot create a curl handle", hv->v.name);
-  /* NOSIGNAL: we are threaded; timeouts must not use SIGALRM. */
+  /* NOSIGNAL: we are threaded; timeouts must not use SIGALRM.  The timeout bounds the
+   * connection and any stall (no byte for that long), not the whole request: a 32 MiB
+   * range over a slow link may take long and still be healthy. */
+  long stall_seconds = hv->timeout_ms < 1000 ? 1 : (hv->timeout_ms + 999) / 1000;
   if (curl_easy_setopt(c, CURLOPT_URL, hv->url) != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L) != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L) != CURLE_OK
-      || curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, hv->timeout_ms) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, stall_seconds) != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, hv->timeout_ms) != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK
-      || curl_easy_setopt(c, CURLOPT_USERAGENT,
-                          "ferry/"
-                          "0.1")
-             != CURLE_OK
+      || curl_easy_setopt(c, CURLOPT_USERAGENT, "ferry/0.1") != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf) != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb) != CURLE_OK
       || curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_cb) != CURLE_OK)

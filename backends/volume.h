@@ -95,9 +95,9 @@ struct volume_options {
   bool create;          /* file: create a missing regular file of create_size bytes */
   uint64_t create_size;
   unsigned connections; /* nbd, http: parallel connections (0 = driver default) */
-  double timeout;       /* http: seconds for one request; nbd: seconds of silence from the
-                         * server while requests wait before the connection is dropped
-                         * (0 = default) */
+  double timeout;       /* http: seconds to connect, or without a byte received; nbd:
+                         * seconds of server silence while requests wait before the
+                         * connection is dropped (0 = default) */
   unsigned retries;     /* http, nbd: attempts after a transient failure (0 = default) */
 };
 
