@@ -40,10 +40,10 @@ enum {
 
 struct conn {
   int fd;
-  char *in;           /* CONTROL_MAX_LINE + 1 bytes: one line and its newline */
+  char *in; /* CONTROL_MAX_LINE + 1 bytes: one line and its newline */
   size_t in_len;
-  bool discarding;    /* inside an over-long line: drop bytes up to the next newline */
-  bool read_eof;      /* the client shut down its sending side */
+  bool discarding; /* inside an over-long line: drop bytes up to the next newline */
+  bool read_eof;   /* the client shut down its sending side */
   char *out;
   size_t out_len, out_off, out_cap;
   /* A "wait" in progress: its id (or NULL) and deadline (< 0: none). */
@@ -77,10 +77,10 @@ status_json(struct control_server *s)
   unsigned clients = s->hooks.clients ? s->hooks.clients(s->hooks.opaque) : 0;
   json_t *o;
   if (!s->clone) {
-    o = json_pack("{s:s, s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:n, s:f}", "state",
-                  "direct", "size", (json_int_t)s->size, "region_size", 0, "regions_total", 0,
-                  "regions_hydrated", 0, "bytes_copied", 0, "bytes_fetched", 0, "bytes_skipped",
-                  0, "rate_limit", 0, "rate", 0.0, "eta", "percent", 100.0);
+    o = json_pack("{s:s, s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:n, s:f}", "state", "direct",
+                  "size", (json_int_t)s->size, "region_size", 0, "regions_total", 0,
+                  "regions_hydrated", 0, "bytes_copied", 0, "bytes_fetched", 0, "bytes_skipped", 0,
+                  "rate_limit", 0, "rate", 0.0, "eta", "percent", 100.0);
     if (o)
       json_object_set_new(o, "last_error", json_string(""));
   } else {
@@ -154,8 +154,8 @@ send_reply(struct conn *c, json_t *reply, json_t *id)
   free(text);
 }
 
-static void
-send_error(struct conn *c, json_t *id, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void send_error(struct conn *c, json_t *id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void
 send_error(struct conn *c, json_t *id, const char *fmt, ...)
@@ -499,8 +499,9 @@ serve(void *arg)
     unsigned j = 0;
     for (unsigned i = 0; i < s->nconns; i++) {
       struct conn *c = s->conns[i];
-      bool done = c->dead || (c->read_eof && !c->waiting && c->out_off == c->out_len &&
-                              !memchr(c->in, '\n', c->in_len));
+      bool done = c->dead
+                  || (c->read_eof && !c->waiting && c->out_off == c->out_len
+                      && !memchr(c->in, '\n', c->in_len));
       if (done) {
         debug("control", "%s: client gone", s->path);
         conn_free(c);
@@ -702,8 +703,7 @@ client_connect(const char *path)
   if ((e == ENOTSOCK || e == ECONNREFUSED) && stat(path, &sb) == 0 && !S_ISSOCK(sb.st_mode))
     return error_set(ENOTSOCK, "%s: not a control socket (not a socket file)", path);
   if (e == ECONNREFUSED)
-    return error_set(ECONNREFUSED, "%s: no ferry process is listening (connection refused)",
-                     path);
+    return error_set(ECONNREFUSED, "%s: no ferry process is listening (connection refused)", path);
   return error_set_errno(e, "%s: connect", path);
 }
 
@@ -813,8 +813,7 @@ control_call_finish(struct control_call *call, json_t **reply, double timeout)
     if (n < 0)
       return error_set_errno(errno, "%s: reading the reply", path);
     if (n == 0)
-      return error_set(ECONNRESET, "%s: the server closed the connection without replying",
-                       path);
+      return error_set(ECONNRESET, "%s: the server closed the connection without replying", path);
     call->len += n;
   }
 }

@@ -103,9 +103,9 @@ struct args {
 
 /* Parse the options of one subcommand; returns -1 to go on, else an exit code. */
 static int
-parse_args(int argc, char **argv, const char *usage, bool wait_opts, bool want_rate,
-           struct args *a)
+parse_args(int argc, char **argv, const char *usage, bool wait_opts, bool want_rate, struct args *a)
 {
+  /* clang-format off */
   static const struct option all[] = {
     { "help", no_argument, NULL, OPT_HELP },
     { "json", no_argument, NULL, OPT_JSON },
@@ -115,6 +115,7 @@ parse_args(int argc, char **argv, const char *usage, bool wait_opts, bool want_r
     { "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
     { NULL, 0, NULL, 0 },
   };
+  /* clang-format on */
   *a = (struct args){ .timeout = -1, .progress = -1 };
   const char *cmd = argv[0];
   opterr = 0;
@@ -145,8 +146,8 @@ parse_args(int argc, char **argv, const char *usage, bool wait_opts, bool want_r
         errno = 0;
         a->timeout = strtod(optarg, &end);
         if (!*optarg || *end || errno || !(a->timeout >= 0) || !isfinite(a->timeout)) {
-          fprintf(stderr,
-                  "ferry %s: --timeout: '%s' is not a number of seconds >= 0\n", cmd, optarg);
+          fprintf(stderr, "ferry %s: --timeout: '%s' is not a number of seconds >= 0\n", cmd,
+                  optarg);
           return EXIT_USAGE;
         }
       }
@@ -183,11 +184,11 @@ fail_with_error(void)
 
 /* ---------------------------------------------------------------- status, pause, resume */
 
-static const char status_usage[] =
-    "Usage: ferry status [--json] CONTROL\n"
-    "Show the state of the clone served by a running ferry-nbd, ferry-fuse or\n"
-    "`ferry hydrate --control CONTROL`: state, progress, bytes copied, rate, ETA, last error.\n"
-    "  --json     print the raw status object (one line of JSON)\n";
+static const char status_usage[]
+    = "Usage: ferry status [--json] CONTROL\n"
+      "Show the state of the clone served by a running ferry-nbd, ferry-fuse or\n"
+      "`ferry hydrate --control CONTROL`: state, progress, bytes copied, rate, ETA, last error.\n"
+      "  --json     print the raw status object (one line of JSON)\n";
 
 int
 cmd_status(int argc, char **argv)
@@ -231,10 +232,10 @@ simple_command(const struct args *a, const char *command, json_t *extra)
   return EXIT_OK;
 }
 
-static const char pause_usage[] =
-    "Usage: ferry pause [--json] CONTROL\n"
-    "Pause the background copy (hydrator) of a running clone; reads of regions not yet\n"
-    "copied still fetch them from the source.  `ferry resume` continues.\n";
+static const char pause_usage[]
+    = "Usage: ferry pause [--json] CONTROL\n"
+      "Pause the background copy (hydrator) of a running clone; reads of regions not yet\n"
+      "copied still fetch them from the source.  `ferry resume` continues.\n";
 
 int
 cmd_pause(int argc, char **argv)
@@ -255,10 +256,10 @@ cmd_resume(int argc, char **argv)
   return r >= 0 ? r : simple_command(&a, "resume", NULL);
 }
 
-static const char set_rate_usage[] =
-    "Usage: ferry set-rate [--json] CONTROL RATE\n"
-    "Limit a running clone's background copy to RATE bytes/s: a number or a size such as\n"
-    "50M (MiB/s); 0 removes the limit.\n";
+static const char set_rate_usage[]
+    = "Usage: ferry set-rate [--json] CONTROL RATE\n"
+      "Limit a running clone's background copy to RATE bytes/s: a number or a size such as\n"
+      "50M (MiB/s); 0 removes the limit.\n";
 
 int
 cmd_set_rate(int argc, char **argv)
@@ -280,15 +281,15 @@ cmd_set_rate(int argc, char **argv)
 
 /* ---------------------------------------------------------------- wait */
 
-static const char wait_usage[] =
-    "Usage: ferry wait [--timeout SECONDS] [--progress|--no-progress] [--json] CONTROL\n"
-    "Wait until the clone served behind CONTROL has converged (every region copied to the\n"
-    "destination, map committed).  Exit 0 when converged (or for a plain volume), 1 when the\n"
-    "clone failed (the reason is printed) or the timeout expired.\n"
-    "  --timeout SECONDS   give up after SECONDS (default: wait for ever)\n"
-    "  --progress          draw progress (a bar on a terminal, else a line per second)\n"
-    "  --no-progress       draw nothing (default when stderr is not a terminal)\n"
-    "  --json              print the final status object on stdout\n";
+static const char wait_usage[]
+    = "Usage: ferry wait [--timeout SECONDS] [--progress|--no-progress] [--json] CONTROL\n"
+      "Wait until the clone served behind CONTROL has converged (every region copied to the\n"
+      "destination, map committed).  Exit 0 when converged (or for a plain volume), 1 when the\n"
+      "clone failed (the reason is printed) or the timeout expired.\n"
+      "  --timeout SECONDS   give up after SECONDS (default: wait for ever)\n"
+      "  --progress          draw progress (a bar on a terminal, else a line per second)\n"
+      "  --no-progress       draw nothing (default when stderr is not a terminal)\n"
+      "  --json              print the final status object on stdout\n";
 
 /* The verdict on the reply to "wait": exit code and message. */
 static int
@@ -359,8 +360,9 @@ wait_converged(const struct args *a, bool progress, bool tty)
   json_t *reply = NULL;
   for (;;) {
     /* Without a bar only a server that never answers is guarded against. */
-    double slice = progress ? WAIT_POLL_SECONDS : a->timeout >= 0 ? a->timeout + REQUEST_TIMEOUT
-                                                                  : -1;
+    double slice = progress          ? WAIT_POLL_SECONDS
+                   : a->timeout >= 0 ? a->timeout + REQUEST_TIMEOUT
+                                     : -1;
     r = control_call_finish(call, &reply, slice);
     if (r != -ETIMEDOUT || !progress)
       break;

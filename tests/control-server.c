@@ -34,6 +34,7 @@ int
 main(int argc, char **argv)
 {
   log_init("control-server");
+  /* clang-format off */
   static const struct option opts[] = {
     { "pidfile", required_argument, NULL, 'p' },
     { "clients", required_argument, NULL, 'c' },
@@ -46,25 +47,49 @@ main(int argc, char **argv)
     { "map", required_argument, NULL, 'M' },
     { NULL, 0, NULL, 0 },
   };
+  /* clang-format on */
   const char *pidfile = NULL, *source = NULL, *map = NULL;
-  uint64_t size = 0, n;
+  uint64_t size = 0, n = 0;
   struct clone_options co;
   clone_options_init(&co);
   int o;
   while ((o = getopt_long(argc, argv, "v", opts, NULL)) != -1) {
     int r = 0;
     switch (o) {
-    case 'p': pidfile = optarg; break;
-    case 'c': r = parse_uint("--clients", optarg, 0, 1000, &n); fake_clients = n; break;
-    case 's': r = parse_size("--size", optarg, &size); break;
-    case 'r': r = parse_size("--rate", optarg, &co.rate); break;
-    case 'P': co.start_paused = true; break;
-    case 'R': r = parse_size("--region-size", optarg, &co.region_size); break;
-    case 'w': r = parse_uint("--workers", optarg, 1, 64, &n); co.workers = n; break;
-    case 'S': source = optarg; break;
-    case 'M': map = optarg; break;
-    case 'v': log_set_verbose(true); break;
-    default: return 2;
+    case 'p':
+      pidfile = optarg;
+      break;
+    case 'c':
+      r = parse_uint("--clients", optarg, 0, 1000, &n);
+      fake_clients = n;
+      break;
+    case 's':
+      r = parse_size("--size", optarg, &size);
+      break;
+    case 'r':
+      r = parse_size("--rate", optarg, &co.rate);
+      break;
+    case 'P':
+      co.start_paused = true;
+      break;
+    case 'R':
+      r = parse_size("--region-size", optarg, &co.region_size);
+      break;
+    case 'w':
+      r = parse_uint("--workers", optarg, 1, 64, &n);
+      co.workers = n;
+      break;
+    case 'S':
+      source = optarg;
+      break;
+    case 'M':
+      map = optarg;
+      break;
+    case 'v':
+      log_set_verbose(true);
+      break;
+    default:
+      return 2;
     }
     if (r < 0) {
       log_error("%s", error_message());
