@@ -461,6 +461,43 @@ watch_main(void *arg)
   return NULL;
 }
 
+/* mountinfo escapes space, tab, newline and backslash in paths as \ooo. */
+static void
+escape_mount_path(const char *in, char *out, size_t size)
+{
+  size_t n = 0;
+  for (; *in && n + 5 < size; in++) {
+    if (*in == ' ' || *in == '\t' || *in == '\n' || *in == '\\')
+      n += (size_t)snprintf(out + n, size - n, "\\%03o", (unsigned char)*in);
+    else
+      out[n++] = *in;
+  }
+  out[n] = 0;
+}
+
+/* The device number of our new mount: the last mountinfo entry at our mountpoint. */
+static int
+find_mount_dev(struct server *s)
+{
+  char want[2 * PATH_MAX];
+  escape_mount_path(s->mountpoint, want, sizeof want);
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (!f)
+    return error_set_errno(errno, "/proc/self/mountinfo");
+  static char line[4 * PATH_MAX], path[4 * PATH_MAX];
+  unsigned maj, min;
+  bool found = false;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "%*u %*u %u:%u %*s %s", &maj, &min, path) == 3 && strcmp(path, want) == 0) {
+      s->mount_dev = makedev(maj, min);
+      found = true;
+    }
+  fclose(f);
+  if (!found)
+    return error_set(ENOENT, "%s: not in the mount table after mounting", s->mountpoint);
+  return 0;
+}
+
 static int
 start_session(struct server *s)
 {
@@ -476,14 +513,13 @@ start_session(struct server *s)
     return error_set(EINVAL, "cannot create the FUSE session");
   if (fuse_session_mount(s->se, s->mountpoint) != 0)
     return error_set(EIO, "%s: mount failed (see the message above)", s->mountpoint);
+  /* The mount table, not stat(): a stat of the mountpoint would be a FUSE request, and under
+   * valgrind (which does not release its lock around stat) the session could never answer. */
+  if (find_mount_dev(s) < 0)
+    return -1;
   if ((errno = pthread_create(&s->session_thread, NULL, session_main, s)) != 0)
     return error_set_errno(errno, "cannot start the FUSE session thread");
   s->session_started = true;
-  /* Only now: stat() of the mountpoint is a FUSE GETATTR that the session must answer. */
-  struct stat st;
-  if (stat(s->mountpoint, &st) < 0)
-    return error_set_errno(errno, "%s: stat after mount", s->mountpoint);
-  s->mount_dev = st.st_dev;
   return 0;
 }
 
