@@ -44,5 +44,20 @@ fuse_start "$MNT" --control "$ctl" --source "$src" --map "$map" "$dst"
 "$FERRY" wait --timeout 10 "$ctl" | grep -q converged || fail "remounted clone not converged"
 cmp "$MNT/disk" "$T/expect" || fail "remounted clone differs"
 fuse_stop "$MNT"
+# The VM path: a clone of an NBD source (nbdkit), loop-attached, read through /dev/loopN
+# while hydrating, then converged; detached and unmounted on SIGTERM.
+if command -v nbdkit >/dev/null; then
+  fuse_nbdkit "$T/src.sock" file "$src"
+  truncate -s "$(stat -c %s "$src")" "$T/dst2.img"
+  fuse_start "$MNT" --loop --control "$ctl" --source "nbd+unix:///?socket=$T/src.sock" \
+    --map "$T/map2" --rate 1M "$T/dst2.img"
+  dev=$(cat "$FUSE_OUT")
+  [[ $dev == /dev/loop* ]] || fail "no loop device printed: '$dev'"
+  cmp "$dev" "$src" || fail "clone of NBD source read through $dev differs"
+  "$FERRY" set-rate "$ctl" 0 >/dev/null
+  "$FERRY" wait --timeout 60 "$ctl" | grep -q converged || fail "NBD clone did not converge"
+  fuse_stop "$MNT"
+  cmp "$T/dst2.img" "$src" || fail "destination of the NBD clone differs"
+fi
 fuse_check_sanitizer_logs
 echo "fuse clone ok"
