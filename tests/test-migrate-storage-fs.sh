@@ -31,6 +31,18 @@ expect_fail "datastore 0: source volume $T/nowhere/0/42/disk.0: No such file or 
 rc=0; migrate --storage fs --frontend ceph 2>"$T/err" || rc=$?
 [ $rc -eq 2 ] && grep -qF -- "--frontend ceph: expected nbd or fuse" "$T/err" || fail "bad --frontend"
 
+# A clone server that dies before serving: its output in the message, the storage step undone
+# (no destination left, the stale file back under its name), the catalog untouched.
+printf '#!/bin/sh\necho "ferry-nbd: map.bin: corrupt header" >&2\nexit 3\n' > "$T/bad-nbd"
+chmod +x "$T/bad-nbd"
+FERRY_NBD=$T/bad-nbd expect_fail \
+  "disk 0: $T/bad-nbd exited with status 3 before serving: ferry-nbd: map.bin: corrupt header" \
+  migrate --storage fs --datastores "$T/ds" --journal "$T/dead.json"
+[ "$(db_dump)" = "$dump0" ] || fail "dead server: catalog changed"
+[ "$(cat "$T/ds/100/42/disk.0")" = OLD ] || fail "dead server: stale destination not restored"
+[ -z "$(ls "$T/ds/100/42/" | grep -v '^disk\.0$')" ] || fail "dead server: files left: $(ls "$T/ds/100/42")"
+cmp "$T/ds/0/42/disk.0" "$T/source.orig" || fail "dead server: source touched"
+
 # The move.
 migrate --storage fs --datastores "$T/ds" --journal "$T/j.json" > "$T/out" 2>&1 ||
   { cat "$T/out"; fail "migrate failed"; }
