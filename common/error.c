@@ -2,6 +2,7 @@
 #include "common/error.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,11 +11,24 @@
 static _Thread_local char *message;
 static _Thread_local int code;
 
+/* A thread that ends with a message set (a worker that failed) must not leak it: the
+ * message is also registered under a key whose destructor frees it at thread exit. */
+static pthread_key_t message_key;
+static pthread_once_t message_key_once = PTHREAD_ONCE_INIT;
+
+static void
+make_message_key(void)
+{
+  pthread_key_create(&message_key, free);
+}
+
 static void
 replace_message(char *m)
 {
   free(message);
   message = m;
+  pthread_once(&message_key_once, make_message_key);
+  pthread_setspecific(message_key, m);
 }
 
 static char *
