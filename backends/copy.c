@@ -242,8 +242,8 @@ copy_one_range(struct copier *c, uint64_t off, uint64_t len, struct copy_range_r
       pos = e_end;
     }
     if (pos == off)
-      return error_set(EIO, "%s: block status at offset %" PRIu64 " made no progress",
-                       c->src->name, off);
+      return error_set(EIO, "%s: block status at offset %" PRIu64 " made no progress", c->src->name,
+                       off);
     off = pos;
   }
   return 0;
@@ -276,9 +276,9 @@ struct engine {
   const struct copy_work *work;
   const struct copy_options *o;
   pthread_mutex_t lock;
-  int err;       /* first error, negative errno; 0 */
-  char *errmsg;  /* its message, taken from the worker thread */
-  bool finished; /* next() said there is no more work */
+  int err;        /* first error, negative errno; 0 */
+  char *errmsg;   /* its message, taken from the worker thread */
+  bool finished;  /* next() said there is no more work */
   bool cancelled; /* a range was cut short by *stop */
   _Atomic uint64_t bytes_read, bytes_written, bytes_zeroed, requests;
 };
@@ -360,8 +360,9 @@ copy_run(struct volume *src, struct volume *dst, const struct copy_work *work,
   if (r < 0)
     goto out_stats;
   if (dst->size < src->size) {
-    r = error_set(ENOSPC, "%s: destination is %" PRIu64 " bytes, smaller than the source (%" PRIu64
-                  " bytes)", dst->name, dst->size, src->size);
+    r = error_set(
+        ENOSPC, "%s: destination is %" PRIu64 " bytes, smaller than the source (%" PRIu64 " bytes)",
+        dst->name, dst->size, src->size);
     goto out_stats;
   }
   struct worker *w = calloc(nworkers, sizeof *w);
@@ -374,9 +375,14 @@ copy_run(struct volume *src, struct volume *dst, const struct copy_work *work,
   for (size_t i = 0; i < nworkers; i++) {
     struct copier *c = &w[i].c;
     w[i].e = &e;
-    *c = (struct copier){ .src = src, .dst = dst, .buflen = o->request_size,
-                          .sparse = o->sparse, .dst_is_zero = o->dst_is_zero,
-                          .retries = o->retries, .rate = o->rate, .stop = o->stop,
+    *c = (struct copier){ .src = src,
+                          .dst = dst,
+                          .buflen = o->request_size,
+                          .sparse = o->sparse,
+                          .dst_is_zero = o->dst_is_zero,
+                          .retries = o->retries,
+                          .rate = o->rate,
+                          .stop = o->stop,
                           .progress = o->progress };
     void *buf;
     /* Aligned for O_DIRECT volumes, which then need no bounce buffer. */
@@ -459,9 +465,8 @@ copy_volume(struct volume *src, struct volume *dst, const struct copy_options *o
   }
   struct sequential s = { 0, src->size, o->request_size * VOLUME_RANGE_REQUESTS };
   struct copy_work work = { .next = sequential_next, .opaque = &s };
-  debug("copy", "%s -> %s: %" PRIu64 " bytes, %u workers, %" PRIu64 "-byte requests%s",
-        src->name, dst->name, src->size, o->workers, o->request_size,
-        o->sparse ? ", sparse" : "");
+  debug("copy", "%s -> %s: %" PRIu64 " bytes, %u workers, %" PRIu64 "-byte requests%s", src->name,
+        dst->name, src->size, o->workers, o->request_size, o->sparse ? ", sparse" : "");
   return copy_run(src, dst, &work, o, stats);
 }
 
@@ -472,7 +477,11 @@ copy_range(struct volume *src, struct volume *dst, uint64_t off, uint64_t len, v
   struct copy_options defaults;
   copy_options_init(&defaults);
   struct copy_range_result local = { 0, 0, 0 };
-  struct copier c = { .src = src, .dst = dst, .buf = buf, .buflen = buflen, .sparse = sparse,
+  struct copier c = { .src = src,
+                      .dst = dst,
+                      .buf = buf,
+                      .buflen = buflen,
+                      .sparse = sparse,
                       .retries = defaults.retries };
   int r = check_request_size(src, dst, buflen);
   if (r == 0)

@@ -90,7 +90,7 @@ struct backwards {
   uint64_t step, next_end;
   pthread_mutex_t lock;
   uint64_t done_bytes, done_calls, failed_calls, cancelled_calls;
-  int fail_at;     /* > 0: next() fails on this call */
+  int fail_at; /* > 0: next() fails on this call */
   int calls;
   volatile int *stop_after_first;
 };

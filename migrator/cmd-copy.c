@@ -28,30 +28,29 @@
 static void
 usage(FILE *f)
 {
-  fprintf(f,
-          "Usage: ferry copy [OPTIONS] SRC DST\n"
-          "\n"
-          "Copy volume SRC to DST with many requests in flight.  Zero and hole extents of\n"
-          "the source are never read: they become holes (or zeroes) on DST.  SRC and DST are\n"
-          "paths, file:///path, nbd://host[:port]/export, nbd+unix:///export?socket=PATH, or\n"
-          "(SRC only) http(s)://.  A DST path that does not exist is created with SRC's size;\n"
-          "an existing DST smaller than SRC is refused before anything is written.\n"
-          "\n"
-          "Options:\n"
-          "  -p, --progress          progress bar on stderr (when it is a terminal)\n"
-          "  -C, --connections N     connections to an nbd/http volume (default: driver's)\n"
-          "  -R, --requests N        requests in flight (default 16)\n"
-          "  -S, --request-size SIZE bytes per request, e.g. 4M (default 1M)\n"
-          "      --sparse            skip zero/hole extents and zero blocks (default)\n"
-          "      --no-sparse         copy every byte as data (fully allocated DST)\n"
-          "      --rate BYTES/s      limit the source read rate, e.g. 100M (default unlimited)\n"
-          "      --flush             flush DST at the end (default)\n"
-          "      --no-flush          do not flush DST (data may still be in a cache)\n"
-          "      --json              print a summary object on stdout\n"
-          "  -v, --verbose           debug messages on stderr\n"
-          "  -h, --help              this text\n"
-          "\n"
-          "Exit status: 0 copied (and flushed), 1 the copy failed, 2 bad usage.\n");
+  fprintf(f, "Usage: ferry copy [OPTIONS] SRC DST\n"
+             "\n"
+             "Copy volume SRC to DST with many requests in flight.  Zero and hole extents of\n"
+             "the source are never read: they become holes (or zeroes) on DST.  SRC and DST are\n"
+             "paths, file:///path, nbd://host[:port]/export, nbd+unix:///export?socket=PATH, or\n"
+             "(SRC only) http(s)://.  A DST path that does not exist is created with SRC's size;\n"
+             "an existing DST smaller than SRC is refused before anything is written.\n"
+             "\n"
+             "Options:\n"
+             "  -p, --progress          progress bar on stderr (when it is a terminal)\n"
+             "  -C, --connections N     connections to an nbd/http volume (default: driver's)\n"
+             "  -R, --requests N        requests in flight (default 16)\n"
+             "  -S, --request-size SIZE bytes per request, e.g. 4M (default 1M)\n"
+             "      --sparse            skip zero/hole extents and zero blocks (default)\n"
+             "      --no-sparse         copy every byte as data (fully allocated DST)\n"
+             "      --rate BYTES/s      limit the source read rate, e.g. 100M (default unlimited)\n"
+             "      --flush             flush DST at the end (default)\n"
+             "      --no-flush          do not flush DST (data may still be in a cache)\n"
+             "      --json              print a summary object on stdout\n"
+             "  -v, --verbose           debug messages on stderr\n"
+             "  -h, --help              this text\n"
+             "\n"
+             "Exit status: 0 copied (and flushed), 1 the copy failed, 2 bad usage.\n");
 }
 
 enum { OPT_SPARSE = 256, OPT_NO_SPARSE, OPT_RATE, OPT_FLUSH, OPT_NO_FLUSH, OPT_JSON };
@@ -114,7 +113,9 @@ parse_args(int argc, char **argv, struct settings *s)
   optind = 1;
   while ((c = getopt_long(argc, argv, ":pC:R:S:vh", long_options, NULL)) != -1) {
     switch (c) {
-    case 'p': s->progress = true; break;
+    case 'p':
+      s->progress = true;
+      break;
     case 'C':
       if (parse_uint("--connections", optarg, 1, 64, &v) < 0)
         return bad_usage();
@@ -135,8 +136,12 @@ parse_args(int argc, char **argv, struct settings *s)
       }
       s->request_size = v;
       break;
-    case OPT_SPARSE: s->sparse = true; break;
-    case OPT_NO_SPARSE: s->sparse = false; break;
+    case OPT_SPARSE:
+      s->sparse = true;
+      break;
+    case OPT_NO_SPARSE:
+      s->sparse = false;
+      break;
     case OPT_RATE:
       if (parse_rate(optarg, &s->rate) < 0)
         return bad_usage();
@@ -145,11 +150,21 @@ parse_args(int argc, char **argv, struct settings *s)
         return bad_usage();
       }
       break;
-    case OPT_FLUSH: s->flush = true; break;
-    case OPT_NO_FLUSH: s->flush = false; break;
-    case OPT_JSON: s->json = true; break;
-    case 'v': log_set_verbose(true); break;
-    case 'h': usage(stdout); exit(EXIT_OK);
+    case OPT_FLUSH:
+      s->flush = true;
+      break;
+    case OPT_NO_FLUSH:
+      s->flush = false;
+      break;
+    case OPT_JSON:
+      s->json = true;
+      break;
+    case 'v':
+      log_set_verbose(true);
+      break;
+    case 'h':
+      usage(stdout);
+      exit(EXIT_OK);
     case ':':
       error_set(EINVAL, "option '%s' needs a value", argv[optind - 1]);
       return bad_usage();
@@ -206,8 +221,9 @@ open_destination(const struct settings *s, uint64_t size, struct volume **out, b
     return r;
   }
   if ((*out)->size < size) {
-    r = error_set(ENOSPC, "%s: destination is %" PRIu64 " bytes, smaller than the source (%" PRIu64
-                  " bytes)", s->dst, (*out)->size, size);
+    r = error_set(
+        ENOSPC, "%s: destination is %" PRIu64 " bytes, smaller than the source (%" PRIu64 " bytes)",
+        s->dst, (*out)->size, size);
     volume_close(*out);
     *out = NULL;
     return r;
@@ -286,8 +302,9 @@ print_json(const struct settings *s, uint64_t size, const struct copy_stats *st,
 int
 cmd_copy(int argc, char **argv)
 {
-  struct settings s = { .flush = true, .sparse = true, .requests = 16,
-                        .request_size = COPY_DEFAULT_REQUEST_SIZE };
+  struct settings s = {
+    .flush = true, .sparse = true, .requests = 16, .request_size = COPY_DEFAULT_REQUEST_SIZE
+  };
   int r = parse_args(argc, argv, &s);
   if (r)
     return r;
