@@ -34,6 +34,19 @@ clone_options_init(struct clone_options *o)
   o->source.readonly = true;
 }
 
+int
+clone_parse_region_size(const char *text, uint64_t *out)
+{
+  uint64_t v;
+  int r = parse_size("--region-size", text, &v);
+  if (r < 0)
+    return r;
+  if (!is_power_of_two(v) || v < (4u << 10) || v > (64u << 20))
+    return error_set(EINVAL, "--region-size: %s is not a power of two from 4K to 64M", text);
+  *out = v;
+  return 0;
+}
+
 const char *
 clone_state_name(enum clone_state s)
 {

@@ -34,6 +34,9 @@ struct clone_options {
 
 void clone_options_init(struct clone_options *o);
 
+/* Parse a --region-size value: a power of two from 4 KiB to 64 MiB (message names the flag). */
+int clone_parse_region_size(const char *text, uint64_t *out);
+
 /* Open source, destination and map (created when missing).  Refuses, touching nothing, a map
  * for another size / region size / source identity, a corrupt map, a destination smaller
  * than the source.  0 or -errno with a message. */

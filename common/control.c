@@ -201,7 +201,7 @@ flush_output(struct conn *c)
 
 /* "rate": a number of bytes/s or a size string; 0 = unlimited. */
 static int
-parse_rate(json_t *v, uint64_t *out)
+parse_rate_field(json_t *v, uint64_t *out)
 {
   if (json_is_string(v)) {
     if (parse_size("rate", json_string_value(v), out) < 0)
@@ -277,7 +277,7 @@ handle_request(struct control_server *s, struct conn *c, const char *line, size_
     uint64_t rate;
     if (!rv)
       send_error(c, id, "set-rate: missing field \"rate\" (bytes/s, or a size like \"50M\")");
-    else if (parse_rate(rv, &rate) < 0)
+    else if (parse_rate_field(rv, &rate) < 0)
       send_error(c, id, "set-rate: %s", error_message());
     else if (needs_clone(s, c, id, cmd)) {
       clone_set_rate(s->clone, rate);

@@ -50,6 +50,26 @@ parse_size(const char *what, const char *text, uint64_t *out)
 }
 
 int
+parse_rate(const char *what, const char *text, uint64_t *out)
+{
+  size_t n = strlen(text);
+  int r;
+  if (n >= 2 && strcmp(text + n - 2, "/s") == 0) {
+    char *number = strndup(text, n - 2);
+    if (!number)
+      return error_set(ENOMEM, "%s: out of memory", what);
+    r = parse_size(what, number, out);
+    free(number);
+    if (r < 0)
+      return error_set(-r, "%s: '%s' is not a rate (expected e.g. 100M or 100M/s)", what, text);
+  } else if ((r = parse_size(what, text, out)) < 0)
+    return r;
+  if (*out == 0)
+    return error_set(EINVAL, "%s: '%s' must be more than 0 bytes/s", what, text);
+  return 0;
+}
+
+int
 parse_uint(const char *what, const char *text, uint64_t min, uint64_t max, uint64_t *out)
 {
   if (!text || !*text || !isdigit((unsigned char)text[0]))

@@ -9,6 +9,9 @@
 /* Parse "65536", "64K", "64KiB", "1M", "2G", "1T" (binary units, case-insensitive, optional
  * "B"/"iB").  Returns 0, or a negative errno with a message naming `what` and the text. */
 int parse_size(const char *what, const char *text, uint64_t *out);
+/* A rate limit for `what` (e.g. "--rate"): a size, optionally followed by "/s" ("100M",
+ * "100M/s").  0 is refused: a flag that is given means a limit. */
+int parse_rate(const char *what, const char *text, uint64_t *out);
 /* Parse a decimal integer in [min, max]; message names `what`. */
 int parse_uint(const char *what, const char *text, uint64_t min, uint64_t max, uint64_t *out);
 

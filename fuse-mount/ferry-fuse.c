@@ -208,10 +208,8 @@ parse_args(int argc, char **argv, struct options *o)
       break;
     case OPT_REGION:
       clone_only = true;
-      if (parse_size("--region-size", optarg, &o->region_size) < 0)
+      if (clone_parse_region_size(optarg, &o->region_size) < 0)
         return bad_usage("%s", error_message());
-      if (!is_power_of_two(o->region_size) || o->region_size < 4096 || o->region_size > (64u << 20))
-        return bad_usage("--region-size %s: must be a power of two from 4K to 64M", optarg);
       break;
     case OPT_WORKERS:
       clone_only = true;
@@ -221,7 +219,7 @@ parse_args(int argc, char **argv, struct options *o)
       break;
     case OPT_RATE:
       clone_only = true;
-      if (parse_size("--rate", optarg, &o->rate) < 0)
+      if (parse_rate("--rate", optarg, &o->rate) < 0)
         return bad_usage("%s", error_message());
       break;
     case '?':

@@ -86,23 +86,6 @@ bad_usage(void)
   return EXIT_USAGE;
 }
 
-/* "100M", "100M/s", "100MiB/s". */
-static int
-parse_rate(const char *text, uint64_t *out)
-{
-  char buf[64];
-  size_t n = strlen(text);
-  if (n >= 2 && strcmp(text + n - 2, "/s") == 0 && n - 2 < sizeof buf) {
-    memcpy(buf, text, n - 2);
-    buf[n - 2] = 0;
-    int r = parse_size("--rate", buf, out);
-    if (r < 0)
-      return error_set(-r, "--rate: '%s' is not a rate (expected e.g. 100M or 100M/s)", text);
-    return 0;
-  }
-  return parse_size("--rate", text, out);
-}
-
 /* 0, or EXIT_USAGE after printing why; exits 0 for --help. */
 static int
 parse_args(int argc, char **argv, struct settings *s)
@@ -143,12 +126,8 @@ parse_args(int argc, char **argv, struct settings *s)
       s->sparse = false;
       break;
     case OPT_RATE:
-      if (parse_rate(optarg, &s->rate) < 0)
+      if (parse_rate("--rate", optarg, &s->rate) < 0)
         return bad_usage();
-      if (s->rate == 0) {
-        error_set(EINVAL, "--rate: '%s' must be more than 0 bytes/s", optarg);
-        return bad_usage();
-      }
       break;
     case OPT_FLUSH:
       s->flush = true;

@@ -98,22 +98,6 @@ bad_usage(void)
 }
 
 static int
-parse_rate(const char *text, uint64_t *out)
-{
-  char buf[64];
-  size_t n = strlen(text);
-  if (n >= 2 && strcmp(text + n - 2, "/s") == 0 && n - 2 < sizeof buf) {
-    memcpy(buf, text, n - 2);
-    buf[n - 2] = 0;
-    text = buf;
-  }
-  int r = parse_size("--rate", text, out);
-  if (r == 0 && *out == 0)
-    r = error_set(EINVAL, "--rate: must be more than 0 bytes/s");
-  return r;
-}
-
-static int
 parse_args(int argc, char **argv, struct settings *s)
 {
   uint64_t v;
@@ -129,13 +113,8 @@ parse_args(int argc, char **argv, struct settings *s)
       s->map = optarg;
       break;
     case OPT_REGION_SIZE:
-      if (parse_size("--region-size", optarg, &v) < 0)
+      if (clone_parse_region_size(optarg, &s->region_size) < 0)
         return bad_usage();
-      if (!is_power_of_two(v) || v < (4u << 10) || v > (64u << 20)) {
-        error_set(EINVAL, "--region-size: '%s' must be a power of two from 4K to 64M", optarg);
-        return bad_usage();
-      }
-      s->region_size = v;
       break;
     case 'w':
       if (parse_uint("--workers", optarg, 1, 256, &v) < 0)
@@ -143,7 +122,7 @@ parse_args(int argc, char **argv, struct settings *s)
       s->workers = (unsigned)v;
       break;
     case OPT_RATE:
-      if (parse_rate(optarg, &s->rate) < 0)
+      if (parse_rate("--rate", optarg, &s->rate) < 0)
         return bad_usage();
       break;
     case OPT_PAUSED:

@@ -212,11 +212,8 @@ parse_options(int argc, char **argv, struct options *o)
       break;
     case OPT_REGION_SIZE:
       o->clone_flags = true;
-      if (parse_size("--region-size", optarg, &o->clone.region_size) < 0)
+      if (clone_parse_region_size(optarg, &o->clone.region_size) < 0)
         return bad_usage("%s", error_message());
-      if (!is_power_of_two(o->clone.region_size) || o->clone.region_size < 4096
-          || o->clone.region_size > (64u << 20))
-        return bad_usage("--region-size: %s is not a power of two between 4K and 64M", optarg);
       break;
     case OPT_WORKERS:
       o->clone_flags = true;
@@ -226,7 +223,7 @@ parse_options(int argc, char **argv, struct options *o)
       break;
     case OPT_RATE:
       o->clone_flags = true;
-      if (parse_size("--rate", optarg, &o->clone.rate) < 0)
+      if (parse_rate("--rate", optarg, &o->clone.rate) < 0)
         return bad_usage("%s", error_message());
       break;
     case 'f':

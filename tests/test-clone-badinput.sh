@@ -86,12 +86,12 @@ usage "missing --source SRC" --map "$T/map" "$T/dst"
 usage "missing --map MAP" --source "$T/src" "$T/dst"
 usage "missing DEST" --source "$T/src" --map "$T/map"
 usage "too many arguments: 'x'" --source "$T/src" --map "$T/map" "$T/dst" x
-usage "--region-size: '3000' must be a power of two from 4K to 64M" \
+usage "--region-size: 3000 is not a power of two from 4K to 64M" \
   --source "$T/src" --map "$T/map" --region-size 3000 "$T/dst"
-usage "--region-size: '128M' must be a power of two from 4K to 64M" \
+usage "--region-size: 128M is not a power of two from 4K to 64M" \
   --source "$T/src" --map "$T/map" --region-size 128M "$T/dst"
 usage "--workers" --source "$T/src" --map "$T/map" --workers 0 "$T/dst"
-usage "--rate: must be more than 0 bytes/s" --source "$T/src" --map "$T/map" --rate 0 "$T/dst"
+usage "--rate: '0' must be more than 0 bytes/s" --source "$T/src" --map "$T/map" --rate 0 "$T/dst"
 usage "--commit-interval: '0' must be seconds from 0.01 to 3600" \
   --source "$T/src" --map "$T/map" --commit-interval 0 "$T/dst"
 usage "unknown option '--bogus'" --source "$T/src" --map "$T/map" --bogus "$T/dst"

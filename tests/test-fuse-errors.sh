@@ -25,7 +25,7 @@ usage "unexpected argument 'extra'" "$img" "$MNT" extra
 usage "--source needs --map" --source "$img" "$img" "$MNT"
 usage "--map needs --source" --map "$T/map" "$img" "$MNT"
 usage "need --source and --map" --rate 10M "$img" "$MNT"
-usage "--region-size 3000: must be a power of two" --source "$img" --map "$T/m" --region-size 3000 "$img" "$MNT"
+usage "--region-size: 3000 is not a power of two from 4K to 64M" --source "$img" --map "$T/m" --region-size 3000 "$img" "$MNT"
 usage "--threads" --threads 0 "$img" "$MNT"
 usage "option '--control' is unknown or lacks its value" --control
 usage "option '-x' is unknown" -x "$img" "$MNT"
