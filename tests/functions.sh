@@ -60,13 +60,16 @@ free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_nbdkit SOCKET PLUGIN ARGS...: nbdkit on a unix socket, in the background (its
-# --exit-with-parent implies --foreground), tracked by PID; returns once the socket is there.
+# start_nbdkit SOCKET PLUGIN ARGS...: nbdkit on a unix socket, in the background as our child
+# (its --exit-with-parent implies --foreground), stderr appended to $T/nbdkit.log; returns once
+# its pidfile says it serves.  Sets NBDKIT_PID (tracked: stopped at exit).
 start_nbdkit() {
   local sock=$1; shift
-  nbdkit --exit-with-parent -U "$sock" "$@" &
+  local pidf="$T/nbdkit.$RANDOM$RANDOM.pid"
+  nbdkit --exit-with-parent -U "$sock" -P "$pidf" "$@" 2>>"$T/nbdkit.log" &
   NBDKIT_PID=$!
   track_pid "$NBDKIT_PID"
+  wait_for_pidfile "$pidf" >/dev/null
   wait_for_file "$sock"
 }
 

@@ -71,14 +71,3 @@ while True:
 EOF2
 }
 
-# control_nbdkit SOCKET PLUGIN ARGS...: nbdkit on a unix socket in the background, tracked.
-# (functions.sh's start_nbdkit runs it in the foreground: --exit-with-parent keeps nbdkit
-# from forking, so that helper never returns.)
-control_nbdkit() {
-  local sock=$1; shift
-  local pidf="$T/nbdkit.$RANDOM.pid"
-  nbdkit --exit-with-parent -U "$sock" -P "$pidf" "$@" &
-  track_pid $!
-  wait_for_pidfile "$pidf" >/dev/null
-  wait_for_file "$sock"
-}

@@ -80,13 +80,3 @@ expect_rc() {
   echo "ok: refused ($rc): $(head -1 "$T/err")"
 }
 
-# serve_nbdkit SOCKET ARGS...: nbdkit on a unix socket in the background (--exit-with-parent
-# implies --foreground, so functions.sh's start_nbdkit would block); waits, tracks its PID.
-serve_nbdkit() {
-  local sock=$1; shift
-  local pidf="$T/nbdkit.$RANDOM$RANDOM.pid"
-  nbdkit --exit-with-parent -U "$sock" -P "$pidf" "$@" &
-  track_pid $!
-  wait_for_pidfile "$pidf" >/dev/null
-  wait_for_file "$sock"
-}

@@ -13,18 +13,6 @@ wait_for_port() {
   fail "timed out waiting for 127.0.0.1:$port"
 }
 
-# nbdkit_unix SOCKET PLUGIN ARGS...: nbdkit in the background on a unix socket; waits for its
-# pidfile and socket, tracks its PID, sets $NBDKIT_PID (tests kill it to lose the server).
-nbdkit_unix() {
-  local sock=$1; shift
-  local pidf="$T/nbdkit.$RANDOM.pid"
-  nbdkit --exit-with-parent -U "$sock" -P "$pidf" "$@" 2>>"$T/nbdkit.log" &
-  NBDKIT_PID=$!
-  track_pid "$NBDKIT_PID"
-  wait_for_pidfile "$pidf" >/dev/null
-  wait_for_file "$sock"
-}
-
 # nbdkit_tcp PORT PLUGIN ARGS...: the same on 127.0.0.1:PORT.
 nbdkit_tcp() {
   local port=$1; shift

@@ -95,17 +95,6 @@ fuse_driver_ready() {
   fuse_assert_clean "$mnt"
 }
 
-# fuse_nbdkit SOCKET PLUGIN ARGS...: nbdkit in the foreground (as our child, so that
-# --exit-with-parent holds), stopped by PID at exit; waits until it listens.
-fuse_nbdkit() {
-  local sock=$1; shift
-  local pidf="$T/nbdkit.$RANDOM.pid"
-  nbdkit -f --exit-with-parent -U "$sock" -P "$pidf" "$@" 2>>"$T/nbdkit.err" &
-  track_pid $!
-  wait_for_pidfile "$pidf" >/dev/null
-  wait_for_file "$sock"
-}
-
 # A daemonized ferry-fuse sends stderr to /dev/null: have the sanitizers (ASan/UBSan builds)
 # write their reports to files instead, and fail the test if any report was written.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}log_path=$T/sanitizer-asan"

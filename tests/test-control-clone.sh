@@ -8,7 +8,7 @@
 requires nbdkit nbdcopy
 
 S=$T/ctl.sock
-control_nbdkit "$T/src.sock" pattern size=64M
+start_nbdkit "$T/src.sock" pattern size=64M
 truncate -s 64M "$T/dest.img"
 # One worker: the hydrator then completes one 16 MiB batch a second, so progress, a pause
 # and a resume can be seen in steps.  Started paused, so the first checks see a fixed state.

@@ -6,7 +6,7 @@
 requires nbdkit
 
 S=$T/ctl.sock
-control_nbdkit "$T/src.sock" --filter=error pattern size=8M error-pread-rate=100% error=EIO \
+start_nbdkit "$T/src.sock" --filter=error pattern size=8M error-pread-rate=100% error=EIO \
   2>"$T/nbdkit.err"
 truncate -s 8M "$T/dest.img"
 start_control_server "$T/srv.pid" --source "nbd+unix:///?socket=$T/src.sock" \

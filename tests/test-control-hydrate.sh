@@ -7,7 +7,7 @@
 requires nbdkit nbdcopy
 
 S=$T/ctl.sock
-control_nbdkit "$T/src.sock" pattern size=32M
+start_nbdkit "$T/src.sock" pattern size=32M
 "$FERRY" hydrate --paused --control "$S" --workers 1 --rate 16M \
   --source "nbd+unix:///?socket=$T/src.sock" --map "$T/map.bin" "$T/dest.img" \
   >"$T/hydrate.out" 2>"$T/hydrate.err" &

@@ -8,7 +8,7 @@ requires nbdkit nbdcopy
 [ -x "$FERRY_NBD" ] || skip "ferry-nbd not built"
 
 S=$T/ctl.sock
-control_nbdkit "$T/src.sock" pattern size=32M
+start_nbdkit "$T/src.sock" pattern size=32M
 truncate -s 32M "$T/dest.img"
 # One worker at 64 KiB/s: its first 4 MiB request goes out at once, the next not for a minute,
 # so the region read below (at 16 MiB) is certainly still on the source only.

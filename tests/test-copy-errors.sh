@@ -17,7 +17,7 @@ make_image "$T/src.img" 16
 size=$(stat -c %s "$T/src.img")
 
 # Every read fails: a clear message, the new destination removed again.
-serve_nbdkit "$T/bad.sock" --readonly --filter=error file "$T/src.img" error-pread-rate=100% error-pread=EIO
+start_nbdkit "$T/bad.sock" --readonly --filter=error file "$T/src.img" error-pread-rate=100% error-pread=EIO
 rc=0
 "$FERRY" copy --request-size 1M "nbd+unix:///?socket=$T/bad.sock" "$T/out.img" 2>"$T/err" || rc=$?
 cat "$T/err"
@@ -33,7 +33,7 @@ expect_rc 1 "failed after 6 attempts" "$FERRY" copy "nbd+unix:///?socket=$T/bad.
 [ -e "$T/existing.img" ] || fail "existing destination removed"
 
 # 10% of reads fail: retries make the copy correct; if it still fails, it says so.
-serve_nbdkit "$T/flaky.sock" --readonly --filter=error file "$T/src.img" error-pread-rate=10% error-pread=EIO
+start_nbdkit "$T/flaky.sock" --readonly --filter=error file "$T/src.img" error-pread-rate=10% error-pread=EIO
 retried=no
 for i in 1 2 3; do
   rm -f "$T/out.img"

@@ -11,7 +11,7 @@ read -r want_read want_zeroed < <(expected_counts "$T/src.img.map")
 size=$(stat -c %s "$T/src.img")
 
 # nbd source -> new file.
-serve_nbdkit "$T/src.sock" --readonly file "$T/src.img"
+start_nbdkit "$T/src.sock" --readonly file "$T/src.img"
 SRC="nbd+unix:///?socket=$T/src.sock"
 "$FERRY" copy --json --connections 2 "$SRC" "$T/out.img" >"$T/summary.json"
 same_bytes "$T/src.img" "$T/out.img"
@@ -30,25 +30,25 @@ same_bytes "$T/src.img" "$T/out3.img"
 
 # file -> nbd destination holding garbage: every byte, zero runs included, must match.
 head -c "$size" /dev/urandom >"$T/dst.img"
-serve_nbdkit "$T/dst.sock" file "$T/dst.img"
+start_nbdkit "$T/dst.sock" file "$T/dst.img"
 "$FERRY" copy "$T/src.img" "nbd+unix:///?socket=$T/dst.sock"
 same_bytes "$T/src.img" "$T/dst.img"
 
 # nbd -> nbd: source export to an nbdkit memory export, read back with nbdcopy.
-serve_nbdkit "$T/mem.sock" memory size=$size
+start_nbdkit "$T/mem.sock" memory size=$size
 "$FERRY" copy "$SRC" "nbd+unix:///?socket=$T/mem.sock"
 nbdcopy "nbd+unix:///?socket=$T/mem.sock" "$T/back.img"
 same_bytes "$T/src.img" "$T/back.img"
 
 # A source with many small extents: the same bytes nbdcopy gets.
-serve_nbdkit "$T/rnd.sock" --readonly sparse-random size=64M percent=30 runlength=65536 seed=7
+start_nbdkit "$T/rnd.sock" --readonly sparse-random size=64M percent=30 runlength=65536 seed=7
 "$FERRY" copy --json "nbd+unix:///?socket=$T/rnd.sock" "$T/rnd.img" >"$T/rnd.json"
 nbdcopy "nbd+unix:///?socket=$T/rnd.sock" "$T/rnd-ref.img"
 same_bytes "$T/rnd-ref.img" "$T/rnd.img"
 [ "$(json_field "$T/rnd.json" bytes_read)" -lt $((64 << 20)) ] || fail "sparse-random holes were read"
 
 # A destination export smaller than the source is refused, untouched.
-serve_nbdkit "$T/small.sock" memory size=1M
+start_nbdkit "$T/small.sock" memory size=1M
 expect_rc 1 "destination is 1048576 bytes, smaller than the source ($size bytes)" \
   "$FERRY" copy "$SRC" "nbd+unix:///?socket=$T/small.sock"
 echo "nbd copy ok"

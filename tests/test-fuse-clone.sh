@@ -47,7 +47,7 @@ fuse_stop "$MNT"
 # The VM path: a clone of an NBD source (nbdkit), loop-attached, read through /dev/loopN
 # while hydrating, then converged; detached and unmounted on SIGTERM.
 if command -v nbdkit >/dev/null; then
-  fuse_nbdkit "$T/src.sock" file "$src"
+  start_nbdkit "$T/src.sock" file "$src"
   truncate -s "$(stat -c %s "$src")" "$T/dst2.img"
   fuse_start "$MNT" --loop --control "$ctl" --source "nbd+unix:///?socket=$T/src.sock" \
     --map "$T/map2" --rate 1M "$T/dst2.img"

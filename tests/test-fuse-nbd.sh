@@ -12,7 +12,7 @@ head -c $((20 << 20)) /dev/urandom >"$img"
 truncate -s 24M "$img" # and a hole at the end
 cp "$img" "$T/expect"
 sock="$T/nbd.sock"
-fuse_nbdkit "$sock" file "$img"
+start_nbdkit "$sock" file "$img"
 uri="nbd+unix:///?socket=$sock"
 
 fuse_start "$MNT" "$uri"
@@ -45,7 +45,7 @@ fuse_stop "$MNT"
 
 # A read-only export (nbdkit -r): served read-only without --read-only.
 sock2="$T/nbd-ro.sock"
-fuse_nbdkit "$sock2" -r file "$img"
+start_nbdkit "$sock2" -r file "$img"
 fuse_start "$MNT" "nbd+unix:///?socket=$sock2"
 [ "$(stat -c %a "$MNT/disk")" = 444 ] || fail "read-only export mode $(stat -c %a "$MNT/disk")"
 cmp "$MNT/disk" "$T/expect" || fail "read-only export differs"

@@ -9,7 +9,7 @@
 requires nbdkit nbdcopy
 
 make_image "$T/src.img" 24
-nbdkit_unix "$T/src.sock" -r file "$T/src.img"
+start_nbdkit "$T/src.sock" -r file "$T/src.img"
 "$FERRY" copy "nbd+unix:///?socket=$T/src.sock" "$T/out.img"
 same_bytes "$T/src.img" "$T/out.img"
 check_holes "$T/out.img" "$T/src.img.map" || fail "zero runs are not holes in out.img"
@@ -20,13 +20,13 @@ nbdkit_tcp "$PORT" -r file "$T/src.img"
 same_bytes "$T/src.img" "$T/out2.img"
 
 # Into an NBD export (writes, zeroes, flush through the driver), read back with nbdcopy.
-nbdkit_unix "$T/dst.sock" memory size=$(stat -c %s "$T/src.img")
+start_nbdkit "$T/dst.sock" memory size=$(stat -c %s "$T/src.img")
 "$FERRY" copy "$T/src.img" "nbd+unix:///?socket=$T/dst.sock"
 nbdcopy "nbd+unix:///?socket=$T/dst.sock" "$T/back.img"
 same_bytes "$T/src.img" "$T/back.img"
 
 # 10% of requests fail at the source.  Exit 0 must mean equal bytes; a failure must say so.
-nbdkit_unix "$T/err.sock" -r --filter=error file "$T/src.img" error=EIO error-rate=10%
+start_nbdkit "$T/err.sock" -r --filter=error file "$T/src.img" error=EIO error-rate=10%
 for i in 1 2 3; do
   rc=0
   "$FERRY" copy "nbd+unix:///?socket=$T/err.sock" "$T/e$i.img" 2>"$T/e$i.err" || rc=$?
@@ -41,7 +41,7 @@ for i in 1 2 3; do
   fi
 done
 # Every read fails: the copy must fail, saying where and why.
-nbdkit_unix "$T/dead.sock" -r --filter=error file "$T/src.img" error=EIO error-pread-rate=100%
+start_nbdkit "$T/dead.sock" -r --filter=error file "$T/src.img" error=EIO error-pread-rate=100%
 expect_fail "nbd+unix:///?socket=$T/dead.sock: " \
   "$FERRY" copy "nbd+unix:///?socket=$T/dead.sock" "$T/dead.img"
 grep -qF "Input/output error" "$T/err" || fail "no errno in: $(cat "$T/err")"

@@ -25,7 +25,7 @@ expect_fail "nbd://127.0.0.1:$PORT/: cannot connect: Connection refused" "${V[@]
 
 # A read-only server: writes, zeroes and trims refused, data unchanged.
 head -c 1M /dev/urandom >"$T/data"
-nbdkit_unix "$T/ro.sock" -r file "$T/data"
+start_nbdkit "$T/ro.sock" -r file "$T/data"
 RO="nbd+unix:///?socket=$T/ro.sock"
 expect_fail "$RO: write refused: the volume is read-only" "${V[@]}" write "$RO" 0 <"$T/data"
 expect_fail "$RO: write zeroes refused: the volume is read-only" "${V[@]}" zero "$RO" 0 4096
@@ -37,15 +37,15 @@ expect_fail "$RO: read of 2097152 bytes at offset 0 is beyond the end (size 1048
   "${V[@]}" read "$RO" 0 2M
 
 # Server errors come back with the operation and errno.
-nbdkit_unix "$T/err.sock" --filter=error memory size=1M error=EIO error-pread-rate=100%
+start_nbdkit "$T/err.sock" --filter=error memory size=1M error=EIO error-pread-rate=100%
 expect_fail "nbd+unix:///?socket=$T/err.sock: read 4096 bytes at offset 8192: Input/output error" \
   "${V[@]}" read "nbd+unix:///?socket=$T/err.sock" 8192 4096
-nbdkit_unix "$T/werr.sock" --filter=error memory size=1M error=ENOSPC error-pwrite-rate=100%
+start_nbdkit "$T/werr.sock" --filter=error memory size=1M error=ENOSPC error-pwrite-rate=100%
 expect_fail "nbd+unix:///?socket=$T/werr.sock: write 4096 bytes at offset 0: No space left on device" \
   "${V[@]}" write "nbd+unix:///?socket=$T/werr.sock" 0 < <(head -c 4096 /dev/zero)
 
 # A server killed mid-transfer: every request in flight fails, nothing hangs.
-nbdkit_unix "$T/die.sock" --filter=delay memory size=64M rdelay=20ms
+start_nbdkit "$T/die.sock" --filter=delay memory size=64M rdelay=20ms
 "$VOLTOOL" cat -t 16 -r 64K "nbd+unix:///?socket=$T/die.sock" >"$T/partial" 2>"$T/die.err" &
 cat_pid=$!
 sleep 0.3 # let reads be in flight (any moment will do)
@@ -59,7 +59,7 @@ grep -qF "connection to the NBD server lost" "$T/die.err" || fail "message: $(ca
 
 # A server that goes silent (every read takes 10 s): with --timeout 1 the connection is
 # dropped after ~1 s and the read fails saying so.
-nbdkit_unix "$T/silent.sock" --filter=delay memory size=1M rdelay=10
+start_nbdkit "$T/silent.sock" --filter=delay memory size=1M rdelay=10
 t0=$(date +%s)
 expect_fail "nbd+unix:///?socket=$T/silent.sock: read 4096 bytes at offset 0: the NBD server stopped answering (connection dropped)" \
   "$VOLTOOL" --timeout 1 read "nbd+unix:///?socket=$T/silent.sock" 0 4096

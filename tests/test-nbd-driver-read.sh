@@ -7,7 +7,7 @@
 requires nbdkit nbdinfo nbdcopy qemu-nbd
 
 # nbdkit sparse-random over a unix socket: data, holes and zeroes.
-nbdkit_unix "$T/sr.sock" sparse-random size=64M seed=7 percent=30 runlength=65536
+start_nbdkit "$T/sr.sock" sparse-random size=64M seed=7 percent=30 runlength=65536
 U="nbd+unix:///?socket=$T/sr.sock"
 nbdcopy "$U" "$T/ref"
 "$VOLTOOL" cat -t 16 -r 256K "$U" >"$T/out"
@@ -54,7 +54,7 @@ same_bytes "$T/q.raw" "$T/qout2"
 
 # Concurrency: each read takes 100 ms at the server; 64 reads by 16 threads over ONE
 # connection take ~0.4 s when they overlap, 6.4 s when serialised.
-nbdkit_unix "$T/slow.sock" --filter=delay memory size=4M rdelay=100ms
+start_nbdkit "$T/slow.sock" --filter=delay memory size=4M rdelay=100ms
 ms=$(elapsed_ms "$T/slow" "$VOLTOOL" -c 1 cat -t 16 -r 64K "nbd+unix:///?socket=$T/slow.sock")
 echo "64 delayed reads on one connection: $ms ms"
 [ "$ms" -lt 3000 ] || fail "reads did not overlap ($ms ms)"

@@ -18,7 +18,7 @@ PY
 }
 
 # nbdkit memory: 32 MiB of random data written by 16 threads in 256 KiB requests.
-nbdkit_unix "$T/mem.sock" memory size=32M
+start_nbdkit "$T/mem.sock" memory size=32M
 U="nbd+unix:///?socket=$T/mem.sock"
 head -c 32M /dev/urandom >"$T/model"
 "$VOLTOOL" put -t 16 -r 256K "$U" <"$T/model"
@@ -43,7 +43,7 @@ same_bytes "$T/model" "$T/got"
 
 # A server without fast zero: --fast-zero is refused (ENOTSUP), nothing changes; a plain
 # zero still works (passed through as NBD_CMD_WRITE_ZEROES).
-nbdkit_unix "$T/nofast.sock" --filter=nozero memory size=1M zeromode=plugin fastzeromode=none
+start_nbdkit "$T/nofast.sock" --filter=nozero memory size=1M zeromode=plugin fastzeromode=none
 NF="nbd+unix:///?socket=$T/nofast.sock"
 head -c 1M /dev/urandom >"$T/nf"
 "$VOLTOOL" put "$NF" <"$T/nf"
