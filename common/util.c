@@ -70,6 +70,16 @@ parse_rate(const char *what, const char *text, uint64_t *out)
 }
 
 int
+getopt_error(int c, char **argv)
+{
+  if (c == ':')
+    return error_set(EINVAL, "option '%s' needs a value", argv[optind - 1]);
+  if (optopt)
+    return error_set(EINVAL, "unknown option '-%c'", optopt);
+  return error_set(EINVAL, "unknown option '%s'", argv[optind - 1]);
+}
+
+int
 parse_uint(const char *what, const char *text, uint64_t min, uint64_t max, uint64_t *out)
 {
   if (!text || !*text || !isdigit((unsigned char)text[0]))

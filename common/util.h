@@ -12,6 +12,9 @@ int parse_size(const char *what, const char *text, uint64_t *out);
 /* A rate limit for `what` (e.g. "--rate"): a size, optionally followed by "/s" ("100M",
  * "100M/s").  0 is refused: a flag that is given means a limit. */
 int parse_rate(const char *what, const char *text, uint64_t *out);
+/* After getopt_long (with a leading ':' in its optstring) returned ':' or '?': set the message
+ * "option '--x' needs a value" or "unknown option '--y'" and return -EINVAL. */
+int getopt_error(int c, char **argv);
 /* Parse a decimal integer in [min, max]; message names `what`. */
 int parse_uint(const char *what, const char *text, uint64_t min, uint64_t max, uint64_t *out);
 

@@ -165,14 +165,8 @@ parse_args(int argc, char **argv, struct settings *s)
     case 'h':
       usage(stdout);
       exit(EXIT_OK);
-    case ':':
-      error_set(EINVAL, "option '%s' needs a value", argv[optind - 1]);
-      return bad_usage();
-    default:
-      if (optopt)
-        error_set(EINVAL, "unknown option '-%c'", optopt);
-      else
-        error_set(EINVAL, "unknown option '%s'", argv[optind - 1]);
+    default: /* ':' or '?' */
+      getopt_error(c, argv);
       return bad_usage();
     }
   }

@@ -244,10 +244,9 @@ parse_options(int argc, char **argv, struct options *o)
     case 'V':
       printf("ferry-nbd %s\n", FERRY_VERSION);
       return EXIT_OK;
-    case ':':
-      return bad_usage("option '%s' needs a value", argv[optind - 1]);
-    default:
-      return bad_usage("unknown option '%s'", argv[optind - 1]);
+    default: /* ':' or '?' */
+      getopt_error(c, argv);
+      return bad_usage("%s", error_message());
     }
   }
   if (optind == argc)
