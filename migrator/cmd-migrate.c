@@ -41,6 +41,8 @@ usage(FILE *f)
           "Options:\n"
           "  --dry-run              print the plan (every edit, old and new value); change nothing\n"
           "  --force                allow a RUNNING VM (metadata switch under a live VM)\n"
+          "  --automatic-requirements  also point AUTOMATIC_(DS_)REQUIREMENTS at the new\n"
+          "                         cluster (oned does not recompute them on resume)\n"
           "  --journal PATH         journal file (default: $FERRY_STATE_DIR/journal/vm-ID-TIME.json,\n"
           "                         FERRY_STATE_DIR defaults to /var/lib/ferry)\n"
           "  --one-lock PATH        oned's lock file (default /var/lock/one/one); its existence\n"
@@ -62,7 +64,7 @@ usage(FILE *f)
 }
 
 enum {
-  OPT_DRY_RUN = 256, OPT_FORCE, OPT_SKIP_RESUME, OPT_JSON, OPT_JOURNAL, OPT_ONE_LOCK, OPT_CATALOG,
+  OPT_DRY_RUN = 256, OPT_FORCE, OPT_AUTOMATIC_REQUIREMENTS, OPT_SKIP_RESUME, OPT_JSON, OPT_JOURNAL, OPT_ONE_LOCK, OPT_CATALOG,
   OPT_STORAGE, OPT_VM, OPT_DISK, OPT_TO_CLUSTER, OPT_TO_DS, OPT_TO_SYS_DS, OPT_ROLLBACK, OPT_AUTH,
   OPT_DATASTORES, OPT_SSH, OPT_FRONTEND,
 };
@@ -71,6 +73,7 @@ static const struct option long_options[] = {
   { "dry-run", no_argument, NULL, OPT_DRY_RUN },
   { "verbose", no_argument, NULL, 'v' },
   { "force", no_argument, NULL, OPT_FORCE },
+  { "automatic-requirements", no_argument, NULL, OPT_AUTOMATIC_REQUIREMENTS },
   { "skip-resume", no_argument, NULL, OPT_SKIP_RESUME },
   { "json", no_argument, NULL, OPT_JSON },
   { "journal", required_argument, NULL, OPT_JOURNAL },
@@ -125,6 +128,7 @@ parse_args(int argc, char **argv, struct args *a)
     case OPT_DRY_RUN: a->dry_run = true; break;
     case 'v': log_set_verbose(true); break;
     case OPT_FORCE: a->force = true; break;
+    case OPT_AUTOMATIC_REQUIREMENTS: a->req.automatic_requirements = true; break;
     case OPT_SKIP_RESUME: a->skip_resume = true; break;
     case OPT_JSON: a->json = true; break;
     case OPT_JOURNAL: a->journal = optarg; break;

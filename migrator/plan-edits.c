@@ -391,6 +391,8 @@ disk_edits(struct ctx *x, const struct plan_disk *dk)
   return 0;
 }
 
+static int automatic_requirement_edits(struct ctx *x);
+
 static int
 vm_edits(struct ctx *x)
 {
@@ -422,7 +424,81 @@ vm_edits(struct ctx *x)
                < 0)
       return r;
   }
-  return 0;
+  return x->p->req.automatic_requirements ? automatic_requirement_edits(x) : 0;
+}
+
+/* Copy of text with the number after every `KEY OP ` (spaces optional) replaced by `to`:
+ * KEY CLUSTER_ID with OP "=", and "CLUSTERS/ID" with OP "@>".  NULL on ENOMEM. */
+static char *
+retarget_cluster_ids(const char *text, int64_t to)
+{
+  static const struct {
+    const char *key, *op;
+  } forms[] = { { "CLUSTER_ID", "=" }, { "\"CLUSTERS/ID\"", "@>" } };
+  size_t cap = strlen(text) + 64, n = 0;
+  char *out = malloc(cap);
+  if (!out)
+    return NULL;
+  for (const char *p = text; *p;) {
+    const char *after = NULL;
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0] && !after; f++) {
+      size_t k = strlen(forms[f].key), o = strlen(forms[f].op);
+      if (strncmp(p, forms[f].key, k) != 0)
+        continue;
+      const char *q = p + k;
+      while (*q == ' ')
+        q++;
+      if (strncmp(q, forms[f].op, o) != 0)
+        continue;
+      q += o;
+      while (*q == ' ')
+        q++;
+      if (*q >= '0' && *q <= '9')
+        after = q;
+    }
+    size_t keep = after ? (size_t)(after - p) : 1;
+    char num[24];
+    int len = after ? snprintf(num, sizeof num, "%" PRId64, to) : 0;
+    while (n + keep + (size_t)len + 1 > cap) {
+      char *bigger = realloc(out, cap *= 2);
+      if (!bigger) {
+        free(out);
+        return NULL;
+      }
+      out = bigger;
+    }
+    if (!after) {
+      out[n++] = *p++;
+      continue;
+    }
+    memcpy(out + n, p, keep);
+    memcpy(out + n + keep, num, (size_t)len);
+    n += keep + (size_t)len;
+    for (p = after; *p >= '0' && *p <= '9'; p++)
+      ;
+  }
+  out[n] = 0;
+  return out;
+}
+
+static int
+automatic_requirement_edits(struct ctx *x)
+{
+  static const char *const paths[] = { "/VM/TEMPLATE/AUTOMATIC_REQUIREMENTS",
+                                       "/VM/TEMPLATE/AUTOMATIC_DS_REQUIREMENTS" };
+  int r = 0;
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0] && r == 0; i++) {
+    char *old = NULL;
+    if ((r = doc_get(&x->docs[0][CATALOG_BODY], paths[i], &old)) <= 0)
+      continue; /* absent (r == 0) or an error */
+    char *now = retarget_cluster_ids(old, x->p->cluster);
+    free(old);
+    if (!now)
+      return error_set(ENOMEM, "VM %" PRId64 ": out of memory", x->p->vm_id);
+    r = vm_columns_set(x, paths[i], now);
+    free(now);
+  }
+  return r < 0 ? r : 0;
 }
 
 static void

@@ -29,6 +29,11 @@ struct plan_request {
   int64_t to_system_datastore; /* -1: the target cluster's only system datastore */
   bool force;                  /* allow a RUNNING VM (metadata switch under a live VM) */
   bool storage_moves_running;  /* the storage step stops/resumes a RUNNING VM itself */
+  /* Also point /VM/TEMPLATE/AUTOMATIC_REQUIREMENTS (CLUSTER_ID = N) and
+   * AUTOMATIC_DS_REQUIREMENTS ("CLUSTERS/ID" @> N) at the target cluster: oned recomputes
+   * them on create, migrate and release, not on resume.  Opt-in (--automatic-requirements):
+   * the manual procedures ferry reproduces leave them alone. */
+  bool automatic_requirements;
 };
 
 enum plan_op { PLAN_SET, PLAN_DELETE, PLAN_ID_ADD, PLAN_ID_REMOVE };
