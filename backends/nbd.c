@@ -342,6 +342,27 @@ nbdvol_pwrite(struct volume *v, const void *buf, size_t len, uint64_t off, unsig
                       "write %zu bytes at offset %" PRIu64, len, off);
 }
 
+/* Write zeroes (zero=true) or trim [off, off+len) in requests of at most
+ * MAX_EFFECT_LENGTH bytes, one after another. */
+static int
+effect_range(struct nbd_volume *nv, bool zero, uint64_t len, uint64_t off, uint32_t flags)
+{
+  while (len > 0) {
+    uint64_t n = min_u64(len, MAX_EFFECT_LENGTH);
+    struct command cmd;
+    command_start(&cmd, pick_connection(nv));
+    int64_t cookie = zero ? nbd_aio_zero(cmd.c->h, n, off, COMPLETION(&cmd), flags)
+                          : nbd_aio_trim(cmd.c->h, n, off, COMPLETION(&cmd), flags);
+    int r = command_wait(&cmd, cookie, "%s %" PRIu64 " bytes at offset %" PRIu64,
+                         zero ? "write zeroes" : "trim", n, off);
+    if (r < 0)
+      return r;
+    off += n;
+    len -= n;
+  }
+  return 0;
+}
+
 static int
 nbdvol_zero(struct volume *v, uint64_t len, uint64_t off, unsigned flags)
 {
@@ -355,38 +376,15 @@ nbdvol_zero(struct volume *v, uint64_t len, uint64_t off, unsigned flags)
     f |= LIBNBD_CMD_FLAG_NO_HOLE;
   if (flags & VOLUME_FAST_ZERO)
     f |= LIBNBD_CMD_FLAG_FAST_ZERO;
-  while (len > 0) {
-    uint64_t n = min_u64(len, MAX_EFFECT_LENGTH);
-    struct command cmd;
-    command_start(&cmd, pick_connection(nv));
-    /* -ENOTSUP: the dispatcher falls back to writing, or reports the fast-zero miss. */
-    int r = command_wait(&cmd, nbd_aio_zero(cmd.c->h, n, off, COMPLETION(&cmd), f),
-                         "write zeroes %" PRIu64 " bytes at offset %" PRIu64, n, off);
-    if (r < 0)
-      return r;
-    off += n;
-    len -= n;
-  }
-  return 0;
+  /* -ENOTSUP: the dispatcher falls back to writing, or reports the fast-zero miss. */
+  return effect_range(nv, true, len, off, f);
 }
 
 static int
 nbdvol_trim(struct volume *v, uint64_t len, uint64_t off, unsigned flags)
 {
   struct nbd_volume *nv = (struct nbd_volume *)v;
-  uint32_t f = (flags & VOLUME_FUA) ? LIBNBD_CMD_FLAG_FUA : 0;
-  while (len > 0) {
-    uint64_t n = min_u64(len, MAX_EFFECT_LENGTH);
-    struct command cmd;
-    command_start(&cmd, pick_connection(nv));
-    int r = command_wait(&cmd, nbd_aio_trim(cmd.c->h, n, off, COMPLETION(&cmd), f),
-                         "trim %" PRIu64 " bytes at offset %" PRIu64, n, off);
-    if (r < 0)
-      return r;
-    off += n;
-    len -= n;
-  }
-  return 0;
+  return effect_range(nv, false, len, off, (flags & VOLUME_FUA) ? LIBNBD_CMD_FLAG_FUA : 0);
 }
 
 static int
