@@ -331,21 +331,29 @@ fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file
   free(buf);
 }
 
+/* The file a write or fallocate targets, or NULL after replying EISDIR (the root) or EROFS. */
+static const struct node *
+writable_node(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
+{
+  const struct node *n = node_of(fs, ino);
+  if (!n)
+    fuse_reply_err(req, EISDIR);
+  else if (fs->cfg.readonly)
+    fuse_reply_err(req, EROFS);
+  else
+    return n;
+  return NULL;
+}
+
 static void
 fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
          struct fuse_file_info *fi)
 {
   (void)fi;
   struct fs *fs = fuse_req_userdata(req);
-  const struct node *n = node_of(fs, ino);
-  if (!n) {
-    fuse_reply_err(req, EISDIR);
+  const struct node *n = writable_node(req, fs, ino);
+  if (!n)
     return;
-  }
-  if (fs->cfg.readonly) {
-    fuse_reply_err(req, EROFS);
-    return;
-  }
   /* Like a block device: no writing past the end (a short write, then ENOSPC). */
   if (off < 0 || (uint64_t)off >= n->length) {
     fuse_reply_err(req, size ? ENOSPC : 0);
@@ -388,15 +396,9 @@ fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 {
   (void)fi;
   struct fs *fs = fuse_req_userdata(req);
-  const struct node *n = node_of(fs, ino);
-  if (!n) {
-    fuse_reply_err(req, EISDIR);
+  const struct node *n = writable_node(req, fs, ino);
+  if (!n)
     return;
-  }
-  if (fs->cfg.readonly) {
-    fuse_reply_err(req, EROFS);
-    return;
-  }
   if (off < 0 || len <= 0) {
     fuse_reply_err(req, EINVAL);
     return;
