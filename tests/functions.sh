@@ -85,3 +85,8 @@ expect_fail() {
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 same_bytes() { cmp "$1" "$2" || fail "$1 and $2 differ"; }
+
+# skip_under_sanitizers: guest tests run once per suite, in the plain build.
+skip_under_sanitizers() {
+  [ "${FERRY_SANITIZE:-0}" = 0 ] || skip "runs in the plain build only (sanitizer build)"
+}
