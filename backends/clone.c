@@ -487,6 +487,9 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
   so.readonly = true; /* the clone never writes its source */
   if ((r = volume_open(source_uri, &so, &c->src)) < 0)
     goto fail;
+  uint64_t source_size = c->src->size;
+  if (o->size > source_size && (r = volume_extend_zero(c->src, o->size, &c->src)) < 0)
+    goto fail;
   struct volume_options dso = o->dest;
   dso.readonly = false;
   if (dso.create && !dso.create_size)
@@ -498,16 +501,16 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
     goto fail;
   }
   if (c->dst->size < c->src->size) {
-    r = error_set(EINVAL,
-                  "%s: destination is smaller (%" PRIu64 " bytes) than the source %s (%" PRIu64
-                  " bytes)",
-                  dest_uri, c->dst->size, source_uri, c->src->size);
+    r = error_set(
+        EINVAL, "%s: destination is smaller (%" PRIu64 " bytes) than the %s %s (%" PRIu64 " bytes)",
+        dest_uri, c->dst->size, source_size < c->src->size ? "clone's size over" : "source",
+        source_uri, c->src->size);
     goto fail;
   }
   struct regionmap_params p = {
     .volume_size = c->src->size,
     .region_size = o->region_size,
-    .source_size = c->src->size,
+    .source_size = source_size,
     .source_id = o->source_identity ? o->source_identity : source_uri,
   };
   if ((r = regionmap_open(map_path, &p, &c->map)) < 0)

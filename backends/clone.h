@@ -29,6 +29,9 @@ struct clone_options {
    * stable name (e.g. an image ID) when the source URI can legitimately change. */
   const char *source_identity;
   uint64_t request_size;   /* hydrator bytes per source read (0: the copy engine's default) */
+  /* The clone's size when larger than the source's (0: the source's): past the source's end
+   * it reads as zeroes.  A qcow2 image file served as a guest's disk grows as it allocates. */
+  uint64_t size;
   double commit_interval;  /* seconds between batched map commits (0: 1.0) */
 };
 

@@ -30,8 +30,8 @@ static bool
 has_scheme(const char *uri, size_t *len)
 {
   const char *p = uri;
-  while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-         *p == '+' || *p == '-' || *p == '.')
+  while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')
+         || *p == '+' || *p == '-' || *p == '.')
     p++;
   if (p > uri && strncmp(p, "://", 3) == 0) {
     *len = (size_t)(p - uri);
@@ -102,7 +102,8 @@ static int
 check_range(struct volume *v, const char *what, uint64_t len, uint64_t off)
 {
   if (off > v->size || len > v->size - off)
-    return error_set(ERANGE, "%s: %s of %" PRIu64 " bytes at offset %" PRIu64
+    return error_set(ERANGE,
+                     "%s: %s of %" PRIu64 " bytes at offset %" PRIu64
                      " is beyond the end (size %" PRIu64 ")",
                      v->name, what, len, off, v->size);
   if (v->min_block > 1 && ((off | len) & (v->min_block - 1)))
@@ -308,4 +309,72 @@ buffer_is_zero(const void *buf, size_t len)
     if (p[i])
       return false;
   return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
+
+/* ---- zero extension: a read-only view of a volume that reads as zeroes past its end ---- */
+
+struct extended {
+  struct volume v;
+  struct volume *inner;
+};
+
+static int
+extended_pread(struct volume *v, void *buf, size_t len, uint64_t off)
+{
+  struct extended *e = (struct extended *)v;
+  uint64_t end = e->inner->size;
+  size_t n = off >= end ? 0 : (size_t)min_u64(len, end - off);
+  int r = n ? volume_pread(e->inner, buf, n, off) : 0;
+  if (r == 0 && n < len)
+    memset((char *)buf + n, 0, len - n);
+  return r;
+}
+
+static int
+extended_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out)
+{
+  struct extended *e = (struct extended *)v;
+  uint64_t end = e->inner->size;
+  if (off < end)
+    return volume_extents(e->inner, min_u64(len, end - off), off, out);
+  return extent_list_add(out, off, len, EXTENT_HOLE | EXTENT_ZERO);
+}
+
+static void
+extended_close(struct volume *v)
+{
+  struct extended *e = (struct extended *)v;
+  volume_close(e->inner);
+  free(e->v.name);
+  free(e);
+}
+
+static const struct volume_ops extended_ops = {
+  .driver = "zero-extended",
+  .pread = extended_pread,
+  .extents = extended_extents,
+  .close = extended_close,
+};
+
+int
+volume_extend_zero(struct volume *inner, uint64_t size, struct volume **out)
+{
+  if (size <= inner->size) {
+    *out = inner;
+    return 0;
+  }
+  struct extended *e = calloc(1, sizeof *e);
+  if (!e)
+    return error_set(ENOMEM, "out of memory");
+  e->inner = inner;
+  e->v.min_block = inner->min_block;
+  e->v.preferred_block = inner->preferred_block;
+  e->v.max_request = inner->max_request;
+  e->v.caps = VOLUME_CAN_EXTENTS | (inner->caps & VOLUME_MULTI_CONN);
+  if (volume_init(&e->v, &extended_ops, inner->name, size) < 0) {
+    free(e);
+    return -ENOMEM;
+  }
+  *out = &e->v;
+  return 0;
 }

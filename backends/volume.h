@@ -133,6 +133,11 @@ volume_can(const struct volume *v, unsigned cap)
   return (v->caps & cap) == cap;
 }
 
+/* A read-only view of inner that is size bytes long and reads as zeroes (a hole) past
+ * inner's end; it owns inner (closing it closes inner).  size <= inner's size: *out = inner.
+ * The clone's source when the clone is larger than its source (clone_options.size). */
+int volume_extend_zero(struct volume *inner, uint64_t size, struct volume **out);
+
 /* True when buf[0..len) is all zero bytes (fast). */
 bool buffer_is_zero(const void *buf, size_t len);
 

@@ -53,6 +53,9 @@ usage(FILE *f)
       "  --region-size S         region size for a new map (default 64K)\n"
       "  --workers N             hydrator workers\n"
       "  --rate R                hydrator rate limit, bytes/s (e.g. 50M; default unlimited)\n"
+      "  --paused                the hydrator starts paused (resume through --control)\n"
+      "  --size S                the clone's size when larger than SRC (reads zeroes past\n"
+      "                          SRC's end: room for a qcow2 image file to grow)\n"
       "Process:\n"
       "  -f, --foreground        do not daemonize (default: daemonize once listening)\n"
       "  --pidfile PATH          write the server's PID once it accepts connections\n"
@@ -123,6 +126,8 @@ enum {
   OPT_REGION_SIZE,
   OPT_WORKERS,
   OPT_RATE,
+  OPT_PAUSED,
+  OPT_SIZE,
   OPT_PIDFILE,
   OPT_CONTROL,
 };
@@ -142,6 +147,8 @@ static const struct option long_options[] = {
   { "region-size", required_argument, NULL, OPT_REGION_SIZE },
   { "workers", required_argument, NULL, OPT_WORKERS },
   { "rate", required_argument, NULL, OPT_RATE },
+  { "paused", no_argument, NULL, OPT_PAUSED },
+  { "size", required_argument, NULL, OPT_SIZE },
   { "foreground", no_argument, NULL, 'f' },
   { "pidfile", required_argument, NULL, OPT_PIDFILE },
   { "control", required_argument, NULL, OPT_CONTROL },
@@ -226,6 +233,15 @@ parse_options(int argc, char **argv, struct options *o)
       if (parse_rate("--rate", optarg, &o->clone.rate) < 0)
         return bad_usage("%s", error_message());
       break;
+    case OPT_PAUSED:
+      o->clone_flags = true;
+      o->clone.start_paused = true;
+      break;
+    case OPT_SIZE:
+      o->clone_flags = true;
+      if (parse_size("--size", optarg, &o->clone.size) < 0)
+        return bad_usage("%s", error_message());
+      break;
     case 'f':
       o->foreground = true;
       break;
@@ -260,7 +276,8 @@ parse_options(int argc, char **argv, struct options *o)
   if (o->map && !o->source)
     return bad_usage("--map needs --source SRC");
   if (o->clone_flags && !o->source)
-    return bad_usage("--region-size, --workers and --rate apply to a clone (--source)");
+    return bad_usage("--region-size, --workers, --rate, --paused and --size apply to a clone "
+                     "(--source)");
   return -1;
 }
 
