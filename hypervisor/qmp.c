@@ -296,6 +296,12 @@ qmp_drop_events(struct qmp *q)
   json_array_clear(q->events);
 }
 
+const char *
+qmp_socket_path(const struct qmp *q)
+{
+  return q->path;
+}
+
 int
 qmp_qemu_version(const struct qmp *q)
 {

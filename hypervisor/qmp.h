@@ -51,6 +51,8 @@ int qmp_wait_event(struct qmp *q, const char *name, const char *key, const char 
 size_t qmp_pending_events(const struct qmp *q);
 void qmp_drop_events(struct qmp *q);
 
+/* The socket path given to qmp_connect. */
+const char *qmp_socket_path(const struct qmp *q);
 /* qemu's version from the greeting (major*10000 + minor*100 + micro, e.g. 70202). */
 int qmp_qemu_version(const struct qmp *q);
 /* The process at the other end of the socket (SO_PEERCRED), 0 when unknown. */

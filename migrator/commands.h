@@ -14,5 +14,6 @@ int cmd_resume(int argc, char **argv);
 int cmd_set_rate(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_live_move(int argc, char **argv);
 
 #endif

@@ -19,6 +19,7 @@ static const struct command {
   { "resume", cmd_resume, "resume a paused hydrator" },
   { "set-rate", cmd_set_rate, "change a running clone's copy rate limit (bytes/s, 50M, 0)" },
   { "migrate", cmd_migrate, "move a VM's disks to another datastore/cluster" },
+  { "live-move", cmd_live_move, "move a running qemu guest's disk live (QMP)" },
   { "demo", cmd_demo, "run a complete move on a built-in throwaway demo world" },
 };
 
@@ -39,8 +40,8 @@ main(int argc, char **argv)
     usage(stderr);
     return EXIT_USAGE;
   }
-  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-      strcmp(argv[1], "help") == 0) {
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0
+      || strcmp(argv[1], "help") == 0) {
     usage(stdout);
     return EXIT_OK;
   }

@@ -178,3 +178,30 @@ guest_check_disk() {
 json_key() {
   /usr/bin/python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(json.dumps(v) if isinstance(v,(dict,list)) else v)' "$1" "$2"
 }
+
+# wait_phase STATE_JSON REGEX [SECONDS]: a live move's state.json reaches a phase.
+wait_phase() {
+  local f=$1 re=$2 limit=${3:-120} i
+  for ((i = 0; i < limit * 20; i++)); do
+    if [ -s "$f" ] && grep -qE "\"phase\": \"($re)\"" "$f"; then return 0; fi
+    sleep 0.05
+  done
+  fail "no phase /$re/ in $f within $limit s"
+}
+
+# qmp_disk_file QMP_SOCKET QDEV_ID: the image the device's format node reads (its "file").
+qmp_disk_file() {
+  qmp "$1" query-block | /usr/bin/python3 -c '
+import json, sys
+for b in json.load(sys.stdin):
+    q = b.get("qdev", "")
+    if q == "/machine/peripheral/%s/virtio-backend" % sys.argv[1] or b.get("device") == sys.argv[1]:
+        print(b["inserted"]["file"])' "$2"
+}
+
+# assert_nothing_left DIR: no process of ours mentions DIR, no QMP socket of a guest is left.
+assert_no_process() {
+  local p
+  p=$(pgrep -f -- "$1" | grep -vx "$$" || true)
+  [ -z "$p" ] || { ps -o pid,args -p $p >&2; fail "processes still running on $1"; }
+}
