@@ -29,6 +29,19 @@
  *
  * Only creation uses temp file + rename + directory fsync, so that a crash while creating
  * never leaves a half-written file that would later be refused as corrupt.
+ *
+ * The marks file "<map>.marks": every bit is also written there (pwrite, no fsync) before it
+ * is set in core, so a *process* that dies (kill -9) loses no mark: the page cache keeps both
+ * the data written before a mark and the mark, and the next open of the same map during the
+ * same boot of the host adds them back.  A client that reconnects to a restarted server (qemu's
+ * nbd reconnect-delay) has writes acknowledged before the crash but not yet flushed; without
+ * this, the restarted server would see their regions as unhydrated and copy the source over
+ * them.  After a reboot (another boot_id) the file is ignored: only committed maps, whose data
+ * was flushed first, are trusted across a power loss.
+ *   0   char[8] magic "FERRYMRK"; 8 u32 version (1); 12 u32 pad
+ *   16  char[40] the host's boot_id (/proc/sys/kernel/random/boot_id)
+ *   56  u64 volume size, 64 u64 region size, 72 u64 source size, 80 u32 CRC32C(source id)
+ *   4096 the bitmap words (u64 little-endian), region count rounded up to 64
  */
 #include "backends/regionmap.h"
 #include "common/error.h"
@@ -67,7 +80,12 @@ struct regionmap {
   unsigned active;     /* slot holding the last commit */
   uint64_t generation; /* of the last commit */
   bool failed;         /* a commit failed: the file state is unknown, refuse further commits */
+  int marks_fd;        /* the marks file, -1 when it could not be used */
+  pthread_mutex_t marks_lock;
 };
+
+#define MARKS_MAGIC "FERRYMRK"
+#define MARKS_HEADER 4096
 
 /* ---- CRC32C (Castagnoli, reflected polynomial 0x82F63B78), slice-by-8 tables ---- */
 
@@ -400,6 +418,105 @@ load_existing(struct regionmap *m, uint64_t file_size, const struct regionmap_pa
   return error_set(EINVAL, "%s: corrupt region map (%s)", m->path, why);
 }
 
+/* ---- the marks file (see the top of this file) ---- */
+
+static void
+boot_id(char out[40])
+{
+  memset(out, 0, 40);
+  const char *env = getenv("FERRY_BOOT_ID"); /* tests: pretend the host rebooted */
+  if (env && *env) {
+    snprintf(out, 40, "%s", env);
+    return;
+  }
+  int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t n = read(fd, out, 39);
+    close(fd);
+    if (n > 0)
+      out[strcspn(out, "\n")] = '\0';
+  }
+}
+
+static char *
+marks_path(const struct regionmap *m)
+{
+  char *s = NULL;
+  return asprintf(&s, "%s.marks", m->path) < 0 ? NULL : s;
+}
+
+static void
+unlink_marks(struct regionmap *m)
+{
+  char *mp = marks_path(m);
+  if (mp)
+    unlink(mp);
+  free(mp);
+}
+
+static void
+marks_header(const struct regionmap *m, unsigned char *h, const char *boot)
+{
+  memset(h, 0, MARKS_HEADER);
+  memcpy(h, MARKS_MAGIC, 8);
+  put32(h + 8, 1);
+  memcpy(h + 16, boot, 40);
+  put64(h + 56, m->volume_size);
+  put64(h + 64, m->region_size);
+  put64(h + 72, m->source_size);
+  put32(h + 80, regionmap_crc32c(0, m->source_id, strlen(m->source_id)));
+}
+
+/* Open (or start) the marks file; a file from this boot of the host adds its marks.  A map
+ * just created starts a fresh one: marks of an earlier map at this path mean nothing. */
+static void
+marks_open(struct regionmap *m, bool created)
+{
+  char *mp = marks_path(m);
+  if (!mp)
+    return;
+  int fd = open(mp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    debug("regionmap", "%s: %s: marks are kept by map commits only", mp, strerror(errno));
+    free(mp);
+    return;
+  }
+  char boot[40];
+  boot_id(boot);
+  unsigned char want[MARKS_HEADER], have[MARKS_HEADER];
+  marks_header(m, want, boot);
+  size_t bytes = m->words * 8;
+  bool valid = !created && boot[0] && pread(fd, have, MARKS_HEADER, 0) == MARKS_HEADER
+               && memcmp(have, want, MARKS_HEADER) == 0;
+  if (valid) {
+    unsigned char *words = malloc(bytes ? bytes : 1);
+    uint64_t added = 0;
+    if (words && pread(fd, words, bytes, MARKS_HEADER) == (ssize_t)bytes) {
+      for (size_t i = 0; i < m->words; i++) {
+        uint64_t w = get64(words + i * 8) & ~m->bits[i];
+        if (i == m->words - 1 && m->regions % 64)
+          w &= (1ull << (m->regions % 64)) - 1;
+        m->bits[i] |= w;
+        added += (uint64_t)__builtin_popcountll(w);
+      }
+    }
+    free(words);
+    m->count += added;
+    m->dirty += added; /* not in the committed map yet */
+    if (added)
+      log_info("%s: %" PRIu64 " regions marked by a process that ended before committing them",
+               m->path, added);
+  } else if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)(MARKS_HEADER + bytes)) < 0
+             || pwrite(fd, want, MARKS_HEADER, 0) != MARKS_HEADER) {
+    debug("regionmap", "%s: %s: marks are kept by map commits only", mp, strerror(errno));
+    close(fd);
+    free(mp);
+    return;
+  }
+  m->marks_fd = fd;
+  free(mp);
+}
+
 int
 regionmap_open(const char *path, const struct regionmap_params *p, struct regionmap **out)
 {
@@ -419,7 +536,9 @@ regionmap_open(const char *path, const struct regionmap_params *p, struct region
     return error_set(ENOMEM, "%s: out of memory", path);
   }
   pthread_mutex_init(&m->commit_lock, NULL);
+  pthread_mutex_init(&m->marks_lock, NULL);
   m->fd = -1;
+  m->marks_fd = -1;
   m->source_size = p->source_size;
   snprintf(m->source_id, sizeof m->source_id, "%s", p->source_id);
   int r;
@@ -446,10 +565,12 @@ regionmap_open(const char *path, const struct regionmap_params *p, struct region
     file_size = (uint64_t)st.st_size;
     m->fd = fd;
   }
+  bool created = false;
   if (fd >= 0 && file_size > 0) {
     if ((r = load_existing(m, file_size, p)) < 0)
       goto fail;
   } else {
+    created = true;
     if ((r = set_geometry(m, p->volume_size,
                           p->region_size ? p->region_size : REGIONMAP_DEFAULT_REGION_SIZE))
         < 0)
@@ -466,6 +587,7 @@ regionmap_open(const char *path, const struct regionmap_params *p, struct region
     debug("regionmap", "%s: created, %" PRIu64 " regions of %" PRIu64 " bytes", path, m->regions,
           m->region_size);
   }
+  marks_open(m, created);
   *out = m;
   return 0;
 fail:
@@ -478,9 +600,16 @@ regionmap_close(struct regionmap *m)
 {
   if (!m)
     return;
+  if (m->marks_fd >= 0) {
+    close(m->marks_fd);
+    /* Every mark is in the committed map: the file has nothing more to say. */
+    if (__atomic_load_n(&m->dirty, __ATOMIC_ACQUIRE) == 0 && !m->failed)
+      unlink_marks(m);
+  }
   if (m->fd >= 0)
     close(m->fd);
   pthread_mutex_destroy(&m->commit_lock);
+  pthread_mutex_destroy(&m->marks_lock);
   free(m->bits);
   free(m->snapshot);
   free(m->path);
@@ -522,7 +651,32 @@ bool
 regionmap_mark(struct regionmap *m, uint64_t region)
 {
   uint64_t bit = 1ull << (region % 64);
-  uint64_t old = __atomic_fetch_or(&m->bits[region / 64], bit, __ATOMIC_ACQ_REL);
+  size_t wi = (size_t)(region / 64);
+  if (__atomic_load_n(&m->bits[wi], __ATOMIC_ACQUIRE) & bit)
+    return false;
+  if (m->marks_fd >= 0) {
+    /* The marks file first, then the in-core bit: a writer that sees the bit (and writes
+     * into the region without a lock) is then covered by the file.  Under the lock, the word
+     * written holds every earlier mark of the word. */
+    pthread_mutex_lock(&m->marks_lock);
+    uint64_t w = __atomic_load_n(&m->bits[wi], __ATOMIC_ACQUIRE) | bit;
+    unsigned char le[8];
+    put64(le, w);
+    if (m->marks_fd >= 0 && pwrite(m->marks_fd, le, 8, MARKS_HEADER + (off_t)wi * 8) != 8) {
+      log_warning("%s.marks: %s: marks are kept by map commits only from now on", m->path,
+                  strerror(errno));
+      close(m->marks_fd);
+      m->marks_fd = -1;
+    }
+    uint64_t old = __atomic_fetch_or(&m->bits[wi], bit, __ATOMIC_ACQ_REL);
+    pthread_mutex_unlock(&m->marks_lock);
+    if (old & bit)
+      return false;
+    __atomic_fetch_add(&m->count, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&m->dirty, 1, __ATOMIC_RELEASE);
+    return true;
+  }
+  uint64_t old = __atomic_fetch_or(&m->bits[wi], bit, __ATOMIC_ACQ_REL);
   if (old & bit)
     return false;
   __atomic_fetch_add(&m->count, 1, __ATOMIC_RELAXED);

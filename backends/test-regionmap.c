@@ -289,6 +289,54 @@ test_torn(void)
   unlink(path);
 }
 
+/* A process that dies before committing loses no mark (the marks file, same boot); after a
+ * reboot (another boot id) only the committed map counts; a new map ignores old marks. */
+static void
+test_marks(void)
+{
+  struct regionmap_params p = params();
+  struct regionmap *m;
+  char marks[300];
+  snprintf(marks, sizeof marks, "%s.marks", path);
+  setenv("FERRY_BOOT_ID", "boot-a", 1);
+  CHECK(regionmap_open(path, &p, &m) == 0);
+  CHECK(regionmap_mark(m, 5) && regionmap_commit(m, NULL, NULL) == 0);
+  CHECK(regionmap_mark(m, 7) && regionmap_mark(m, 999) && regionmap_mark(m, 64));
+  regionmap_close(m); /* no commit: as after kill -9 */
+  CHECK(access(marks, F_OK) == 0);
+
+  CHECK(regionmap_open(path, &p, &m) == 0);
+  CHECK(regionmap_count(m) == 4 && regionmap_dirty(m) == 3);
+  CHECK(regionmap_test(m, 5) && regionmap_test(m, 7) && regionmap_test(m, 64));
+  CHECK(regionmap_test(m, 999) && !regionmap_test(m, 6));
+  regionmap_close(m);
+
+  /* Another boot: the marks (whose data the page cache may have lost) are ignored. */
+  setenv("FERRY_BOOT_ID", "boot-b", 1);
+  CHECK(regionmap_open(path, &p, &m) == 0);
+  CHECK(regionmap_count(m) == 1 && regionmap_test(m, 5) && !regionmap_test(m, 7));
+  CHECK(regionmap_mark(m, 8));
+  regionmap_close(m);
+
+  /* A clean end (everything committed) removes the file. */
+  CHECK(regionmap_open(path, &p, &m) == 0);
+  CHECK(regionmap_count(m) == 2 && regionmap_commit(m, NULL, NULL) == 0);
+  regionmap_close(m);
+  CHECK(access(marks, F_OK) != 0);
+
+  /* Marks left by a map that was deleted mean nothing to a new map at the same path. */
+  CHECK(regionmap_open(path, &p, &m) == 0);
+  CHECK(regionmap_mark(m, 100));
+  regionmap_close(m);
+  unlink(path);
+  CHECK(regionmap_open(path, &p, &m) == 0);
+  CHECK(regionmap_count(m) == 0);
+  regionmap_close(m);
+  unlink(path);
+  unlink(marks);
+  unsetenv("FERRY_BOOT_ID");
+}
+
 int
 main(void)
 {
@@ -300,9 +348,12 @@ main(void)
   test_refusals();
   test_commit_order();
   test_torn();
+  test_marks();
   unlink(path);
   char tmp[300];
   snprintf(tmp, sizeof tmp, "%s.new", path);
+  unlink(tmp);
+  snprintf(tmp, sizeof tmp, "%s.marks", path);
   unlink(tmp);
   rmdir(dir);
   error_clear();

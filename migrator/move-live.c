@@ -99,7 +99,8 @@ in_workdir(const struct job *j, const char *name)
 static int
 save_state(struct job *j, const char *phase)
 {
-  snprintf(j->phase, sizeof j->phase, "%s", phase);
+  if (phase != j->phase)
+    snprintf(j->phase, sizeof j->phase, "%s", phase);
   json_t *st = json_pack(
       "{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:i, s:f, s:f, s:s, "
       "s:I, s:I, s:I, s:I, s:i}",
@@ -227,7 +228,7 @@ lock_workdir(struct job *j)
 static void
 remove_workdir(struct job *j)
 {
-  const char *names[] = { "state.json", "state.json.tmp", "nbd.map", "nbd.sock",
+  const char *names[] = { "state.json", "state.json.tmp", "nbd.map", "nbd.map.marks", "nbd.sock",
                           "nbd.ctl",    "nbd.pid",        "nbd.log", "lock" };
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     char *p = in_workdir(j, names[i]);
@@ -415,6 +416,7 @@ wait_converged(struct job *j)
       if ((r = clone_server_start(&j->srv, false)) < 0)
         break;
       step(j, "clone server serving again (pid %d)", (int)j->srv.pid);
+      save_state(j, j->phase);
     }
     json_t *st = NULL;
     if (clone_server_call(&j->srv, "status", &st, 10) < 0) {
@@ -541,8 +543,13 @@ carry_on(struct job *j, struct qmp **qp)
     }
     if (j->original_node[0] != '#' && strcmp(j->original_node, d.protocol_node) != 0)
       live_detach(q, j->original_node); /* the old image, if an interrupted switch left it */
+    bool was_running = clone_server_alive(&j->srv) || clone_server_adopt(&j->srv) == 1;
     if ((r = ensure_server(j, false)) < 0)
       goto out;
+    if (!was_running) {
+      j->rep->server_restarts++; /* it died after the switch: its map carries on */
+      save_state(j, j->phase);
+    }
     clone_server_call(&j->srv, "resume", NULL, 10);
     step(j, "hydrating %s from %s (guest running on the clone)", j->dest, j->image);
     /* No QMP while hydrating: the monitor stays free for the hypervisor's manager. */
