@@ -468,6 +468,32 @@ wait_converged(struct job *j)
   return r;
 }
 
+/* After a server restart qemu's nbd client reconnects on its own schedule (a backoff of up
+ * to seconds): pivoting before it is back would make the reopen wait for the requests it
+ * holds, with qemu's big lock taken.  Wait until the server has its client again. */
+static int
+wait_client(struct job *j)
+{
+  double deadline = now_seconds() + j->reconnect_delay;
+  bool said = false;
+  for (;;) {
+    json_t *st = NULL;
+    if (clone_server_call(&j->srv, "status", &st, 10) == 0) {
+      uint64_t clients = status_u64(st, "clients");
+      json_decref(st);
+      if (clients > 0)
+        return 0;
+    }
+    if (now_seconds() > deadline)
+      return error_set(ETIMEDOUT, "qemu did not reconnect to the clone export within %d s",
+                       j->reconnect_delay);
+    if (!said)
+      step(j, "waiting for qemu's nbd client to reconnect to the clone server");
+    said = true;
+    nanosleep(&(struct timespec){ 0, 50000000L }, NULL);
+  }
+}
+
 static int
 do_pivot(struct job *j, struct qmp *q, struct live_disk *d)
 {
@@ -567,6 +593,8 @@ carry_on(struct job *j, struct qmp **qp)
          format_size(fe, sizeof fe, (double)j->rep->bytes_fetched),
          format_size(sk, sizeof sk, (double)j->rep->bytes_skipped), j->rep->converged_seconds);
     if ((r = save_state(j, "converged")) < 0)
+      goto out;
+    if ((r = wait_client(j)) < 0)
       goto out;
     if ((r = connect_qmp(j, QMP_RECONNECT_TIMEOUT, qp)) < 0)
       goto out;
