@@ -505,9 +505,44 @@ set_disk_on(struct live_disk *d, const char *node, const char *driver, const cha
   return 0;
 }
 
+/* A failed switch, the guest paused by us: the move is one transaction in qemu (reopen) or
+ * was cancelled (mirror), so the device is still on its original node; resume the guest. */
+static void
+resume_after_failure(struct qmp *q, struct guardian *g, int r)
+{
+  char *msg = strdup(error_message());
+  int rc = qmp_execute(q, "cont", NULL, NULL, QMP_TIMEOUT);
+  if (rc < 0)
+    rc = qmp_execute(q, "cont", NULL, NULL, QMP_TIMEOUT);
+  guardian_disarm(g);
+  if (rc < 0)
+    error_set(-r, "%s; and resuming the guest failed: %s (resume it with the QMP command cont)",
+              msg ? msg : "switch failed", error_message());
+  else
+    error_set(-r, "%s; the guest runs on its original disk", msg ? msg : "switch failed");
+  free(msg);
+}
+
+/* Detach what a failed switch attached, keeping the message. */
+static void
+undo_nodes(struct qmp *q, const struct live_disk *d, const struct live_nodes *n,
+           const struct live_hooks *h, bool mirror, int r)
+{
+  char *msg = strdup(error_message());
+  if (mirror)
+    live_detach(q, n->format);
+  if (h && h->export_up && h->export_up(h->opaque) < 0)
+    log_warning("device %s: %s: node %s stays attached (detaching it now would block qemu)",
+                d->device, error_message(), n->nbd);
+  else
+    live_detach(q, n->nbd);
+  error_set(-r, "%s", msg ? msg : "switch failed");
+  free(msg);
+}
+
 int
 live_switch(struct qmp *q, struct live_disk *d, const struct live_nodes *n,
-            const struct live_nbd *nbd, live_check_fn check, void *opaque, double *paused_seconds)
+            const struct live_nbd *nbd, const struct live_hooks *h, double *paused_seconds)
 {
   char state[32];
   int r = live_run_state(q, state, sizeof state);
@@ -539,7 +574,7 @@ live_switch(struct qmp *q, struct live_disk *d, const struct live_nodes *n,
     error_prefix("device %s: pausing the guest", d->device);
     goto undo_nodes;
   }
-  if (check && (r = check(opaque)) < 0)
+  if (h && h->before_move && (r = h->before_move(h->opaque)) < 0)
     goto resume;
   if (mirror) {
     char job[48];
@@ -578,29 +613,10 @@ live_switch(struct qmp *q, struct live_disk *d, const struct live_nodes *n,
   snprintf(uri, sizeof uri, "nbd+unix:///?socket=%s", nbd->socket);
   return set_disk_on(d, n->nbd, "nbd", uri);
 
-resume : {
-  /* The move is one transaction in qemu (reopen) or was cancelled (mirror): the device is
-   * still on its original node.  The guest was running when we paused it. */
-  char *msg = strdup(error_message());
-  int rc = qmp_execute(q, "cont", NULL, NULL, QMP_TIMEOUT);
-  if (rc < 0)
-    rc = qmp_execute(q, "cont", NULL, NULL, QMP_TIMEOUT);
-  guardian_disarm(&g);
-  if (rc < 0)
-    error_set(-r, "%s; and resuming the guest failed: %s (resume it with the QMP command cont)",
-              msg ? msg : "switch failed", error_message());
-  else
-    error_set(-r, "%s; the guest runs on its original disk", msg ? msg : "switch failed");
-  free(msg);
-}
-undo_nodes : {
-  char *msg = strdup(error_message());
-  if (mirror)
-    live_detach(q, n->format);
-  live_detach(q, n->nbd);
-  error_set(-r, "%s", msg ? msg : "switch failed");
-  free(msg);
-}
+resume:
+  resume_after_failure(q, &g, r);
+undo_nodes:
+  undo_nodes(q, d, n, h, mirror, r);
   return r;
 }
 

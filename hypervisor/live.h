@@ -71,17 +71,24 @@ struct live_nbd {
   int open_timeout;    /* seconds qemu retries the first connection */
 };
 
-/* Called while the guest is paused, just before the device moves; < 0 aborts the switch
- * (e.g. the clone server died).  May be NULL. */
+/* What only the caller can do, for the switch (each may be NULL):
+ *   before_move: called while the guest is paused, just before the device moves; < 0 aborts
+ *                the switch (e.g. the clone server died);
+ *   export_up:   make sure the clone server serves again before the nbd node is detached:
+ *                qemu's blockdev-del of an nbd node whose server is gone blocks qemu's main
+ *                loop until it reconnects or reconnect-delay expires. */
 typedef int (*live_check_fn)(void *opaque);
+struct live_hooks {
+  live_check_fn before_move, export_up;
+  void *opaque;
+};
 
 /* The switch, as above.  The guest must be running (-EBUSY otherwise: "paused by someone
  * else").  On success d describes the disk on the clone (protocol node n->nbd) and
  * *paused_seconds is stop -> cont; on failure the disk is back on its original node and
  * the guest runs (unless resuming it failed too: then the message says so). */
 int live_switch(struct qmp *q, struct live_disk *d, const struct live_nodes *n,
-                const struct live_nbd *nbd, live_check_fn check, void *opaque,
-                double *paused_seconds);
+                const struct live_nbd *nbd, const struct live_hooks *h, double *paused_seconds);
 
 /* The pivot home, as above: the disk moves from the nbd node onto dest (a path).  On
  * success d describes the disk on DEST; *drain_seconds is how long the reopen took (the

@@ -332,6 +332,18 @@ check_server(void *opaque)
   return 0;
 }
 
+/* Before the nbd node is detached after a failed switch: a dead server is started again
+ * (paused: it holds nothing of value) so that qemu's blockdev-del does not wait for it. */
+static int
+server_up(void *opaque)
+{
+  struct job *j = opaque;
+  if (clone_server_alive(&j->srv))
+    return 0;
+  step(j, "clone server %s: starting it for qemu to let go of the export", j->srv.how);
+  return clone_server_start(&j->srv, true);
+}
+
 static int
 server_init(struct job *j)
 {
@@ -380,7 +392,8 @@ do_switch(struct job *j, struct qmp *q, struct live_disk *d)
                           .reconnect_delay = j->reconnect_delay,
                           .open_timeout = OPEN_TIMEOUT };
   double paused = 0;
-  if ((r = live_switch(q, d, &j->nodes, &nbd, check_server, j, &paused)) < 0)
+  struct live_hooks hooks = { .before_move = check_server, .export_up = server_up, .opaque = j };
+  if ((r = live_switch(q, d, &j->nodes, &nbd, &hooks, &paused)) < 0)
     return r;
   j->switched_epoch = wall_seconds();
   j->rep->paused_seconds = paused;
@@ -550,9 +563,12 @@ carry_on(struct job *j, struct qmp **qp)
       if ((r = qmp_execute(q, "cont", NULL, NULL, 30)) < 0)
         goto out;
     }
-    live_detach(q, j->nodes.nbd); /* attached by an interrupted switch */
+    /* Nodes an interrupted switch attached; the server must serve while qemu lets go. */
+    if ((r = ensure_server(j, true)) < 0)
+      goto out;
     live_detach(q, j->nodes.format);
-    if ((r = ensure_server(j, true)) < 0 || (r = do_switch(j, q, &d)) < 0)
+    live_detach(q, j->nodes.nbd);
+    if ((r = do_switch(j, q, &d)) < 0)
       goto out;
     on_clone = true;
   }
@@ -610,10 +626,10 @@ carry_on(struct job *j, struct qmp **qp)
     if ((r = do_pivot(j, q, &d)) < 0)
       goto out;
   } else {
-    /* On DEST already: the clone export may still be attached and its server running. */
-    live_detach(q, j->nodes.nbd);
-    if (!clone_server_alive(&j->srv))
-      clone_server_adopt(&j->srv);
+    /* On DEST already: the clone export may still be attached; its server must serve
+     * while qemu lets go of it (a converged map: it only serves). */
+    if ((r = ensure_server(j, false)) < 0 || (r = live_detach(q, j->nodes.nbd)) < 0)
+      goto out;
   }
   r = finish(j, q);
 out:
@@ -769,7 +785,7 @@ live_move(const struct live_move_options *o, struct live_move_report *rep)
 out:
   rep->total_seconds = now_seconds() - j.t0;
   if (r < 0 && workdir_made)
-    rmdir(j.workdir);
+    remove_workdir(&j); /* ours, and nothing of value in it: the move never started */
   live_disk_free(&d);
   qmp_close(q);
   job_free(&j);
