@@ -38,10 +38,12 @@ cleanup _guest_cleanup
 
 qmp() { /usr/bin/python3 "$GUEST_DIR/qmp.py" "$@"; }
 
-# guest_disk IMG SIZE [MIB_OF_FILES]: generated files (data/f-N.bin, 4 KiB .. 1 MiB) with their
-# sha256 in /MANIFEST, made into an ext4 image by mkfs.ext4 -d (no mount).
+# guest_disk IMG SIZE [MIB_OF_FILES [MKFS_OPTIONS...]]: generated files (data/f-N.bin, 4 KiB ..
+# 1 MiB) with their sha256 in /MANIFEST, made into an ext4 image by mkfs.ext4 -d (no mount).
+# Big sparse disks: pass e.g. -N 16384 -J size=16 to keep inode tables and journal small.
 guest_disk() {
   local img=$1 size=$2 mib=${3:-8} d
+  shift 3 2>/dev/null || shift $#
   d=$(mktemp -d "$T/files.XXXXXX")
   mkdir -p "$d/data"
   local i=0 total=0 len
@@ -52,7 +54,7 @@ guest_disk() {
     i=$((i + 1))
   done
   (cd "$d" && sha256sum data/* >MANIFEST)
-  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 -d "$d" "$img" "$size" >/dev/null
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$@" -d "$d" "$img" "$size" >/dev/null
   rm -rf "$d"
 }
 
@@ -204,4 +206,31 @@ assert_no_process() {
   local p
   p=$(pgrep -f -- "$1" | grep -vx "$$" || true)
   [ -z "$p" ] || { ps -o pid,args -p $p >&2; fail "processes still running on $1"; }
+}
+
+# sparse_sha FILE: sha256 over the file's data extents (offset + bytes; holes skipped), for
+# images too big to hash whole.
+sparse_sha() {
+  /usr/bin/python3 - "$1" <<'PY'
+import hashlib, os, sys
+h = hashlib.sha256()
+fd = os.open(sys.argv[1], os.O_RDONLY)
+end = os.fstat(fd).st_size
+off = 0
+while off < end:
+    try:
+        data = os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:
+        break
+    hole = os.lseek(fd, data, os.SEEK_HOLE)
+    h.update(b"%d:" % data)
+    pos = data
+    while pos < hole:
+        chunk = os.pread(fd, min(8 << 20, hole - pos), pos)
+        h.update(chunk)
+        pos += len(chunk)
+    off = hole
+h.update(b"end:%d" % end)
+print(h.hexdigest())
+PY
 }
