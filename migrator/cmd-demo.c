@@ -8,6 +8,7 @@
 #include "common/util.h"
 #include "migrator/catalog.h"
 #include "migrator/commands.h"
+#include "migrator/demo-vm.h"
 #include "migrator/demo-world.h"
 #include "migrator/digest.h"
 #include "migrator/locate.h"
@@ -22,6 +23,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +41,7 @@ static void
 usage(FILE *f)
 {
   fprintf(f,
-          "Usage: ferry demo [--size SIZE] [--keep] [--json] [-v]\n"
+          "Usage: ferry demo [--size SIZE] [--no-vm] [--keep] [--json] [-v]\n"
           "\n"
           "Build a throwaway OpenNebula world in a temporary directory — an SQLite catalog from\n"
           "the built-in 6.8 fixture, fs datastores for cluster A and cluster B, VM 42's disk as\n"
@@ -48,19 +50,32 @@ usage(FILE *f)
           "progress, catalog edits, then verify (checksums, XPaths read back, e2fsck, a file\n"
           "read with debugfs).  Exit status 0 only when everything verifies.\n"
           "\n"
+          "With qemu installed VM 42 really runs: the test guest (tests/guest/build: Debian's\n"
+          "cloud kernel, a busybox initramfs) boots from cluster A's export, checks its files\n"
+          "and keeps writing and fsyncing; its disk moves live to cluster B (ferry migrate\n"
+          "--qmp: the VM is never stopped), and the demo prints the pause the guest saw (its\n"
+          "largest heartbeat gap) next to ferry's, and checks every write it acknowledged.\n"
+          "\n"
           "Options:\n"
           "  --size SIZE   disk size (default 1G; e.g. 64G: sparse, downtime does not grow)\n"
+          "  --no-vm       do not boot the VM: the near-live move of a stopped VM\n"
           "  --keep        keep the world (its path is printed) instead of removing it\n"
           "  --json        print one JSON object with the results instead of text\n"
           "  -v            debug output\n"
           "  -h, --help    this help\n"
           "\n"
-          "Needs mkfs.ext4, e2fsck and debugfs (e2fsprogs) and ferry-nbd next to ferry.\n");
+          "Needs mkfs.ext4, e2fsck and debugfs (e2fsprogs) and ferry-nbd next to ferry; the\n"
+          "VM needs qemu-system-x86 (and, to build the guest once, busybox-static, cpio and\n"
+          "apt access to Debian's linux-image-cloud-amd64).\n");
 }
 
 struct demo {
   struct demo_world w;
-  bool json, keep;
+  bool json, keep, no_vm, live;
+  struct demo_vm *vm;    /* VM 42 running, or NULL: the near-live demo */
+  pthread_t hash_thread; /* hashing the source image from the switch on */
+  bool hashing;
+  struct digest_job *switch_hash;
   FILE *out; /* human output: stdout, or /dev/null with --json */
   pid_t cluster_a;
   char *cluster_a_sock, *cluster_a_uri;
@@ -99,9 +114,21 @@ start_cluster_a(struct demo *d)
     r = error_set(ENOMEM, "out of memory");
     goto out;
   }
-  char *argv[] = { prog, (char *)"--foreground", (char *)"--read-only", (char *)"--socket",
-                   d->cluster_a_sock, (char *)"--pidfile", pidfile, (char *)"--export-name",
-                   (char *)"", d->w.image, NULL };
+  /* Read-only for the clone of a stopped VM; a running VM writes its disk until the switch. */
+  char *argv[12];
+  int n = 0;
+  argv[n++] = prog;
+  argv[n++] = (char *)"--foreground";
+  if (!d->live)
+    argv[n++] = (char *)"--read-only";
+  argv[n++] = (char *)"--socket";
+  argv[n++] = d->cluster_a_sock;
+  argv[n++] = (char *)"--pidfile";
+  argv[n++] = pidfile;
+  argv[n++] = (char *)"--export-name";
+  argv[n++] = (char *)"";
+  argv[n++] = d->w.image;
+  argv[n] = NULL;
   int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) {
     r = error_set_errno(errno, "%s: create", log);
@@ -257,10 +284,50 @@ digest_thread(void *opaque)
   return NULL;
 }
 
+/* The source image from the switch on (live): hashed in a thread while the clone copies. */
+static void
+on_switched(void *opaque, const char *image)
+{
+  (void)image; /* cluster A's export; the demo hashes the file behind it */
+  struct demo *d = opaque;
+  if (d->hashing || !(d->switch_hash = calloc(1, sizeof *d->switch_hash)))
+    return;
+  d->switch_hash->path = d->w.image;
+  d->switch_hash->sparse = d->w.size > FULL_SHA256_MAX;
+  d->hashing = pthread_create(&d->hash_thread, NULL, digest_thread, d->switch_hash) == 0;
+}
+
+static void
+verify_source_unchanged(struct demo *d, const char *source, json_t *checks)
+{
+  if (!d->hashing) {
+    check(d, checks, "source unchanged since the switch", false, "no hash taken at the switch");
+    return;
+  }
+  pthread_join(d->hash_thread, NULL);
+  d->hashing = false;
+  struct digest_job now = { .path = source, .sparse = d->switch_hash->sparse };
+  digest_thread(&now);
+  if (d->switch_hash->r < 0 || now.r < 0)
+    check(d, checks, "source unchanged since the switch", false, "%s",
+          d->switch_hash->error ? d->switch_hash->error
+          : now.error           ? now.error
+                                : "?");
+  else
+    check(d, checks, "source unchanged since the switch", strcmp(d->switch_hash->hex, now.hex) == 0,
+          "sha256 at the switch %s, now %s", d->switch_hash->hex, now.hex);
+  free(now.error);
+}
+
 static void
 verify_image(struct demo *d, const char *source, const char *dest, json_t *checks)
 {
   bool sparse = d->w.size > FULL_SHA256_MAX;
+  if (d->live) {
+    /* The VM wrote on cluster B: DEST is the source plus its writes, checked below. */
+    verify_source_unchanged(d, source, checks);
+    goto filesystem;
+  }
   /* Both images hashed at once: the demo's wait is one hash, not two. */
   struct digest_job js = { .path = source, .sparse = sparse }, jd = { .path = dest,
                                                                       .sparse = sparse };
@@ -280,6 +347,7 @@ verify_image(struct demo *d, const char *source, const char *dest, json_t *check
   free(js.error);
   free(jd.error);
 
+filesystem:;
   char *out = NULL, *err = NULL;
   size_t out_len = 0;
   char *fsck[] = { (char *)"e2fsck", (char *)"-fn", (char *)dest, NULL };
@@ -316,9 +384,13 @@ static int
 parse_args(int argc, char **argv, struct demo *d, uint64_t *size)
 {
   static const struct option opts[] = {
-    { "size", required_argument, NULL, 's' }, { "keep", no_argument, NULL, 'k' },
-    { "json", no_argument, NULL, 'j' },       { "verbose", no_argument, NULL, 'v' },
-    { "help", no_argument, NULL, 'h' },       { NULL, 0, NULL, 0 },
+    { "size", required_argument, NULL, 's' },
+    { "keep", no_argument, NULL, 'k' },
+    { "json", no_argument, NULL, 'j' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
+    { "no-vm", no_argument, NULL, 'n' },
+    { NULL, 0, NULL, 0 },
   };
   int c;
   *size = 1ull << 30;
@@ -337,6 +409,9 @@ parse_args(int argc, char **argv, struct demo *d, uint64_t *size)
       }
       break;
     case 'k': d->keep = true; break;
+    case 'n':
+      d->no_vm = true;
+      break;
     case 'j': d->json = true; break;
     case 'v': log_set_verbose(true); break;
     case 'h': usage(stdout); exit(EXIT_OK);
@@ -347,6 +422,52 @@ parse_args(int argc, char **argv, struct demo *d, uint64_t *size)
     fprintf(stderr, "ferry demo: unexpected argument '%s'\n", argv[optind]);
     return -1;
   }
+  return 0;
+}
+
+/* VM 42 runs: the catalog says so (state ACTIVE, LCM state RUNNING), as oned would. */
+static int
+demo_set_running(struct demo *d)
+{
+  sqlite3 *db = NULL;
+  char *msg = NULL;
+  int r = 0;
+  if (sqlite3_open_v2(d->w.db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK
+      || sqlite3_exec(db,
+                      "UPDATE vm_pool SET state = 3, lcm_state = 3, body = replace(body, "
+                      "'<STATE>9</STATE><LCM_STATE>0</LCM_STATE>', "
+                      "'<STATE>3</STATE><LCM_STATE>3</LCM_STATE>') WHERE oid = 42",
+                      NULL, NULL, &msg)
+             != SQLITE_OK)
+    r = error_set(EIO, "%s: marking VM 42 RUNNING: %s", d->w.db_path,
+                  msg  ? msg
+                  : db ? sqlite3_errmsg(db)
+                       : "cannot open");
+  sqlite3_free(msg);
+  sqlite3_close(db);
+  return r;
+}
+
+/* Boot VM 42 from cluster A and wait until it checked its files and writes in its loop. */
+static int
+boot_vm(struct demo *d)
+{
+  double t0 = now_seconds();
+  int r = demo_vm_start(d->w.dir, d->cluster_a_sock, &d->vm);
+  if (r < 0)
+    return r;
+  fprintf(d->out,
+          "  VM 42:     qemu (pid %d, accel %s) booting the test guest from cluster A "
+          "(QMP %s)\n",
+          demo_vm_pid(d->vm), demo_vm_accel(d->vm), demo_vm_qmp(d->vm));
+  fflush(d->out);
+  if ((r = demo_vm_wait_line(d->vm, "ferry-guest: wrote", 300)) < 0
+      || (r = demo_vm_wait_line(d->vm, "ferry-guest: ack 10", 120)) < 0)
+    return r;
+  fprintf(d->out,
+          "  VM 42:     up in %.1f s: its files verified (MANIFEST), writing and "
+          "fsyncing in a loop, a heartbeat every 20 ms\n",
+          now_seconds() - t0);
   return 0;
 }
 
@@ -367,8 +488,11 @@ run_move(struct demo *d, long long ts, struct plan **plan_out, struct move_repor
   co.one_lock = lock;
   if ((r = catalog_open(d->w.catalog, &co, &c)) < 0)
     goto out;
-  struct plan_request req = { .vm_id = 42, .to_cluster = 100, .to_datastore = -1,
-                              .to_system_datastore = -1 };
+  struct plan_request req = { .vm_id = 42,
+                              .to_cluster = 100,
+                              .to_datastore = -1,
+                              .to_system_datastore = -1,
+                              .storage_moves_running = d->live };
   if ((r = plan_build(c, &req, plan_out)) < 0)
     goto out;
   fprintf(d->out, "\nplan (the catalog edits, as `ferry migrate --dry-run` prints them):\n");
@@ -380,6 +504,12 @@ run_move(struct demo *d, long long ts, struct plan **plan_out, struct move_repor
     .source_uri = d->cluster_a_uri, .timestamp = ts, .progress = true, .out = d->out,
     .die_with_parent = true,
   };
+  if (d->live) {
+    /* ferry migrate --qmp: the disk moves under the running VM. */
+    mo.live_qmp = demo_vm_qmp(d->vm);
+    mo.on_switched = on_switched;
+    mo.opaque = d;
+  }
   r = migrate_storage(*plan_out, &mo, rep);
 out:
   /* Once a plan exists it holds the catalog: the caller closes both. */
@@ -420,11 +550,17 @@ cmd_demo(int argc, char **argv)
     fprintf(stderr, "ferry demo: building the world: %s\n", error_message());
     goto out;
   }
+  char why[512] = "";
+  d.live = !d.no_vm && demo_vm_available(why, sizeof why);
+  if (d.live && demo_set_running(&d) < 0) {
+    fprintf(stderr, "ferry demo: %s\n", error_message());
+    goto out;
+  }
   fprintf(d.out,
-          "  catalog:   %s (OpenNebula 6.8: cluster-a 0, cluster-b 100; VM 42 web-01 "
-          "UNDEPLOYED)\n"
+          "  catalog:   %s (OpenNebula 6.8: cluster-a 0, cluster-b 100; VM 42 web-01 %s)\n"
           "  disk:      %s: %s ext4 with %s of generated files (mkfs.ext4 -d)\n",
-          d.w.catalog, d.w.image, format_size(sz, sizeof sz, (double)size),
+          d.w.catalog, d.live ? "RUNNING" : "UNDEPLOYED", d.w.image,
+          format_size(sz, sizeof sz, (double)size),
           format_size(data, sizeof data, (double)d.w.data_bytes));
   if (start_cluster_a(&d) < 0) {
     fprintf(stderr, "ferry demo: %s\n", error_message());
@@ -432,10 +568,32 @@ cmd_demo(int argc, char **argv)
   }
   fprintf(d.out, "  cluster A: ferry-nbd (pid %d) serving it at %s\n", (int)d.cluster_a,
           d.cluster_a_uri);
+  if (!d.live)
+    fprintf(d.out, "  VM 42:     not booted (%s): the near-live move of a stopped VM\n",
+            d.no_vm ? "--no-vm" : why);
+  else if (boot_vm(&d) < 0) {
+    fprintf(stderr, "ferry demo: %s\n", error_message());
+    goto out;
+  }
 
+  double move_from = demo_vm_clock();
   if (run_move(&d, ts, &p, &rep, &journal) < 0) {
     fprintf(stderr, "ferry demo: the move failed: %s\n", error_message());
     goto out;
+  }
+  double move_to = demo_vm_clock();
+  double hb_gap = 0, ack_gap = 0;
+  unsigned beats = 0, acked = 0;
+  if (d.live) {
+    demo_vm_gaps(d.vm, move_from, move_to, &hb_gap, &ack_gap, &beats);
+    /* Writing on cluster B now; then the guest ends its loop and powers off. */
+    char line[64];
+    snprintf(line, sizeof line, "ferry-guest: ack %u", demo_vm_acks(d.vm) + 10);
+    if (demo_vm_wait_line(d.vm, line, 120) < 0 || demo_vm_stop(d.vm, 120) < 0) {
+      fprintf(stderr, "ferry demo: %s\n", error_message());
+      goto out;
+    }
+    fprintf(d.out, "VM 42: %u more writes on cluster B, then powered off\n", 10);
   }
   stop_cluster_a(&d);
 
@@ -447,12 +605,29 @@ cmd_demo(int argc, char **argv)
     goto out;
   }
   verify_image(&d, source, dest, checks);
+  if (d.live) {
+    int r = demo_vm_check_writes(d.vm, dest, &acked);
+    check(&d, checks, "the guest's acknowledged writes on the destination", r == 0, "%s",
+          r == 0 ? "every one of them" : error_message());
+    if (r == 0)
+      json_object_set_new(json_array_get(checks, json_array_size(checks) - 1), "writes",
+                          json_integer(acked));
+  }
   verify_catalog(&d, p, checks);
   free(source);
   free(dest);
-  fprintf(d.out, "\n%s: downtime %.3f s for a %s disk (VM stopped -> first read served on "
-                 "cluster B); converged in %.2f s\n",
-          d.ok ? "demo OK" : "demo FAILED", rep.downtime, sz, rep.hydrate_seconds);
+  if (d.live)
+    fprintf(d.out,
+            "\n%s: VM 42 moved live, never stopped: guest paused %.3f s (ferry: stop -> cont), "
+            "largest heartbeat gap %.3f s (what the guest saw, %u heartbeats during the move), "
+            "%u writes acknowledged, for a %s disk; converged in %.2f s\n",
+            d.ok ? "demo OK" : "demo FAILED", rep.downtime, hb_gap, beats, acked, sz,
+            rep.hydrate_seconds);
+  else
+    fprintf(d.out,
+            "\n%s: downtime %.3f s for a %s disk (VM stopped -> first read served on "
+            "cluster B); converged in %.2f s\n",
+            d.ok ? "demo OK" : "demo FAILED", rep.downtime, sz, rep.hydrate_seconds);
   if (d.keep)
     fprintf(d.out, "world kept in %s (journal %s)\n", dir, journal);
   rc = d.ok ? EXIT_OK : EXIT_FAIL;
@@ -465,6 +640,13 @@ cmd_demo(int argc, char **argv)
                           (json_int_t)rep.bytes_fetched, "bytes_skipped",
                           (json_int_t)rep.bytes_skipped, "journal", d.keep ? journal : NULL,
                           "checks", checks, "edits", (json_t *)plan_edits_json(p));
+    if (o && d.live)
+      json_object_update_new(o, json_pack("{s:b, s:f, s:f, s:f, s:i, s:i}", "live", 1,
+                                          "paused_seconds", rep.downtime, "heartbeat_gap", hb_gap,
+                                          "ack_gap", ack_gap, "heartbeats", (int)beats,
+                                          "writes_acknowledged", (int)acked));
+    else if (o)
+      json_object_set_new(o, "live", json_false());
     char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     if (text)
       printf("%s\n", text);
@@ -472,6 +654,12 @@ cmd_demo(int argc, char **argv)
     json_decref(o);
   }
 out:
+  if (d.hashing)
+    pthread_join(d.hash_thread, NULL);
+  if (d.switch_hash)
+    free(d.switch_hash->error);
+  free(d.switch_hash);
+  demo_vm_free(d.vm);
   stop_cluster_a(&d);
   if (rc != EXIT_OK && !d.keep)
     fprintf(stderr, "ferry demo: world removed (run with --keep to inspect it)\n");

@@ -54,19 +54,22 @@ usage(FILE *f)
           "  --ssh HOST             start the destination clone server on HOST through ssh\n"
           "  --frontend nbd|fuse    serve the destination clone with ferry-nbd (default) or\n"
           "                         ferry-fuse --loop\n"
+          "  --qmp SOCKET           the RUNNING VM's qemu monitor (QMP): its disks move live,\n"
+          "                         the VM is never stopped (devices virtio-disk<DISK_ID>;\n"
+          "                         see ferry live-move)\n"
           "  --json                 print the result as one JSON object\n"
           "  -v, --verbose          debug output\n"
           "  --rollback JOURNAL     undo a switch (only rows still holding the after-images)\n"
           "  -h, --help             this help\n"
           "\n"
-          "VM states: POWEROFF, UNDEPLOYED and STOPPED move; RUNNING only with --force; every\n"
-          "other state (transient, SUSPENDED, PENDING, HOLD, DONE...) is refused.\n");
+          "VM states: POWEROFF, UNDEPLOYED and STOPPED move; RUNNING with --qmp (live) or --force;\n"
+          "every other state (transient, SUSPENDED, PENDING, HOLD, DONE...) is refused.\n");
 }
 
 enum {
   OPT_DRY_RUN = 256, OPT_FORCE, OPT_AUTOMATIC_REQUIREMENTS, OPT_SKIP_RESUME, OPT_JSON, OPT_JOURNAL, OPT_ONE_LOCK, OPT_CATALOG,
   OPT_STORAGE, OPT_VM, OPT_DISK, OPT_TO_CLUSTER, OPT_TO_DS, OPT_TO_SYS_DS, OPT_ROLLBACK, OPT_AUTH,
-  OPT_DATASTORES, OPT_SSH, OPT_FRONTEND,
+  OPT_DATASTORES, OPT_SSH, OPT_FRONTEND, OPT_QMP,
 };
 
 static const struct option long_options[] = {
@@ -90,6 +93,7 @@ static const struct option long_options[] = {
   { "datastores", required_argument, NULL, OPT_DATASTORES },
   { "ssh", required_argument, NULL, OPT_SSH },
   { "frontend", required_argument, NULL, OPT_FRONTEND },
+  { "qmp", required_argument, NULL, OPT_QMP },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
@@ -139,6 +143,7 @@ parse_args(int argc, char **argv, struct args *a)
     case OPT_AUTH: a->copts.auth = optarg; break;
     case OPT_DATASTORES: a->sopts.datastores = optarg; break;
     case OPT_SSH: a->sopts.ssh_host = optarg; break;
+    case OPT_QMP: a->sopts.live_qmp = optarg; break;
     case OPT_FRONTEND:
       if (strcmp(optarg, "nbd") != 0 && strcmp(optarg, "fuse") != 0) {
         fprintf(stderr, "ferry migrate: --frontend %s: expected nbd or fuse\n", optarg);
@@ -265,6 +270,9 @@ cmd_migrate(int argc, char **argv)
   struct move_report report;
   /* Through oned (xmlrpc:) the move undeploys a RUNNING VM and resumes it itself. */
   a.req.storage_moves_running = storage_step && strncmp(a.catalog, "xmlrpc:", 7) == 0;
+  /* With --qmp a RUNNING VM's disks move live: it is not stopped at all. */
+  if (storage_step && a.sopts.live_qmp)
+    a.req.storage_moves_running = true;
   a.sopts.storage = a.storage;
   a.sopts.journal = a.journal;
   a.sopts.dry_run = a.dry_run;

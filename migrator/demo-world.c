@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "migrator/digest.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -91,6 +92,21 @@ make_content(struct demo_world *w)
   uint8_t *buf = malloc(BLOB);
   if (!buf)
     return error_set(ENOMEM, "out of memory");
+  /* MANIFEST: what the demo's VM checks when it boots (sha256sum -c, busybox). */
+  char *manifest = NULL;
+  size_t mlen = 0;
+  FILE *mf = open_memstream(&manifest, &mlen);
+  const struct {
+    const char *name, *data;
+  } small[] = { { "etc/hostname", "web-01\n" }, { "var/www/html/index.html", html } };
+  for (size_t i = 0; mf && i < 2; i++) {
+    struct sha256 h;
+    char hex[65];
+    sha256_init(&h);
+    sha256_update(&h, small[i].data, strlen(small[i].data));
+    sha256_final(&h, hex);
+    fprintf(mf, "%s  %s\n", hex, small[i].name);
+  }
   int n = blob_count(w->size);
   w->data_bytes = 0;
   for (int i = 0; i < n && r == 0; i++) {
@@ -98,8 +114,25 @@ make_content(struct demo_world *w)
     snprintf(path, sizeof path, "%s/srv/data/blob-%03d.bin", w->content, i);
     r = write_file(path, buf, BLOB);
     w->data_bytes += BLOB;
+    if (mf) {
+      struct sha256 h;
+      char hex[65];
+      sha256_init(&h);
+      sha256_update(&h, buf, BLOB);
+      sha256_final(&h, hex);
+      fprintf(mf, "%s  srv/data/blob-%03d.bin\n", hex, i);
+    }
   }
   free(buf);
+  if (!mf)
+    r = r ? r : error_set(ENOMEM, "out of memory");
+  else {
+    fclose(mf);
+    snprintf(path, sizeof path, "%s/MANIFEST", w->content);
+    if (r == 0)
+      r = write_file(path, manifest, mlen);
+    free(manifest);
+  }
   if (r == 0 && asprintf(&w->probe_file, "/srv/data/blob-%03d.bin", n - 1) < 0)
     r = error_set(ENOMEM, "out of memory");
   return r;

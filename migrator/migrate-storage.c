@@ -1,5 +1,6 @@
 /* ferry: the storage step of `ferry migrate` driven by a catalog plan, see migrate-storage.h. */
 #include "migrator/migrate-storage.h"
+#include "migrator/move-live.h"
 
 #include "common/error.h"
 #include "common/log.h"
@@ -204,6 +205,67 @@ switch_disks(void *opaque)
   return plan_apply(h->p, h->journal);
 }
 
+/* The live move of a running VM's disks, one after the other: each disk's device moves onto
+ * its clone and then onto its destination volume with the VM running; once every disk is on
+ * the destination, the catalog says so and the source volumes are renamed. */
+static int
+live_storage(struct storage *st, struct plan *p, const struct move_disk *disks, size_t n,
+             const struct migrate_storage_options *o, const char *workdir, struct move_report *rep)
+{
+  double t0 = now_seconds();
+  memset(rep, 0, sizeof *rep);
+  int r = 0;
+  for (size_t i = 0; i < n && r == 0; i++) {
+    char dev[48], *wd = NULL;
+    snprintf(dev, sizeof dev, "virtio-disk%" PRId64, disks[i].disk_id);
+    if (asprintf(&wd, "%s/disk-%" PRId64 ".live", workdir, disks[i].disk_id) < 0)
+      return error_set(ENOMEM, "out of memory");
+    struct live_move_options lo = { .qmp = o->live_qmp,
+                                    .device = dev,
+                                    .dest = disks[i].dest,
+                                    .workdir = wd,
+                                    .progress = o->progress,
+                                    .out = o->out,
+                                    .on_switched = o->on_switched,
+                                    .opaque = o->opaque };
+    struct live_move_report lr;
+    if (o->out)
+      fprintf(o->out, "disk %" PRId64 ": live move of %s onto %s\n", disks[i].disk_id, dev,
+              disks[i].dest);
+    r = live_move(&lo, &lr);
+    free(wd);
+    if (r < 0) {
+      error_prefix("disk %" PRId64, disks[i].disk_id);
+      /* Before any switch the VM runs on its source volumes: put storage back. */
+      if (i == 0 && lr.switched_at[0] == '\0') {
+        char *msg = strdup(error_message());
+        if (storage_abort(st) < 0)
+          log_warning("%s", error_message());
+        error_set(-r, "%s", msg ? msg : "live move failed");
+        free(msg);
+      }
+      return r;
+    }
+    if (lr.paused_seconds > rep->downtime)
+      rep->downtime = lr.paused_seconds;
+    rep->hydrate_seconds += lr.converged_seconds;
+    rep->size += lr.size;
+    rep->bytes_copied += lr.bytes_copied;
+    rep->bytes_fetched += lr.bytes_fetched;
+    rep->bytes_skipped += lr.bytes_skipped;
+  }
+  if ((r = plan_apply(p, o->journal)) < 0)
+    return error_prefix("the VM runs on the destination volumes, but the catalog switch failed");
+  if (o->out)
+    fprintf(o->out, "catalog: VM's disks switched to the destination (it runs there already)\n");
+  if ((r = storage_finalize(st)) < 0)
+    return r;
+  if (o->out && storage_get_kind(st) != STORAGE_NONE)
+    fprintf(o->out, "storage: source renamed and tagged\n");
+  rep->total_seconds = now_seconds() - t0;
+  return 0;
+}
+
 int
 migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct move_report *rep)
 {
@@ -303,6 +365,10 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
   if (mkdir(workdir, 0700) < 0 && errno != EEXIST) {
     r = error_set_errno(errno, "%s: mkdir", workdir);
     storage_abort(st);
+    goto out;
+  }
+  if (o->live_qmp) {
+    r = live_storage(st, p, disks, p->n_disks, o, workdir, rep);
     goto out;
   }
   struct hooks_ctx ctx = { .p = p, .journal = o->journal };

@@ -30,6 +30,12 @@ struct migrate_storage_options {
   bool dry_run, skip_resume, progress;
   bool die_with_parent;   /* demo: servers end with ferry (move_options) */
   FILE *out;              /* step lines (NULL: quiet) */
+  /* A RUNNING VM whose qemu monitor is this QMP socket: its disks move live (move-live.h,
+   * device "virtio-disk<DISK_ID>", libvirt's alias), no stop; the catalog switch follows
+   * the pivots.  NULL: the near-live move. */
+  const char *live_qmp;
+  void (*on_switched)(void *opaque, const char *image); /* live: see move-live.h */
+  void *opaque;
 };
 
 /* Plan the storage actions of p's disks; with dry_run print them (and the server command

@@ -404,7 +404,11 @@ do_switch(struct job *j, struct qmp *q, struct live_disk *d)
   }
   step(j, "device %s switched to the clone export %s (%s node %s)", j->device, j->srv.sock,
        d->format_driver, d->format_node);
-  return save_state(j, "switched");
+  if ((r = save_state(j, "switched")) < 0)
+    return r;
+  if (j->o && j->o->on_switched)
+    j->o->on_switched(j->o->opaque, j->image);
+  return 0;
 }
 
 /* Hydrate to convergence: progress from the control socket; a server that dies is started

@@ -33,6 +33,10 @@ struct live_move_options {
   bool progress;        /* bar on a tty stderr, else a line a second on out */
   FILE *out;            /* step lines; NULL: quiet */
   const char *program;  /* ferry-nbd; NULL: located next to ferry */
+  /* Called once the guest runs on the clone: from then on nothing writes the old image
+   * (the demo hashes it here and again at the end).  May be NULL. */
+  void (*on_switched)(void *opaque, const char *image);
+  void *opaque;
 };
 
 struct live_move_report {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# ferry demo: the whole move on a throwaway world finishes, exit 0, prints the downtime and
+# ferry demo --no-vm (the near-live move of a stopped VM; test-demo-vm.sh boots the VM): the
+# whole move on a throwaway world finishes, exit 0, prints the downtime and
 # every verification; a 4G sparse disk shows a downtime of the same order as a 64M one.
 . "$TESTS_DIR/functions.sh"
 export PATH=$PATH:/usr/sbin:/sbin
@@ -9,7 +10,7 @@ export TMPDIR=$T
 
 downtime() { sed -nE 's/^downtime: ([0-9]+\.[0-9]+) s \(VM stopped -> first read served on the destination\)$/\1/p' "$1"; }
 
-"$FERRY" demo --size 64M > "$T/small" 2>&1 || { cat "$T/small"; fail "demo --size 64M failed"; }
+"$FERRY" demo --no-vm --size 64M > "$T/small" 2>&1 || { cat "$T/small"; fail "demo --size 64M failed"; }
 d_small=$(downtime "$T/small")
 [ -n "$d_small" ] || { cat "$T/small"; fail "no downtime line"; }
 for check in "OK   sha256: source " "OK   e2fsck -fn destination: clean" \
@@ -26,7 +27,7 @@ line=$(grep -F "OK   sha256: source " "$T/small")
 [ -z "$(ls -d "$T"/ferry-demo.* 2>/dev/null)" ] || fail "world left behind without --keep"
 
 # 4G sparse: downtime of the same order (nothing is copied before the first read).
-"$FERRY" demo --size 4G --keep --json > "$T/big.json" 2>"$T/big.err" ||
+"$FERRY" demo --no-vm --size 4G --keep --json > "$T/big.json" 2>"$T/big.err" ||
   { cat "$T/big.err" "$T/big.json"; fail "demo --size 4G failed"; }
 /usr/bin/python3 - "$T/big.json" "$d_small" <<'PY' || fail "4G demo JSON"
 import json, sys
