@@ -23,8 +23,9 @@
 #define QMP_TIMEOUT 30.0 /* seconds for one command (a reopen waits for in-flight I/O) */
 #define JOB_TIMEOUT 60.0 /* seconds for a sync=none mirror to get ready and complete */
 
-/* Testing aid (docs/live-move.md): FERRY_LIVE_FAULT=switch-qmp-error makes the move inside
- * the switch name a node that does not exist, so qemu's own error takes the rollback path. */
+/* Testing aids (docs/live-move.md): FERRY_LIVE_FAULT=switch-qmp-error makes the move inside
+ * the switch name a node that does not exist, so qemu's own error takes the rollback path;
+ * die-after-stop kills ferry with SIGKILL right after stop. */
 static bool
 fault(const char *point)
 {
@@ -574,6 +575,8 @@ live_switch(struct qmp *q, struct live_disk *d, const struct live_nodes *n,
     error_prefix("device %s: pausing the guest", d->device);
     goto undo_nodes;
   }
+  if (fault("die-after-stop"))
+    raise(SIGKILL); /* as a kill -9 at the worst moment: the guardian must resume the guest */
   if (h && h->before_move && (r = h->before_move(h->opaque)) < 0)
     goto resume;
   if (mirror) {

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # A live move survives kill -9 of its pieces while the guest writes:
+#   - ferry live-move killed while the guest is paused: its guardian resumes the guest;
+#     --resume carries on;
 #   - the clone server killed: ferry live-move starts it again on its map; qemu's nbd client
 #     (reconnect-delay) holds the guest's I/O meanwhile instead of failing it;
 #   - ferry live-move killed: the guest keeps running on the clone, whose server outlives it;
@@ -16,13 +18,27 @@ guest_start g loop -- \
   -blockdev '{"driver":"raw","node-name":"fmt0","file":"file0"}' \
   -device virtio-blk-pci,drive=fmt0,id=vd0
 guest_wait g 'ferry-guest: ack 10' 120
-
 acks() { grep -c 'ferry-guest: ack' "$GUEST_LOG"; }
 server_pid() { cat "$work/nbd.pid"; }
 
+
+# 0. ferry killed (kill -9) at the worst moment, the guest paused: the guardian resumes it on
+#    its own disk; --resume takes over from there.
+rc=0
+FERRY_LIVE_FAULT=die-after-stop "$FERRY" live-move --qmp "$GUEST_QMP" --device vd0 --to "$dest" \
+  --workdir "$work" --rate 256K >"$T/killed.out" 2>&1 || rc=$?
+[ $rc = 137 ] || { cat "$T/killed.out" >&2; fail "ferry was not killed ($rc)"; }
+for ((i = 0; i < 200; i++)); do
+  [ "$(qmp "$GUEST_QMP" query-status | json_key /dev/stdin status)" = running ] && break
+  sleep 0.05
+done
+[ "$(qmp "$GUEST_QMP" query-status | json_key /dev/stdin status)" = running ] || fail "the guest stayed paused"
+[ "$(qmp_disk_file "$GUEST_QMP" vd0)" = "$img" ] || fail "vd0 not on its image after the kill"
+grep -q '"phase": "switching"' "$work/state.json" || fail "state is not switching"
+guest_wait g "ferry-guest: ack $(($(acks) + 10))" 60
+
 # Slow enough that the copy is still running through everything below.
-"$FERRY" live-move --qmp "$GUEST_QMP" --device vd0 --to "$dest" --workdir "$work" --rate 256K \
-  >"$T/move.out" 2>"$T/move.err" &
+"$FERRY" live-move --resume "$work" >"$T/move.out" 2>"$T/move.err" &
 mover=$!
 track_pid $mover
 wait_phase "$work/state.json" switched 60
