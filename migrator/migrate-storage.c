@@ -4,7 +4,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "migrator/xmlbody.h"
+#include "migrator/opennebula/xmlbody.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -174,7 +174,7 @@ stop_vm(void *opaque, bool *was_running)
   *was_running = false;
   if (p->state == VM_POWEROFF || p->state == VM_UNDEPLOYED || p->state == VM_STOPPED)
     return 0;
-  /* A RUNNING VM gets this far only with a catalog that reaches oned (cmd-migrate sets
+  /* A RUNNING VM gets this far only with a catalog that reaches oned (cmd/migrate.c sets
    * storage_moves_running for xmlrpc:). */
   if (p->state == VM_ACTIVE && catalog_is_xmlrpc(p)) {
     int r = undeploy(h);

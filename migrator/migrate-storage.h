@@ -13,7 +13,7 @@
 #define FERRY_MIGRATE_STORAGE_H
 
 #include "migrator/move.h"
-#include "migrator/plan.h"
+#include "migrator/opennebula/plan.h"
 
 #include <stdbool.h>
 #include <stdio.h>

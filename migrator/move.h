@@ -17,7 +17,7 @@
 #ifndef FERRY_MOVE_H
 #define FERRY_MOVE_H
 
-#include "migrator/storage.h"
+#include "migrator/storage/storage.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -6,7 +6,7 @@
 # $T/source.orig of the disk; $T/one.lock is the (absent) oned lock.
 make_world() {
   requires sqlite3
-  sqlite3 "$T/one.db" < "$SRCDIR/migrator/fixtures/one-6.8.sql"
+  sqlite3 "$T/one.db" < "$SRCDIR/migrator/opennebula/fixtures/one-6.8.sql"
   mkdir -p "$T/ds/0/42" "$T/ds/1" "$T/ds/100" "$T/ds/101"
   local img=$T/ds/0/42/disk.0
   truncate -s 8M "$img"

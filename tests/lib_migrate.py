@@ -1,5 +1,5 @@
 # Helpers for tests/test-migrate-*.py: build OpenNebula catalogs from the repo's fixture
-# (migrator/fixtures/one-6.8.sql) and its schema variants, dump every row, run ferry, and
+# (migrator/opennebula/fixtures/one-6.8.sql) and its schema variants, dump every row, run ferry, and
 # apply the expected edits independently (ElementTree) to compare with what ferry wrote.
 import atexit
 import hashlib
@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 
 FERRY = os.environ["FERRY"]
 SRCDIR = os.environ["SRCDIR"]
-FIXTURE = os.path.join(SRCDIR, "migrator", "fixtures", "one-6.8.sql")
+FIXTURE = os.path.join(SRCDIR, "migrator", "opennebula", "fixtures", "one-6.8.sql")
 
 T = tempfile.mkdtemp(prefix="ferry-test.")
 atexit.register(shutil.rmtree, T, True)

@@ -10,7 +10,7 @@
  * Session: --auth USER:PASSWORD, else the first line of the file $ONE_AUTH, else
  * ~/.one/one_auth (OpenNebula's own convention).
  */
-#include "migrator/catalog-backend.h"
+#include "migrator/opennebula/catalog-backend.h"
 #include "common/error.h"
 #include "common/log.h"
 

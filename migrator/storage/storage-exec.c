@@ -1,7 +1,7 @@
 /* ferry: the `exec:CMD` storage kind — a site hook run once per action (storage.h).
  * The hook gets the action as one JSON line on stdin and FERRY_ACTION in its environment; it
  * answers with its exit status and, optionally, a JSON object on stdout. */
-#include "migrator/storage-impl.h"
+#include "migrator/storage/storage-impl.h"
 
 #include "common/error.h"
 #include "common/log.h"

@@ -1,5 +1,5 @@
 /* Unit test of xmlbody: byte-exact round trips, XPath edits, ID lists, refusals. */
-#include "migrator/xmlbody.h"
+#include "migrator/opennebula/xmlbody.h"
 #include "common/error.h"
 
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* ferry: the demo's throwaway world, see demo-world.h. */
-#include "migrator/demo-world.h"
+#include "migrator/demo/demo-world.h"
 
 #include "common/error.h"
 #include "common/log.h"

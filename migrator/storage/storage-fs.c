@@ -1,7 +1,7 @@
 /* ferry: the `fs` storage kind — volumes are files under DATASTORES/<ds_id>/ (storage.h).
  * Every change is made durable before it is reported done: the file or directory entry is
  * fsynced, then its directory, because the storage log claims it happened. */
-#include "migrator/storage-impl.h"
+#include "migrator/storage/storage-impl.h"
 
 #include "common/error.h"
 #include "common/log.h"

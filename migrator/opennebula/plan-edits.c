@@ -6,9 +6,9 @@
  * same paths over the JSON tree: the document is {"VM": {...}} (or the VM object itself), an
  * element repeated is an array, a leaf is a string (a number stays a number).
  */
-#include "migrator/plan.h"
-#include "migrator/plan-internal.h"
-#include "migrator/xmlbody.h"
+#include "migrator/opennebula/plan.h"
+#include "migrator/opennebula/plan-internal.h"
+#include "migrator/opennebula/xmlbody.h"
 #include "common/error.h"
 
 #include <errno.h>

@@ -8,7 +8,7 @@
 #ifndef FERRY_JOURNAL_H
 #define FERRY_JOURNAL_H
 
-#include "migrator/catalog.h"
+#include "migrator/opennebula/catalog.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 #ifndef FERRY_STORAGE_IMPL_H
 #define FERRY_STORAGE_IMPL_H
 
-#include "migrator/storage.h"
+#include "migrator/storage/storage.h"
 
 #include <jansson.h>
 

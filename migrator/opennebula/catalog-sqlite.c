@@ -1,7 +1,7 @@
 /* ferry: catalog backend for oned's SQLite database (sqlite:PATH), oned stopped.
  * The switch runs in BEGIN IMMEDIATE: the write lock is taken before the rows are compared,
  * so nothing can slip in between the check and the writes. */
-#include "migrator/catalog-backend.h"
+#include "migrator/opennebula/catalog-backend.h"
 #include "common/error.h"
 
 #include <errno.h>

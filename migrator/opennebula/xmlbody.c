@@ -5,7 +5,7 @@
  * xmlTextReader records, in document order, which elements were self-closing; the flag is kept
  * in each element's `_private` and honoured by our own small serialiser.
  */
-#include "migrator/xmlbody.h"
+#include "migrator/opennebula/xmlbody.h"
 #include "common/error.h"
 
 #include <errno.h>

@@ -6,14 +6,14 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "migrator/catalog.h"
+#include "migrator/opennebula/catalog.h"
 #include "migrator/commands.h"
-#include "migrator/demo-world.h"
-#include "migrator/digest.h"
+#include "migrator/demo/demo-world.h"
+#include "migrator/demo/digest.h"
 #include "migrator/locate.h"
 #include "migrator/migrate-storage.h"
-#include "migrator/plan.h"
-#include "migrator/xmlbody.h"
+#include "migrator/opennebula/plan.h"
+#include "migrator/opennebula/xmlbody.h"
 
 #include <errno.h>
 #include <fcntl.h>

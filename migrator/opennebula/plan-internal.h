@@ -2,7 +2,7 @@
 #ifndef FERRY_PLAN_INTERNAL_H
 #define FERRY_PLAN_INTERNAL_H
 
-#include "migrator/plan.h"
+#include "migrator/opennebula/plan.h"
 
 /* (Re)compute plan.after and plan.edits from plan.before (plan-edits.c). */
 int plan_compute(struct plan *p);

@@ -1,8 +1,8 @@
 /* ferry: a plan's output (text, JSON) and its application: journal, switch, verification. */
-#include "migrator/plan.h"
-#include "migrator/plan-internal.h"
-#include "migrator/journal.h"
-#include "migrator/xmlbody.h"
+#include "migrator/opennebula/plan.h"
+#include "migrator/opennebula/plan-internal.h"
+#include "migrator/opennebula/journal.h"
+#include "migrator/opennebula/xmlbody.h"
 #include "common/error.h"
 
 #include <errno.h>

@@ -14,7 +14,7 @@
 #ifndef FERRY_PLAN_H
 #define FERRY_PLAN_H
 
-#include "migrator/catalog.h"
+#include "migrator/opennebula/catalog.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,7 +1,7 @@
 /* Unit tests of the storage step (storage.h): fs on a temporary datastore tree, exec with a
  * real bash hook that logs what it receives.  Exact texts are asserted: plan lines, hook
  * stdin lines, sidecar tags, error messages. */
-#include "migrator/storage.h"
+#include "migrator/storage/storage.h"
 
 #include "common/error.h"
 

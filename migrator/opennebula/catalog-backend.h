@@ -3,7 +3,7 @@
 #ifndef FERRY_CATALOG_BACKEND_H
 #define FERRY_CATALOG_BACKEND_H
 
-#include "migrator/catalog.h"
+#include "migrator/opennebula/catalog.h"
 
 struct catalog_backend {
   const char *prefix; /* URI prefix: "sqlite:", "mysql://", "xmlrpc://" */

@@ -1,5 +1,5 @@
 /* ferry: the OpenNebula catalog: backend dispatch, schema check, row images, the switch. */
-#include "migrator/catalog-backend.h"
+#include "migrator/opennebula/catalog-backend.h"
 #include "common/error.h"
 #include "common/log.h"
 

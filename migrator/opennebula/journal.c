@@ -1,6 +1,6 @@
 /* ferry: the move journal (see journal.h). */
-#include "migrator/journal.h"
-#include "migrator/plan.h"
+#include "migrator/opennebula/journal.h"
+#include "migrator/opennebula/plan.h"
 #include "common/error.h"
 
 #include <errno.h>

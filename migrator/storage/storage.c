@@ -4,8 +4,8 @@
  * the list of actions, each {"phase","state","request"[,"reply"][,"before"]}.  It is written
  * durably before an action starts and after it ends, so a crash at any point leaves a log that
  * says what may have happened, and rollback can undo exactly that. */
-#include "migrator/storage.h"
-#include "migrator/storage-impl.h"
+#include "migrator/storage/storage.h"
+#include "migrator/storage/storage-impl.h"
 
 #include "common/error.h"
 #include "common/log.h"

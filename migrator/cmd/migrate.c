@@ -5,11 +5,11 @@
  * --storage none is the metadata-only move (the storage already holds the volumes, e.g. after
  * a 3PAR Remote Copy); fs and exec:CMD run the near-live move of migrate-storage.h.
  */
-#include "migrator/catalog.h"
+#include "migrator/opennebula/catalog.h"
 #include "migrator/commands.h"
-#include "migrator/journal.h"
+#include "migrator/opennebula/journal.h"
 #include "migrator/migrate-storage.h"
-#include "migrator/plan.h"
+#include "migrator/opennebula/plan.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"

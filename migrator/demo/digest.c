@@ -1,5 +1,5 @@
 /* ferry: SHA-256 (FIPS 180-4) and image digests, see digest.h. */
-#include "migrator/digest.h"
+#include "migrator/demo/digest.h"
 
 #include "common/error.h"
 #include "common/util.h"

@@ -6,7 +6,7 @@
  * at the start of the switch are share-locked until COMMIT; the tables must be InnoDB (a
  * MyISAM table would silently ignore the transaction, so it is refused).
  */
-#include "migrator/catalog-backend.h"
+#include "migrator/opennebula/catalog-backend.h"
 #include "common/error.h"
 
 #include <ctype.h>

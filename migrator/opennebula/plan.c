@@ -1,6 +1,6 @@
 /* ferry: building a plan — load the rows, check the request, refuse what cannot move. */
-#include "migrator/plan.h"
-#include "migrator/xmlbody.h"
+#include "migrator/opennebula/plan.h"
+#include "migrator/opennebula/xmlbody.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "migrator/plan-internal.h"
+#include "migrator/opennebula/plan-internal.h"
 
 /* VM states (VirtualMachine::VmState) and the LCM states we name in messages. */
 static const char *const vm_states[] = {
