@@ -12,10 +12,10 @@
 #include "common/progress.h"
 #include "common/ratelimit.h"
 #include "common/util.h"
+#include "frontend/options.h"
 #include "migrator/commands.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -36,119 +36,72 @@ usage(FILE *f)
              "(SRC only) http(s)://.  A DST path that does not exist is created with SRC's size;\n"
              "an existing DST smaller than SRC is refused before anything is written.\n"
              "\n"
-             "Options:\n"
-             "  -p, --progress          progress bar on stderr (when it is a terminal)\n"
-             "  -C, --connections N     connections to an nbd/http volume (default: driver's)\n"
-             "  -R, --requests N        requests in flight (default 16)\n"
-             "  -S, --request-size SIZE bytes per request, e.g. 4M (default 1M)\n"
-             "      --sparse            skip zero/hole extents and zero blocks (default)\n"
-             "      --no-sparse         copy every byte as data (fully allocated DST)\n"
-             "      --rate BYTES/s      limit the source read rate, e.g. 100M (default unlimited)\n"
-             "      --flush             flush DST at the end (default)\n"
-             "      --no-flush          do not flush DST (data may still be in a cache)\n"
-             "      --json              print a summary object on stdout\n"
-             "  -v, --verbose           debug messages on stderr\n"
-             "  -h, --help              this text\n"
-             "\n"
+             "Options:\n");
+  frontend_options_help(f, FRONTEND_VOLUME);
+  frontend_options_help(f, FRONTEND_COPY);
+  frontend_help_line(f, "    --sparse", "skip zero/hole extents and zero blocks (default)");
+  frontend_help_line(f, "    --no-sparse", "copy every byte as data (fully allocated DST)");
+  frontend_help_line(f, "    --flush", "flush DST at the end (default)");
+  frontend_help_line(f, "    --no-flush", "do not flush DST (data may still be in a cache)");
+  frontend_options_help(f, FRONTEND_REPORT | FRONTEND_COMMON);
+  fprintf(f, "\n"
              "Exit status: 0 copied (and flushed), 1 the copy failed, 2 bad usage.\n");
 }
 
-enum { OPT_SPARSE = 256, OPT_NO_SPARSE, OPT_RATE, OPT_FLUSH, OPT_NO_FLUSH, OPT_JSON };
+enum { OPT_SPARSE = 256, OPT_NO_SPARSE, OPT_FLUSH, OPT_NO_FLUSH };
 
+/* ferry copy's own flags; the volume, copy and report flags come from frontend/options.c. */
 static const struct option long_options[] = {
-  { "progress", no_argument, NULL, 'p' },
-  { "connections", required_argument, NULL, 'C' },
-  { "requests", required_argument, NULL, 'R' },
-  { "request-size", required_argument, NULL, 'S' },
   { "sparse", no_argument, NULL, OPT_SPARSE },
   { "no-sparse", no_argument, NULL, OPT_NO_SPARSE },
-  { "rate", required_argument, NULL, OPT_RATE },
   { "flush", no_argument, NULL, OPT_FLUSH },
   { "no-flush", no_argument, NULL, OPT_NO_FLUSH },
-  { "json", no_argument, NULL, OPT_JSON },
-  { "verbose", no_argument, NULL, 'v' },
-  { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
 
 struct settings {
-  bool progress, json, flush, sparse;
-  unsigned connections, requests;
-  uint64_t request_size, rate;
+  struct frontend_options f; /* --connections --requests --request-size --rate ... */
+  bool flush, sparse;
   const char *src, *dst;
 };
 
 static int
-bad_usage(void)
+take_option(void *opaque, int code, const char *arg)
 {
-  fprintf(stderr, "ferry copy: %s\n", error_message());
-  fprintf(stderr, "Try 'ferry copy --help'.\n");
-  return EXIT_USAGE;
+  struct settings *s = opaque;
+  (void)arg;
+  switch (code) {
+  case OPT_SPARSE:
+  case OPT_NO_SPARSE:
+    s->sparse = code == OPT_SPARSE;
+    return 0;
+  case OPT_FLUSH:
+  case OPT_NO_FLUSH:
+    s->flush = code == OPT_FLUSH;
+    return 0;
+  }
+  return error_set(EINVAL, "option code %d is not understood", code);
 }
 
-/* 0, or EXIT_USAGE after printing why; exits 0 for --help. */
+static const struct frontend_program program = {
+  .name = "ferry copy",
+  .groups = FRONTEND_VOLUME | FRONTEND_COPY | FRONTEND_REPORT,
+  .longopts = long_options,
+  .take = take_option,
+  .usage = usage,
+};
+
+/* -1 to go on, else the exit code (0 after --help, 2 after a usage message). */
 static int
 parse_args(int argc, char **argv, struct settings *s)
 {
-  uint64_t v;
-  int c;
-  opterr = 0; /* our own messages name the flag */
-  optind = 1;
-  while ((c = getopt_long(argc, argv, ":pC:R:S:vh", long_options, NULL)) != -1) {
-    switch (c) {
-    case 'p':
-      s->progress = true;
-      break;
-    case 'C':
-      if (parse_uint("--connections", optarg, 1, 64, &v) < 0)
-        return bad_usage();
-      s->connections = (unsigned)v;
-      break;
-    case 'R':
-      if (parse_uint("--requests", optarg, 1, 1024, &v) < 0)
-        return bad_usage();
-      s->requests = (unsigned)v;
-      break;
-    case 'S':
-      if (parse_size("--request-size", optarg, &v) < 0)
-        return bad_usage();
-      if (v < 4096 || v > (256u << 20) || v % 4096) {
-        error_set(EINVAL, "--request-size: '%s' must be a multiple of 4K between 4K and 256M",
-                  optarg);
-        return bad_usage();
-      }
-      s->request_size = v;
-      break;
-    case OPT_SPARSE:
-      s->sparse = true;
-      break;
-    case OPT_NO_SPARSE:
-      s->sparse = false;
-      break;
-    case OPT_RATE:
-      if (parse_rate("--rate", optarg, &s->rate) < 0)
-        return bad_usage();
-      break;
-    case OPT_FLUSH:
-      s->flush = true;
-      break;
-    case OPT_NO_FLUSH:
-      s->flush = false;
-      break;
-    case OPT_JSON:
-      s->json = true;
-      break;
-    case 'v':
-      log_set_verbose(true);
-      break;
-    case 'h':
-      usage(stdout);
-      exit(EXIT_OK);
-    default: /* ':' or '?' */
-      getopt_error(c, argv);
-      return bad_usage();
-    }
-  }
+  *s = (struct settings){ .flush = true, .sparse = true };
+  frontend_options_init(&s->f);
+  s->f.requests = 16;
+  s->f.request_size = COPY_DEFAULT_REQUEST_SIZE;
+  int rc = frontend_parse(&program, argc, argv, &s->f, s);
+  if (rc != FRONTEND_CONTINUE)
+    return rc;
   int n = argc - optind;
   if (n != 2) {
     if (n == 0)
@@ -157,11 +110,11 @@ parse_args(int argc, char **argv, struct settings *s)
       error_set(EINVAL, "missing DST (after SRC '%s')", argv[optind]);
     else
       error_set(EINVAL, "too many arguments: '%s' (need only SRC and DST)", argv[optind + 2]);
-    return bad_usage();
+    return frontend_usage_error(&program);
   }
   s->src = argv[optind];
   s->dst = argv[optind + 1];
-  return 0;
+  return -1;
 }
 
 /* A plain path or file:// URI (which we may create), not a network volume. */
@@ -179,7 +132,7 @@ open_destination(const struct settings *s, uint64_t size, struct volume **out, b
 {
   struct volume_options o;
   volume_options_init(&o);
-  o.connections = s->connections;
+  o.connections = s->f.connections;
   o.write_behind = true; /* file: keep the page cache small, the final flush short */
   *created = false;
   const char *path = local_path(s->dst);
@@ -272,16 +225,11 @@ print_json(const struct settings *s, uint64_t size, const struct copy_stats *st,
   json_decref(o);
 }
 
-int
-cmd_copy(int argc, char **argv)
+/* Open both volumes, copy, flush; the exit code. */
+static int
+run(const struct settings *s)
 {
-  struct settings s = {
-    .flush = true, .sparse = true, .requests = 16, .request_size = COPY_DEFAULT_REQUEST_SIZE
-  };
-  int r = parse_args(argc, argv, &s);
-  if (r)
-    return r;
-
+  int r;
   int status = EXIT_FAIL;
   struct volume *src = NULL, *dst = NULL;
   struct ratelimit *rate = NULL;
@@ -292,28 +240,28 @@ cmd_copy(int argc, char **argv)
   struct volume_options so;
   volume_options_init(&so);
   so.readonly = true;
-  so.connections = s.connections;
-  if (volume_open(s.src, &so, &src) < 0)
+  so.connections = s->f.connections;
+  if (volume_open(s->src, &so, &src) < 0)
     goto out;
-  if (open_destination(&s, src->size, &dst, &created) < 0)
+  if (open_destination(s, src->size, &dst, &created) < 0)
     goto out;
 
   struct copy_options o;
   copy_options_init(&o);
-  o.workers = s.requests;
-  o.request_size = s.request_size;
-  o.sparse = s.sparse;
+  o.workers = s->f.requests;
+  o.request_size = s->f.request_size;
+  o.sparse = s->sparse;
   /* A file we just created is all holes: zero ranges need no request.  An existing
    * destination holds old data, so its zero ranges are really zeroed. */
-  o.dst_is_zero = created && s.sparse;
-  if (s.rate) {
-    if (!(rate = ratelimit_new(s.rate))) {
+  o.dst_is_zero = created && s->sparse;
+  if (s->f.rate) {
+    if (!(rate = ratelimit_new(s->f.rate))) {
       error_set(ENOMEM, "out of memory");
       goto out;
     }
     o.rate = rate;
   }
-  bar = progress_new("copy", src->size, s.progress);
+  bar = progress_new("copy", src->size, s->f.progress);
   o.progress = bar;
 
   struct interrupt intr = { .stop = 0 };
@@ -322,19 +270,19 @@ cmd_copy(int argc, char **argv)
   struct copy_stats st;
   r = copy_volume(src, dst, &o, &st);
   /* Success is reported only for data that is durable (unless --no-flush). */
-  if (r == 0 && s.flush)
+  if (r == 0 && s->flush)
     r = volume_flush(dst);
   interrupt_end(&intr);
   progress_finish(bar);
   if (intr.stop)
-    r = error_set(EINTR, "%s: copy interrupted by SIG%s", s.dst, sigabbrev_np(intr.signal));
+    r = error_set(EINTR, "%s: copy interrupted by SIG%s", s->dst, sigabbrev_np(intr.signal));
   if (r < 0)
     goto out;
   double seconds = now_seconds() - start;
   debug("copy", "%" PRIu64 " bytes read, %" PRIu64 " written, %" PRIu64 " zeroed in %.3fs",
         st.bytes_read, st.bytes_written, st.bytes_zeroed, seconds);
-  if (s.json)
-    print_json(&s, src->size, &st, seconds);
+  if (s->f.json)
+    print_json(s, src->size, &st, seconds);
   status = EXIT_OK;
 
 out:
@@ -346,8 +294,16 @@ out:
   volume_close(src);
   if (status != EXIT_OK && created) {
     /* Never leave a half-copied new image that looks like a good one. */
-    if (unlink(local_path(s.dst)) == 0)
-      fprintf(stderr, "ferry copy: removed the incomplete %s\n", s.dst);
+    if (unlink(local_path(s->dst)) == 0)
+      fprintf(stderr, "ferry copy: removed the incomplete %s\n", s->dst);
   }
   return status;
+}
+
+int
+cmd_copy(int argc, char **argv)
+{
+  struct settings s;
+  int r = parse_args(argc, argv, &s);
+  return r >= 0 ? r : run(&s);
 }
