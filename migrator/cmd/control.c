@@ -98,7 +98,7 @@ struct args {
   double timeout; /* < 0: none */
   int progress;   /* -1: when stderr is a terminal, 0 off, 1 on */
   const char *path;
-  const char *rate;
+  uint64_t rate; /* set-rate's RATE, bytes/s */
 };
 
 /* Parse the options of one subcommand; returns -1 to go on, else an exit code. */
@@ -170,8 +170,10 @@ parse_args(int argc, char **argv, const char *usage, bool wait_opts, bool want_r
     return EXIT_USAGE;
   }
   a->path = argv[optind];
-  if (want_rate)
-    a->rate = argv[optind + 1];
+  if (want_rate && parse_size("RATE", argv[optind + 1], &a->rate) < 0) {
+    fprintf(stderr, "ferry %s: %s\n", cmd, error_message());
+    return EXIT_USAGE;
+  }
   return -1;
 }
 
@@ -190,24 +192,28 @@ static const char status_usage[]
       "`ferry hydrate --control CONTROL`: state, progress, bytes copied, rate, ETA, last error.\n"
       "  --json     print the raw status object (one line of JSON)\n";
 
+static int
+show_status(const struct args *a)
+{
+  json_t *st;
+  if (control_client_call(a->path, "status", NULL, &st, REQUEST_TIMEOUT) < 0) {
+    json_decref(st);
+    return fail_with_error();
+  }
+  if (a->json)
+    print_json(st);
+  else
+    print_status(stdout, a->path, st);
+  json_decref(st);
+  return EXIT_OK;
+}
+
 int
 cmd_status(int argc, char **argv)
 {
   struct args a;
   int r = parse_args(argc, argv, status_usage, false, false, &a);
-  if (r >= 0)
-    return r;
-  json_t *st;
-  if (control_client_call(a.path, "status", NULL, &st, REQUEST_TIMEOUT) < 0) {
-    json_decref(st);
-    return fail_with_error();
-  }
-  if (a.json)
-    print_json(st);
-  else
-    print_status(stdout, a.path, st);
-  json_decref(st);
-  return EXIT_OK;
+  return r >= 0 ? r : show_status(&a);
 }
 
 /* pause, resume, set-rate: one request, then a one-line confirmation (or the status). */
@@ -268,12 +274,7 @@ cmd_set_rate(int argc, char **argv)
   int r = parse_args(argc, argv, set_rate_usage, false, true, &a);
   if (r >= 0)
     return r;
-  uint64_t rate;
-  if (parse_size("RATE", a.rate, &rate) < 0) {
-    fprintf(stderr, "ferry set-rate: %s\n", error_message());
-    return EXIT_USAGE;
-  }
-  json_t *extra = json_pack("{s:I}", "rate", (json_int_t)rate);
+  json_t *extra = json_pack("{s:I}", "rate", (json_int_t)a.rate);
   r = simple_command(&a, "set-rate", extra);
   json_decref(extra);
   return r;

@@ -92,16 +92,24 @@ start_cluster_a(struct demo *d)
   int r = locate_program("ferry-nbd", "nbd-server", "FERRY_NBD", &prog);
   if (r < 0)
     return r;
-  if (asprintf(&d->cluster_a_sock, "%s/cluster-a.sock", d->w.dir) < 0 ||
-      asprintf(&d->cluster_a_uri, "nbd+unix:///?socket=%s", d->cluster_a_sock) < 0 ||
-      asprintf(&pidfile, "%s/cluster-a.pid", d->w.dir) < 0 ||
-      asprintf(&log, "%s/cluster-a.log", d->w.dir) < 0) {
+  if (asprintf(&d->cluster_a_sock, "%s/cluster-a.sock", d->w.dir) < 0
+      || asprintf(&d->cluster_a_uri, "nbd+unix:///?socket=%s", d->cluster_a_sock) < 0
+      || asprintf(&pidfile, "%s/cluster-a.pid", d->w.dir) < 0
+      || asprintf(&log, "%s/cluster-a.log", d->w.dir) < 0) {
     r = error_set(ENOMEM, "out of memory");
     goto out;
   }
-  char *argv[] = { prog, (char *)"--foreground", (char *)"--read-only", (char *)"--socket",
-                   d->cluster_a_sock, (char *)"--pidfile", pidfile, (char *)"--export-name",
-                   (char *)"", d->w.image, NULL };
+  char *argv[] = { prog,
+                   (char *)"--foreground",
+                   (char *)"--read-only",
+                   (char *)"--socket",
+                   d->cluster_a_sock,
+                   (char *)"--pidfile",
+                   pidfile,
+                   (char *)"--export-name",
+                   (char *)"",
+                   d->w.image,
+                   NULL };
   int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) {
     r = error_set_errno(errno, "%s: create", log);
@@ -109,7 +117,7 @@ start_cluster_a(struct demo *d)
   }
   pid_t pid = fork();
   if (pid == 0) {
-    setpgid(0, 0); /* ^C reaches ferry, which stops this server itself... */
+    setpgid(0, 0);                    /* ^C reaches ferry, which stops this server itself... */
     prctl(PR_SET_PDEATHSIG, SIGTERM); /* ...or, if ferry dies first, the kernel does */
     dup2(fd, 1);
     dup2(fd, 2);
@@ -154,8 +162,7 @@ stop_cluster_a(struct demo *d)
   }
 }
 
-static void
-check(struct demo *d, json_t *checks, const char *name, bool ok, const char *fmt, ...)
+static void check(struct demo *d, json_t *checks, const char *name, bool ok, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 static void
 check(struct demo *d, json_t *checks, const char *name, bool ok, const char *fmt, ...)
@@ -196,12 +203,10 @@ verify_catalog(struct demo *d, const struct plan *p, json_t *checks)
     char *got = NULL;
     if (e->column == CATALOG_BODY_JSON) {
       /* 6.10's JSON twin is compared whole: the row must hold the planned image. */
-      ok = catalog_read_row(c, want->kind, want->id, want->seq, &row) == 0 &&
-           row.value[e->column] && want->value[e->column] &&
-           strcmp(row.value[e->column], want->value[e->column]) == 0;
-    } else if (catalog_read_row(c, want->kind, want->id, want->seq, &row) == 0 &&
-               row.value[e->column] &&
-               xmlbody_parse(row.value[e->column], name, &b) == 0) {
+      ok = catalog_read_row(c, want->kind, want->id, want->seq, &row) == 0 && row.value[e->column]
+           && want->value[e->column] && strcmp(row.value[e->column], want->value[e->column]) == 0;
+    } else if (catalog_read_row(c, want->kind, want->id, want->seq, &row) == 0
+               && row.value[e->column] && xmlbody_parse(row.value[e->column], name, &b) == 0) {
       if (e->op == PLAN_SET)
         ok = xmlbody_get(b, e->path, &got) == 1 && strcmp(got, e->new_value) == 0;
       else if (e->op == PLAN_DELETE)
@@ -227,8 +232,8 @@ verify_catalog(struct demo *d, const struct plan *p, json_t *checks)
       good++;
     else
       check(d, checks, "catalog edit", false, "%s %s: %s does not hold %s (found %s)", name,
-            catalog_column_name(e->column), e->path,
-            e->new_value ? e->new_value : "(deleted)", got ? got : "nothing");
+            catalog_column_name(e->column), e->path, e->new_value ? e->new_value : "(deleted)",
+            got ? got : "nothing");
     free(got);
     xmlbody_free(b);
     catalog_row_clear(&row);
@@ -262,8 +267,8 @@ verify_image(struct demo *d, const char *source, const char *dest, json_t *check
 {
   bool sparse = d->w.size > FULL_SHA256_MAX;
   /* Both images hashed at once: the demo's wait is one hash, not two. */
-  struct digest_job js = { .path = source, .sparse = sparse }, jd = { .path = dest,
-                                                                      .sparse = sparse };
+  struct digest_job js = { .path = source, .sparse = sparse },
+                    jd = { .path = dest, .sparse = sparse };
   pthread_t t;
   bool threaded = pthread_create(&t, NULL, digest_thread, &js) == 0;
   if (!threaded)
@@ -285,15 +290,18 @@ verify_image(struct demo *d, const char *source, const char *dest, json_t *check
   char *fsck[] = { (char *)"e2fsck", (char *)"-fn", (char *)dest, NULL };
   int st = demo_run(fsck, &out, &out_len, &err);
   check(d, checks, "e2fsck -fn destination", st == 0, "%s",
-        st == 0 ? "clean" : err && *err ? err : out ? out : "failed");
+        st == 0       ? "clean"
+        : err && *err ? err
+        : out         ? out
+                      : "failed");
   free(out);
   free(err);
 
   char *req = NULL;
   uint8_t *want = NULL;
   size_t want_len = 0;
-  if (asprintf(&req, "cat %s", d->w.probe_file) < 0 ||
-      demo_world_probe_content(&d->w, &want, &want_len) < 0) {
+  if (asprintf(&req, "cat %s", d->w.probe_file) < 0
+      || demo_world_probe_content(&d->w, &want, &want_len) < 0) {
     check(d, checks, "debugfs", false, "%s", error_message());
     free(req);
     return;
@@ -303,8 +311,8 @@ verify_image(struct demo *d, const char *source, const char *dest, json_t *check
   st = demo_run(dbg, &out, &out_len, &err);
   bool same = st == 0 && out_len == want_len && memcmp(out, want, want_len) == 0;
   char sz[32];
-  check(d, checks, "file read from the destination with debugfs", same,
-        "%s: %s %s", d->w.probe_file, format_size(sz, sizeof sz, (double)out_len),
+  check(d, checks, "file read from the destination with debugfs", same, "%s: %s %s",
+        d->w.probe_file, format_size(sz, sizeof sz, (double)out_len),
         same ? "identical to the generated file" : "differs from the generated file");
   free(out);
   free(err);
@@ -336,11 +344,13 @@ parse_args(int argc, char **argv, struct demo *d, uint64_t *size)
         return -1;
       }
       break;
+    /* clang-format off */
     case 'k': d->keep = true; break;
     case 'j': d->json = true; break;
     case 'v': log_set_verbose(true); break;
     case 'h': usage(stdout); exit(EXIT_OK);
     default: usage(stderr); return -1;
+      /* clang-format on */
     }
   }
   if (optind < argc) {
@@ -361,14 +371,14 @@ run_move(struct demo *d, long long ts, struct plan **plan_out, struct move_repor
   char *lock = NULL;
   int r;
   /* oned's lock path inside the world: absent, as for a stopped oned. */
-  if (asprintf(&lock, "%s/one.lock", d->w.dir) < 0 || asprintf(journal, "%s/journal.json",
-                                                             d->w.dir) < 0)
+  if (asprintf(&lock, "%s/one.lock", d->w.dir) < 0
+      || asprintf(journal, "%s/journal.json", d->w.dir) < 0)
     return error_set(ENOMEM, "out of memory");
   co.one_lock = lock;
   if ((r = catalog_open(d->w.catalog, &co, &c)) < 0)
     goto out;
-  struct plan_request req = { .vm_id = 42, .to_cluster = 100, .to_datastore = -1,
-                              .to_system_datastore = -1 };
+  struct plan_request req
+      = { .vm_id = 42, .to_cluster = 100, .to_datastore = -1, .to_system_datastore = -1 };
   if ((r = plan_build(c, &req, plan_out)) < 0)
     goto out;
   fprintf(d->out, "\nplan (the catalog edits, as `ferry migrate --dry-run` prints them):\n");
@@ -376,8 +386,13 @@ run_move(struct demo *d, long long ts, struct plan **plan_out, struct move_repor
   fprintf(d->out, "\nmove:\n");
   fflush(d->out);
   struct migrate_storage_options mo = {
-    .storage = "fs", .datastores = d->w.datastores, .journal = *journal,
-    .source_uri = d->cluster_a_uri, .timestamp = ts, .progress = true, .out = d->out,
+    .storage = "fs",
+    .datastores = d->w.datastores,
+    .journal = *journal,
+    .source_uri = d->cluster_a_uri,
+    .timestamp = ts,
+    .progress = true,
+    .out = d->out,
     .die_with_parent = true,
   };
   r = migrate_storage(*plan_out, &mo, rep);
@@ -389,15 +404,12 @@ out:
   return r;
 }
 
-int
-cmd_demo(int argc, char **argv)
+/* Build the world, move VM 42's disk, verify, report; the exit code. */
+static int
+run_demo(struct demo *d, uint64_t size)
 {
-  struct demo d = { .ok = true };
-  uint64_t size;
-  if (parse_args(argc, argv, &d, &size) < 0)
-    return EXIT_USAGE;
-  d.out = d.json ? fopen("/dev/null", "w") : stdout;
-  if (!d.out)
+  d->out = d->json ? fopen("/dev/null", "w") : stdout;
+  if (!d->out)
     return EXIT_FAIL;
   const char *tmp = getenv("TMPDIR");
   char *dir = NULL;
@@ -414,57 +426,57 @@ cmd_demo(int argc, char **argv)
   long long ts = (long long)time(NULL);
   char sz[32], data[32];
 
-  fprintf(d.out, "ferry demo: a throwaway OpenNebula world in %s\n", dir);
-  fflush(d.out);
-  if (demo_world_build(dir, size, &d.w) < 0) {
+  fprintf(d->out, "ferry demo: a throwaway OpenNebula world in %s\n", dir);
+  fflush(d->out);
+  if (demo_world_build(dir, size, &d->w) < 0) {
     fprintf(stderr, "ferry demo: building the world: %s\n", error_message());
     goto out;
   }
-  fprintf(d.out,
+  fprintf(d->out,
           "  catalog:   %s (OpenNebula 6.8: cluster-a 0, cluster-b 100; VM 42 web-01 "
           "UNDEPLOYED)\n"
           "  disk:      %s: %s ext4 with %s of generated files (mkfs.ext4 -d)\n",
-          d.w.catalog, d.w.image, format_size(sz, sizeof sz, (double)size),
-          format_size(data, sizeof data, (double)d.w.data_bytes));
-  if (start_cluster_a(&d) < 0) {
+          d->w.catalog, d->w.image, format_size(sz, sizeof sz, (double)size),
+          format_size(data, sizeof data, (double)d->w.data_bytes));
+  if (start_cluster_a(d) < 0) {
     fprintf(stderr, "ferry demo: %s\n", error_message());
     goto out;
   }
-  fprintf(d.out, "  cluster A: ferry-nbd (pid %d) serving it at %s\n", (int)d.cluster_a,
-          d.cluster_a_uri);
+  fprintf(d->out, "  cluster A: ferry-nbd (pid %d) serving it at %s\n", (int)d->cluster_a,
+          d->cluster_a_uri);
 
-  if (run_move(&d, ts, &p, &rep, &journal) < 0) {
+  if (run_move(d, ts, &p, &rep, &journal) < 0) {
     fprintf(stderr, "ferry demo: the move failed: %s\n", error_message());
     goto out;
   }
-  stop_cluster_a(&d);
+  stop_cluster_a(d);
 
-  fprintf(d.out, "\nverification:\n");
+  fprintf(d->out, "\nverification:\n");
   char *source = NULL, *dest = NULL;
-  if (asprintf(&source, "%s/0/42/MIGRATED-disk.0-%lld", d.w.datastores, ts) < 0 ||
-      asprintf(&dest, "%s/100/42/disk.0", d.w.datastores) < 0) {
+  if (asprintf(&source, "%s/0/42/MIGRATED-disk.0-%lld", d->w.datastores, ts) < 0
+      || asprintf(&dest, "%s/100/42/disk.0", d->w.datastores) < 0) {
     free(source);
     goto out;
   }
-  verify_image(&d, source, dest, checks);
-  verify_catalog(&d, p, checks);
+  verify_image(d, source, dest, checks);
+  verify_catalog(d, p, checks);
   free(source);
   free(dest);
-  fprintf(d.out, "\n%s: downtime %.3f s for a %s disk (VM stopped -> first read served on "
-                 "cluster B); converged in %.2f s\n",
-          d.ok ? "demo OK" : "demo FAILED", rep.downtime, sz, rep.hydrate_seconds);
-  if (d.keep)
-    fprintf(d.out, "world kept in %s (journal %s)\n", dir, journal);
-  rc = d.ok ? EXIT_OK : EXIT_FAIL;
+  fprintf(d->out,
+          "\n%s: downtime %.3f s for a %s disk (VM stopped -> first read served on "
+          "cluster B); converged in %.2f s\n",
+          d->ok ? "demo OK" : "demo FAILED", rep.downtime, sz, rep.hydrate_seconds);
+  if (d->keep)
+    fprintf(d->out, "world kept in %s (journal %s)\n", dir, journal);
+  rc = d->ok ? EXIT_OK : EXIT_FAIL;
 
-  if (d.json) {
-    json_t *o = json_pack("{s:b, s:s, s:I, s:f, s:f, s:I, s:I, s:I, s:s?, s:O, s:o}", "ok", d.ok,
-                          "world", dir, "size", (json_int_t)size, "downtime", rep.downtime,
-                          "hydrate_seconds", rep.hydrate_seconds, "bytes_copied",
-                          (json_int_t)rep.bytes_copied, "bytes_fetched",
-                          (json_int_t)rep.bytes_fetched, "bytes_skipped",
-                          (json_int_t)rep.bytes_skipped, "journal", d.keep ? journal : NULL,
-                          "checks", checks, "edits", (json_t *)plan_edits_json(p));
+  if (d->json) {
+    json_t *o = json_pack(
+        "{s:b, s:s, s:I, s:f, s:f, s:I, s:I, s:I, s:s?, s:O, s:o}", "ok", d->ok, "world", dir,
+        "size", (json_int_t)size, "downtime", rep.downtime, "hydrate_seconds", rep.hydrate_seconds,
+        "bytes_copied", (json_int_t)rep.bytes_copied, "bytes_fetched",
+        (json_int_t)rep.bytes_fetched, "bytes_skipped", (json_int_t)rep.bytes_skipped, "journal",
+        d->keep ? journal : NULL, "checks", checks, "edits", (json_t *)plan_edits_json(p));
     char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     if (text)
       printf("%s\n", text);
@@ -472,10 +484,10 @@ cmd_demo(int argc, char **argv)
     json_decref(o);
   }
 out:
-  stop_cluster_a(&d);
-  if (rc != EXIT_OK && !d.keep)
+  stop_cluster_a(d);
+  if (rc != EXIT_OK && !d->keep)
     fprintf(stderr, "ferry demo: world removed (run with --keep to inspect it)\n");
-  if (!d.keep)
+  if (!d->keep)
     nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
   if (p) {
     struct catalog *c = p->catalog;
@@ -484,11 +496,21 @@ out:
   }
   json_decref(checks);
   free(journal);
-  free(d.cluster_a_sock);
-  free(d.cluster_a_uri);
-  demo_world_free(&d.w);
+  free(d->cluster_a_sock);
+  free(d->cluster_a_uri);
+  demo_world_free(&d->w);
   free(dir);
-  if (d.json)
-    fclose(d.out);
+  if (d->json)
+    fclose(d->out);
   return rc;
+}
+
+int
+cmd_demo(int argc, char **argv)
+{
+  struct demo d = { .ok = true };
+  uint64_t size;
+  if (parse_args(argc, argv, &d, &size) < 0)
+    return EXIT_USAGE;
+  return run_demo(&d, size);
 }

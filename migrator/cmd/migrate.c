@@ -24,49 +24,66 @@
 static void
 usage(FILE *f)
 {
-  fprintf(f,
-          "Usage: ferry migrate [OPTIONS] --catalog URI --storage fs|exec:CMD|none --vm ID\n"
-          "                     [--disk N ...] (--to-cluster CID | --to-datastore DS\n"
-          "                     --to-system-datastore SDS)\n"
-          "       ferry migrate --rollback JOURNAL [--catalog URI]\n"
-          "\n"
-          "Move VM ID's disks (all image-backed disks, or each --disk N) to another cluster or\n"
-          "datastore and switch OpenNebula's catalog in one transaction, journaled.\n"
-          "\n"
-          "Catalog URIs (oned must be stopped for sqlite: and mysql:):\n"
-          "  sqlite:PATH                     oned's SQLite database\n"
-          "  mysql://user[:pass]@host[:port]/db, mysql://user@localhost/db?socket=PATH\n"
-          "  xmlrpc://host:port/RPC2         a running oned (one.system.sqlquery/sql)\n"
-          "\n"
-          "Options:\n"
-          "  --dry-run              print the plan (every edit, old and new value); change nothing\n"
-          "  --force                allow a RUNNING VM (metadata switch under a live VM)\n"
-          "  --automatic-requirements  also point AUTOMATIC_(DS_)REQUIREMENTS at the new\n"
-          "                         cluster (oned does not recompute them on resume)\n"
-          "  --journal PATH         journal file (default: $FERRY_STATE_DIR/journal/vm-ID-TIME.json,\n"
-          "                         FERRY_STATE_DIR defaults to /var/lib/ferry)\n"
-          "  --one-lock PATH        oned's lock file (default /var/lock/one/one); its existence\n"
-          "                         means oned runs and sqlite:/mysql: catalogs are refused\n"
-          "  --auth USER:PASSWORD   xmlrpc session (default: the file $ONE_AUTH or ~/.one/one_auth)\n"
-          "  --skip-resume          leave the VM stopped after the storage step\n"
-          "  --datastores DIR       fs: directory of datastore directories (default\n"
-          "                         /var/lib/one/datastores)\n"
-          "  --ssh HOST             start the destination clone server on HOST through ssh\n"
-          "  --frontend nbd|fuse    serve the destination clone with ferry-nbd (default) or\n"
-          "                         ferry-fuse --loop\n"
-          "  --json                 print the result as one JSON object\n"
-          "  -v, --verbose          debug output\n"
-          "  --rollback JOURNAL     undo a switch (only rows still holding the after-images)\n"
-          "  -h, --help             this help\n"
-          "\n"
-          "VM states: POWEROFF, UNDEPLOYED and STOPPED move; RUNNING only with --force; every\n"
-          "other state (transient, SUSPENDED, PENDING, HOLD, DONE...) is refused.\n");
+  fprintf(
+      f,
+      "Usage: ferry migrate [OPTIONS] --catalog URI --storage fs|exec:CMD|none --vm ID\n"
+      "                     [--disk N ...] (--to-cluster CID | --to-datastore DS\n"
+      "                     --to-system-datastore SDS)\n"
+      "       ferry migrate --rollback JOURNAL [--catalog URI]\n"
+      "\n"
+      "Move VM ID's disks (all image-backed disks, or each --disk N) to another cluster or\n"
+      "datastore and switch OpenNebula's catalog in one transaction, journaled.\n"
+      "\n"
+      "Catalog URIs (oned must be stopped for sqlite: and mysql:):\n"
+      "  sqlite:PATH                     oned's SQLite database\n"
+      "  mysql://user[:pass]@host[:port]/db, mysql://user@localhost/db?socket=PATH\n"
+      "  xmlrpc://host:port/RPC2         a running oned (one.system.sqlquery/sql)\n"
+      "\n"
+      "Options:\n"
+      "  --dry-run              print the plan (every edit, old and new value); change nothing\n"
+      "  --force                allow a RUNNING VM (metadata switch under a live VM)\n"
+      "  --automatic-requirements  also point AUTOMATIC_(DS_)REQUIREMENTS at the new\n"
+      "                         cluster (oned does not recompute them on resume)\n"
+      "  --journal PATH         journal file (default: $FERRY_STATE_DIR/journal/vm-ID-TIME.json,\n"
+      "                         FERRY_STATE_DIR defaults to /var/lib/ferry)\n"
+      "  --one-lock PATH        oned's lock file (default /var/lock/one/one); its existence\n"
+      "                         means oned runs and sqlite:/mysql: catalogs are refused\n"
+      "  --auth USER:PASSWORD   xmlrpc session (default: the file $ONE_AUTH or ~/.one/one_auth)\n"
+      "  --skip-resume          leave the VM stopped after the storage step\n"
+      "  --datastores DIR       fs: directory of datastore directories (default\n"
+      "                         /var/lib/one/datastores)\n"
+      "  --ssh HOST             start the destination clone server on HOST through ssh\n"
+      "  --frontend nbd|fuse    serve the destination clone with ferry-nbd (default) or\n"
+      "                         ferry-fuse --loop\n"
+      "  --json                 print the result as one JSON object\n"
+      "  -v, --verbose          debug output\n"
+      "  --rollback JOURNAL     undo a switch (only rows still holding the after-images)\n"
+      "  -h, --help             this help\n"
+      "\n"
+      "VM states: POWEROFF, UNDEPLOYED and STOPPED move; RUNNING only with --force; every\n"
+      "other state (transient, SUSPENDED, PENDING, HOLD, DONE...) is refused.\n");
 }
 
 enum {
-  OPT_DRY_RUN = 256, OPT_FORCE, OPT_AUTOMATIC_REQUIREMENTS, OPT_SKIP_RESUME, OPT_JSON, OPT_JOURNAL, OPT_ONE_LOCK, OPT_CATALOG,
-  OPT_STORAGE, OPT_VM, OPT_DISK, OPT_TO_CLUSTER, OPT_TO_DS, OPT_TO_SYS_DS, OPT_ROLLBACK, OPT_AUTH,
-  OPT_DATASTORES, OPT_SSH, OPT_FRONTEND,
+  OPT_DRY_RUN = 256,
+  OPT_FORCE,
+  OPT_AUTOMATIC_REQUIREMENTS,
+  OPT_SKIP_RESUME,
+  OPT_JSON,
+  OPT_JOURNAL,
+  OPT_ONE_LOCK,
+  OPT_CATALOG,
+  OPT_STORAGE,
+  OPT_VM,
+  OPT_DISK,
+  OPT_TO_CLUSTER,
+  OPT_TO_DS,
+  OPT_TO_SYS_DS,
+  OPT_ROLLBACK,
+  OPT_AUTH,
+  OPT_DATASTORES,
+  OPT_SSH,
+  OPT_FRONTEND,
 };
 
 static const struct option long_options[] = {
@@ -94,8 +111,10 @@ static const struct option long_options[] = {
   { NULL, 0, NULL, 0 },
 };
 
+/* The settings of one run, parsed from the command line before anything is done. */
 struct args {
   bool dry_run, force, skip_resume, json;
+  bool storage_step; /* --storage is not none */
   const char *journal, *catalog, *storage, *rollback;
   struct migrate_storage_options sopts; /* --storage fs|exec: (migrate-storage.h) */
   struct catalog_options copts;
@@ -124,6 +143,8 @@ parse_args(int argc, char **argv, struct args *a)
   a->req.disk_ids = a->disks;
   optind = 1;
   while ((c = getopt_long(argc, argv, "vh", long_options, NULL)) != -1) {
+    /* One line per plain flag. */
+    /* clang-format off */
     switch (c) {
     case OPT_DRY_RUN: a->dry_run = true; break;
     case 'v': log_set_verbose(true); break;
@@ -174,6 +195,7 @@ parse_args(int argc, char **argv, struct args *a)
     case 'h': usage(stdout); exit(EXIT_OK);
     default: usage(stderr); return -1;
     }
+    /* clang-format on */
   }
   if (optind < argc) {
     fprintf(stderr, "ferry migrate: unexpected argument '%s'\n", argv[optind]);
@@ -182,15 +204,16 @@ parse_args(int argc, char **argv, struct args *a)
   a->req.force = a->force;
   if (a->rollback)
     return 0;
-  const char *missing = !a->catalog ? "--catalog URI" : !a->storage ? "--storage fs|exec:CMD|none"
-                        : a->req.vm_id < 0                   ? "--vm ID"
-                                                             : NULL;
+  const char *missing = !a->catalog        ? "--catalog URI"
+                        : !a->storage      ? "--storage fs|exec:CMD|none"
+                        : a->req.vm_id < 0 ? "--vm ID"
+                                           : NULL;
   if (missing) {
     fprintf(stderr, "ferry migrate: missing %s (see --help)\n", missing);
     return -1;
   }
-  if (strcmp(a->storage, "none") != 0 && strcmp(a->storage, "fs") != 0 &&
-      !(strncmp(a->storage, "exec:", 5) == 0 && a->storage[5])) {
+  if (strcmp(a->storage, "none") != 0 && strcmp(a->storage, "fs") != 0
+      && !(strncmp(a->storage, "exec:", 5) == 0 && a->storage[5])) {
     fprintf(stderr, "ferry migrate: --storage %s: expected fs, exec:CMD or none\n", a->storage);
     return -1;
   }
@@ -199,6 +222,17 @@ parse_args(int argc, char **argv, struct args *a)
                     "and --to-system-datastore SDS\n");
     return -1;
   }
+  /* What the flags mean for the catalog, the plan and the storage step. */
+  a->storage_step = strcmp(a->storage, "none") != 0;
+  /* Through oned (xmlrpc:) the move undeploys a RUNNING VM and resumes it itself. */
+  a->req.storage_moves_running = a->storage_step && strncmp(a->catalog, "xmlrpc:", 7) == 0;
+  a->sopts.storage = a->storage;
+  a->sopts.journal = a->journal;
+  a->sopts.dry_run = a->dry_run;
+  a->sopts.skip_resume = a->skip_resume;
+  a->sopts.progress = !a->json;
+  a->sopts.out = a->json ? stderr : stdout;
+  a->copts.read_only = a->dry_run;
   return 0;
 }
 
@@ -236,11 +270,11 @@ print_json(const struct plan *p, const char *result, const char *journal)
   json_t *notes = json_array();
   for (size_t i = 0; i < p->n_notes; i++)
     json_array_append_new(notes, json_string(p->notes[i]));
-  json_t *o = json_pack("{s:I, s:s, s:I, s:I, s:I, s:s?, s:o, s:o}", "vm", (json_int_t)p->vm_id,
-                        "result", result, "cluster", (json_int_t)p->cluster, "datastore",
-                        (json_int_t)p->datastore, "system_datastore",
-                        (json_int_t)p->system_datastore, "journal", journal, "notes", notes,
-                        "edits", (json_t *)plan_edits_json(p));
+  json_t *o
+      = json_pack("{s:I, s:s, s:I, s:I, s:I, s:s?, s:o, s:o}", "vm", (json_int_t)p->vm_id, "result",
+                  result, "cluster", (json_int_t)p->cluster, "datastore", (json_int_t)p->datastore,
+                  "system_datastore", (json_int_t)p->system_datastore, "journal", journal, "notes",
+                  notes, "edits", (json_t *)plan_edits_json(p));
   char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
   if (s)
     printf("%s\n", s);
@@ -248,83 +282,79 @@ print_json(const struct plan *p, const char *result, const char *journal)
   json_decref(o);
 }
 
-int
-cmd_migrate(int argc, char **argv)
+/* Plan, print, and (unless --dry-run) journal and switch, with the storage step when asked. */
+static int
+run_migrate(struct args *a)
 {
-  struct args a;
   struct catalog *c = NULL;
   struct plan *p = NULL;
   char *journal = NULL;
   int rc = EXIT_FAIL;
-
-  if (parse_args(argc, argv, &a) < 0)
-    return EXIT_USAGE;
-  if (a.rollback)
-    return do_rollback(&a);
-  bool storage_step = strcmp(a.storage, "none") != 0;
+  bool storage_step = a->storage_step;
   struct move_report report;
-  /* Through oned (xmlrpc:) the move undeploys a RUNNING VM and resumes it itself. */
-  a.req.storage_moves_running = storage_step && strncmp(a.catalog, "xmlrpc:", 7) == 0;
-  a.sopts.storage = a.storage;
-  a.sopts.journal = a.journal;
-  a.sopts.dry_run = a.dry_run;
-  a.sopts.skip_resume = a.skip_resume;
-  a.sopts.progress = !a.json;
-  a.sopts.out = a.json ? stderr : stdout;
-  a.copts.read_only = a.dry_run;
-  if (catalog_open(a.catalog, &a.copts, &c) < 0)
+  if (catalog_open(a->catalog, &a->copts, &c) < 0)
     return fail(NULL);
-  if (plan_build(c, &a.req, &p) < 0) {
+  if (plan_build(c, &a->req, &p) < 0) {
     fail(NULL);
     goto out;
   }
-  if (!a.json)
+  if (!a->json)
     plan_print(p, stdout);
   if (plan_is_noop(p)) {
-    if (a.json)
+    if (a->json)
       print_json(p, "no-op", NULL);
     else
       printf("nothing to do: VM %" PRId64 " is already on cluster %" PRId64
-             " (the catalog holds every edit of this move)\n", p->vm_id, p->cluster);
+             " (the catalog holds every edit of this move)\n",
+             p->vm_id, p->cluster);
     rc = EXIT_OK;
     goto out;
   }
-  if (!a.json && !storage_step)
+  if (!a->json && !storage_step)
     printf("storage: none (metadata only: the volumes are already on the destination)\n");
-  if (a.dry_run && storage_step && migrate_storage(p, &a.sopts, &report) < 0) {
+  if (a->dry_run && storage_step && migrate_storage(p, &a->sopts, &report) < 0) {
     fail("storage");
     goto out;
   }
-  if (a.dry_run) {
-    if (a.json)
+  if (a->dry_run) {
+    if (a->json)
       print_json(p, "dry-run", NULL);
     else
       printf("dry run: %zu edit(s) planned, nothing changed\n", p->n_edits);
     rc = EXIT_OK;
     goto out;
   }
-  if (!(journal = a.journal ? strdup(a.journal) : journal_default_path(p->vm_id))) {
+  if (!(journal = a->journal ? strdup(a->journal) : journal_default_path(p->vm_id))) {
     fail("journal");
     goto out;
   }
-  if (!a.json)
+  if (!a->json)
     printf("journal: %s\n", journal);
-  a.sopts.journal = journal;
+  a->sopts.journal = journal;
   /* With a storage step the switch happens inside the move (after the clone started). */
-  if ((storage_step ? migrate_storage(p, &a.sopts, &report) : plan_apply(p, journal)) < 0) {
+  if ((storage_step ? migrate_storage(p, &a->sopts, &report) : plan_apply(p, journal)) < 0) {
     fail(storage_step ? "move" : "switch");
     fprintf(stderr, "ferry migrate: journal: %s\n", journal);
     goto out;
   }
-  if (a.json)
+  if (a->json)
     print_json(p, "applied", journal);
   else
-    printf("switched: %zu edit(s) committed; undo with: ferry migrate --rollback %s\n",
-           p->n_edits, journal);
+    printf("switched: %zu edit(s) committed; undo with: ferry migrate --rollback %s\n", p->n_edits,
+           journal);
   rc = EXIT_OK;
 out:
   free(journal);
   plan_free(p);
   catalog_close(c);
   return rc;
+}
+
+int
+cmd_migrate(int argc, char **argv)
+{
+  struct args a;
+  if (parse_args(argc, argv, &a) < 0)
+    return EXIT_USAGE;
+  return a.rollback ? do_rollback(&a) : run_migrate(&a);
 }
