@@ -68,13 +68,15 @@ parse_seconds(const char *flag, const char *text, void *field)
 
 #define FIELD(f) offsetof(struct frontend_options, f)
 
-/* THE TABLE.  To add a shared flag (say --source-timeout SECONDS for the clone's source):
- *   1. a field in struct frontend_options (options.h), under its group;
- *   2. one row here: name, letter, value name, group, clone_only, how to parse, --help line,
+/* THE TABLE.  A new shared flag is added in this module and nowhere else.  Say the clone's
+ * --source-timeout SECONDS (this milestone's; likewise --new-map and the TLS client flags):
+ *   1. one row here: name, letter, value name, group, clone_only, how to parse, --help line,
  *      man paragraph;
- *   3. if a library call needs it, one line in frontend_clone_options() below.
+ *   2. its field in struct frontend_options (options.h), under its group;
+ *   3. if the library takes it, one line in frontend_clone_options() below
+ *      (co->source.timeout = o->source_timeout).
  * ferry-nbd, ferry-fuse and `ferry hydrate` then accept it, check it, list it in --help and
- * in their man pages (docs/meson.build splices the paragraphs in); nothing else changes.
+ * in their man pages (docs/meson.build splices the paragraphs in): none of them changes.
  * Order here is the order of --help and of the man pages.  A letter must not be one a
  * program using the group already takes for itself (frontend_parse aborts if it is). */
 static const struct flag table[] = {
