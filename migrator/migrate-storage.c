@@ -58,11 +58,12 @@ current_system_datastore(const struct plan *p, int64_t *out)
     xmlbody_free(b);
     if (r == 1)
       return 0;
-    return r < 0 ? r : error_set(ENOENT, "VM %" PRId64 ": last history record has no DS_ID",
-                                 p->vm_id);
+    return r < 0 ? r
+                 : error_set(ENOENT, "VM %" PRId64 ": last history record has no DS_ID", p->vm_id);
   }
-  return error_set(ENOENT, "VM %" PRId64 ": no history record (never deployed): no system "
-                           "datastore holds its disks",
+  return error_set(ENOENT,
+                   "VM %" PRId64 ": no history record (never deployed): no system "
+                   "datastore holds its disks",
                    p->vm_id);
 }
 
@@ -118,8 +119,7 @@ vm_state(struct plan *p, int *state, int *lcm)
 {
   struct catalog_result res;
   char sql[128];
-  snprintf(sql, sizeof sql, "SELECT state, lcm_state FROM vm_pool WHERE oid = %" PRId64,
-           p->vm_id);
+  snprintf(sql, sizeof sql, "SELECT state, lcm_state FROM vm_pool WHERE oid = %" PRId64, p->vm_id);
   int r = catalog_query(p->catalog, sql, 2, &res);
   if (r < 0)
     return r;
@@ -147,8 +147,9 @@ undeploy(struct hooks_ctx *h)
   int state = -1, lcm = -1;
   while ((r = vm_state(p, &state, &lcm)) == 0 && state != VM_UNDEPLOYED) {
     if (now_seconds() > deadline)
-      return error_set(ETIMEDOUT, "VM %" PRId64 ": not UNDEPLOYED %d s after undeploy (state %d, "
-                                  "LCM state %d)",
+      return error_set(ETIMEDOUT,
+                       "VM %" PRId64 ": not UNDEPLOYED %d s after undeploy (state %d, "
+                       "LCM state %d)",
                        p->vm_id, UNDEPLOY_TIMEOUT, state, lcm);
     struct timespec ts = { 0, 200 * 1000000L };
     nanosleep(&ts, NULL);
@@ -182,8 +183,9 @@ stop_vm(void *opaque, bool *was_running)
       *was_running = h->stopped_by_us = true;
     return r;
   }
-  return error_set(EBUSY, "VM %" PRId64 " is not stopped (state %d): undeploy or power it off "
-                          "first",
+  return error_set(EBUSY,
+                   "VM %" PRId64 " is not stopped (state %d): undeploy or power it off "
+                   "first",
                    p->vm_id, p->state);
 }
 
@@ -232,8 +234,8 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
       goto out;
   for (size_t i = 0; i < p->n_disks; i++) {
     struct storage_disk sd;
-    if ((r = storage_disk_of(p, &p->disks[i], cur_sys, names[i], &sd)) < 0 ||
-        (r = storage_plan_disk(st, &sd)) < 0)
+    if ((r = storage_disk_of(p, &p->disks[i], cur_sys, names[i], &sd)) < 0
+        || (r = storage_plan_disk(st, &sd)) < 0)
       goto out;
   }
 
@@ -246,8 +248,12 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     goto out;
   }
   struct move_options mo = {
-    .frontend = o->frontend, .ssh_host = o->ssh_host, .workdir = workdir,
-    .skip_resume = o->skip_resume, .progress = o->progress, .out = o->out,
+    .frontend = o->frontend,
+    .ssh_host = o->ssh_host,
+    .workdir = workdir,
+    .skip_resume = o->skip_resume,
+    .progress = o->progress,
+    .out = o->out,
     .die_with_parent = o->die_with_parent,
   };
   if (o->dry_run) {
@@ -258,9 +264,10 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
                                .source = o->source_uri ? o->source_uri : "SOURCE",
                                .dest = "DESTINATION" };
         char **argv = NULL;
-        if (move_server_argv(&mo, mo.frontend && strcmp(mo.frontend, "fuse") == 0 ? "ferry-fuse"
-                                                                                  : "ferry-nbd",
-                             &d, &argv) == 0) {
+        if (move_server_argv(
+                &mo, mo.frontend && strcmp(mo.frontend, "fuse") == 0 ? "ferry-fuse" : "ferry-nbd",
+                &d, &argv)
+            == 0) {
           char *line = move_argv_string(argv);
           fprintf(o->out, "  disk %" PRId64 " destination clone: %s\n", d.disk_id,
                   line ? line : "?");
@@ -293,8 +300,9 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     disks[i].source = o->source_uri ? o->source_uri : storage_source_path(st, vm, disk);
     disks[i].dest = storage_dest_path(st, vm, disk);
     if (!disks[i].source || !disks[i].dest) {
-      r = error_set(EINVAL, "disk %d: the storage hook did not name the %s volume's path (reply "
-                            "to create must hold \"path\" and \"source\")",
+      r = error_set(EINVAL,
+                    "disk %d: the storage hook did not name the %s volume's path (reply "
+                    "to create must hold \"path\" and \"source\")",
                     disk, disks[i].dest ? "source" : "destination");
       storage_abort(st);
       goto out;

@@ -28,8 +28,8 @@ struct migrate_storage_options {
   const char *source_uri; /* the clone reads this instead of the source volume (demo: NBD) */
   long long timestamp;    /* MIGRATED-/RENAMED- names (0: now) */
   bool dry_run, skip_resume, progress;
-  bool die_with_parent;   /* demo: servers end with ferry (move_options) */
-  FILE *out;              /* step lines (NULL: quiet) */
+  bool die_with_parent; /* demo: servers end with ferry (move_options) */
+  FILE *out;            /* step lines (NULL: quiet) */
 };
 
 /* Plan the storage actions of p's disks; with dry_run print them (and the server command

@@ -212,14 +212,23 @@ make_image(struct demo_world *w)
     return r;
   /* -d fills the filesystem from a directory without mounting it; lazy init keeps a 64 GiB
    * image as sparse as a 1 GiB one (inode tables and journal are not zeroed). */
-  char *argv[] = { (char *)"mkfs.ext4", (char *)"-q", (char *)"-F", (char *)"-L", (char *)"web-01",
-                   (char *)"-E", (char *)"lazy_itable_init=1,lazy_journal_init=1", (char *)"-d",
-                   w->content, w->image, NULL };
+  char *argv[] = { (char *)"mkfs.ext4",
+                   (char *)"-q",
+                   (char *)"-F",
+                   (char *)"-L",
+                   (char *)"web-01",
+                   (char *)"-E",
+                   (char *)"lazy_itable_init=1,lazy_journal_init=1",
+                   (char *)"-d",
+                   w->content,
+                   w->image,
+                   NULL };
   char *err = NULL;
   int st = demo_run(argv, NULL, NULL, &err);
   if (st != 0)
-    r = st < 0 ? st : error_set(EIO, "mkfs.ext4 -d %s %s failed (status %d): %s", w->content,
-                                w->image, st, err ? err : "");
+    r = st < 0 ? st
+               : error_set(EIO, "mkfs.ext4 -d %s %s failed (status %d): %s", w->content, w->image,
+                           st, err ? err : "");
   free(err);
   return r;
 }
@@ -228,8 +237,8 @@ static int
 make_catalog(struct demo_world *w)
 {
   sqlite3 *db = NULL;
-  if (sqlite3_open_v2(w->db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-      SQLITE_OK) {
+  if (sqlite3_open_v2(w->db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL)
+      != SQLITE_OK) {
     int r = error_set(EIO, "%s: %s", w->db_path, db ? sqlite3_errmsg(db) : "cannot open");
     sqlite3_close(db);
     return r;
@@ -248,16 +257,16 @@ demo_world_build(const char *dir, uint64_t size, struct demo_world *w)
 {
   memset(w, 0, sizeof *w);
   w->size = size;
-  if (!(w->dir = strdup(dir)) || asprintf(&w->db_path, "%s/one.db", dir) < 0 ||
-      asprintf(&w->catalog, "sqlite:%s", w->db_path) < 0 ||
-      asprintf(&w->datastores, "%s/datastores", dir) < 0 ||
-      asprintf(&w->image, "%s/0/42/disk.0", w->datastores) < 0 ||
-      asprintf(&w->content, "%s/content", dir) < 0)
+  if (!(w->dir = strdup(dir)) || asprintf(&w->db_path, "%s/one.db", dir) < 0
+      || asprintf(&w->catalog, "sqlite:%s", w->db_path) < 0
+      || asprintf(&w->datastores, "%s/datastores", dir) < 0
+      || asprintf(&w->image, "%s/0/42/disk.0", w->datastores) < 0
+      || asprintf(&w->content, "%s/content", dir) < 0)
     return error_set(ENOMEM, "out of memory");
   int r;
   /* Cluster A: system DS 0, images DS 1; cluster B: system DS 100, images DS 101. */
-  const char *ds[] = { "datastores/0/42", "datastores/1", "datastores/100", "datastores/101",
-                       "content" };
+  const char *ds[]
+      = { "datastores/0/42", "datastores/1", "datastores/100", "datastores/101", "content" };
   for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++)
     if ((r = mkdirs(dir, ds[i])) < 0)
       return r;

@@ -34,8 +34,8 @@ compress(uint32_t h[8], const uint8_t *p)
 {
   uint32_t w[64];
   for (int i = 0; i < 16; i++)
-    w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
-           p[4 * i + 3];
+    w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8
+           | p[4 * i + 3];
   for (int i = 16; i < 64; i++) {
     uint32_t s0 = ror(w[i - 15], 7) ^ ror(w[i - 15], 18) ^ (w[i - 15] >> 3);
     uint32_t s1 = ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
@@ -144,8 +144,8 @@ digest_file(const char *path, bool sparse, char hex[65])
       if (data >= 0) {
         off = (uint64_t)data & ~(uint64_t)(SPARSE_BLOCK - 1);
         off_t hole = lseek(fd, data, SEEK_HOLE);
-        end = hole > 0 ? min_u64(size, ((uint64_t)hole + SPARSE_BLOCK - 1) &
-                                           ~(uint64_t)(SPARSE_BLOCK - 1))
+        end = hole > 0 ? min_u64(size, ((uint64_t)hole + SPARSE_BLOCK - 1)
+                                           & ~(uint64_t)(SPARSE_BLOCK - 1))
                        : size;
       }
     }

@@ -484,8 +484,8 @@ retarget_cluster_ids(const char *text, int64_t to)
 static int
 automatic_requirement_edits(struct ctx *x)
 {
-  static const char *const paths[] = { "/VM/TEMPLATE/AUTOMATIC_REQUIREMENTS",
-                                       "/VM/TEMPLATE/AUTOMATIC_DS_REQUIREMENTS" };
+  static const char *const paths[]
+      = { "/VM/TEMPLATE/AUTOMATIC_REQUIREMENTS", "/VM/TEMPLATE/AUTOMATIC_DS_REQUIREMENTS" };
   int r = 0;
   for (size_t i = 0; i < sizeof paths / sizeof paths[0] && r == 0; i++) {
     char *old = NULL;

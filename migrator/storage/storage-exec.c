@@ -47,8 +47,9 @@ buf_append(struct buf *b, const char *p, size_t n)
 static void
 trim(struct buf *b)
 {
-  while (b->len && (b->data[b->len - 1] == '\n' || b->data[b->len - 1] == ' ' ||
-                    b->data[b->len - 1] == '\r'))
+  while (
+      b->len
+      && (b->data[b->len - 1] == '\n' || b->data[b->len - 1] == ' ' || b->data[b->len - 1] == '\r'))
     b->data[--b->len] = '\0';
 }
 
@@ -225,13 +226,12 @@ storage_exec_run(const char *command, const json_t *act, json_t **reply)
     if (err.len > STDERR_QUOTE_MAX)
       err.data[STDERR_QUOTE_MAX] = '\0';
     r = error_set(EIO, "storage hook '%s' failed on %s of %s (%s)%s%s", command, what,
-                  storage_action_target(act), how, err.len ? ": " : "",
-                  err.len ? err.data : "");
+                  storage_action_target(act), how, err.len ? ": " : "", err.len ? err.data : "");
     goto out;
   }
   if (err.len)
     log_info("storage hook '%s' (%s of %s): %s", command, what, storage_action_target(act),
-                err.data);
+             err.data);
   if (reply)
     *reply = NULL;
   if (out.len) {

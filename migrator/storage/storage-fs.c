@@ -177,9 +177,10 @@ fs_tag(const char *path, const json_t *tags, json_t **before)
   if (access(sc, F_OK) == 0) {
     json_error_t jerr;
     doc = json_load_file(sc, 0, &jerr);
-    if (!doc || !json_is_object(doc) ||
-        (json_object_get(doc, "tags") && !json_is_object(json_object_get(doc, "tags")))) {
-      r = error_set(EINVAL, "%s: not a ferry tag file (%s)", sc, doc ? "no tags object" : jerr.text);
+    if (!doc || !json_is_object(doc)
+        || (json_object_get(doc, "tags") && !json_is_object(json_object_get(doc, "tags")))) {
+      r = error_set(EINVAL, "%s: not a ferry tag file (%s)", sc,
+                    doc ? "no tags object" : jerr.text);
       goto out;
     }
   } else
@@ -191,7 +192,8 @@ fs_tag(const char *path, const json_t *tags, json_t **before)
   }
   const char *key;
   json_t *val;
-  json_object_foreach((json_t *)tags, key, val) {
+  json_object_foreach((json_t *)tags, key, val)
+  {
     json_t *prev = json_object_get(cur, key);
     json_object_set(old, key, prev ? prev : json_null());
     if (json_is_null(val))

@@ -40,9 +40,12 @@ const char *
 storage_kind_name(enum storage_kind k)
 {
   switch (k) {
-  case STORAGE_FS: return "fs";
-  case STORAGE_EXEC: return "exec";
-  default: return "none";
+  case STORAGE_FS:
+    return "fs";
+  case STORAGE_EXEC:
+    return "exec";
+  default:
+    return "none";
   }
 }
 
@@ -167,8 +170,8 @@ static json_t *
 new_request(const struct storage *s, const char *what, const struct storage_disk *d, int ds,
             const char *volume)
 {
-  json_t *a = json_pack("{s:s, s:i, s:i, s:i, s:s}", "action", what, "vm", d->vm, "disk",
-                        d->disk, "datastore", ds, "volume", volume);
+  json_t *a = json_pack("{s:s, s:i, s:i, s:i, s:s}", "action", what, "vm", d->vm, "disk", d->disk,
+                        "datastore", ds, "volume", volume);
   if (a && s->kind == STORAGE_FS) {
     char *path;
     if (storage_fs_volume_path(s->datastores, ds, volume, &path) < 0) {
@@ -249,8 +252,8 @@ fs_check(const struct storage *s, const struct storage_disk *d, uint64_t *size, 
     goto out;
   }
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-    r = error_set(EINVAL, "datastore %d: source volume %s is not a file or block device",
-                  d->src_ds, src);
+    r = error_set(EINVAL, "datastore %d: source volume %s is not a file or block device", d->src_ds,
+                  src);
     goto out;
   }
   /* A file's own size wins over the catalog's (SIZE is in MiB, and often stale): the clone
@@ -300,8 +303,8 @@ storage_plan_disk(struct storage *s, const struct storage_disk *d)
   struct disk_paths *dp = &s->disks[s->n_disks++];
   *dp = (struct disk_paths){ .vm = d->vm, .disk = d->disk };
   if (s->kind == STORAGE_FS) {
-    if (storage_fs_volume_path(s->datastores, d->src_ds, d->src_volume, &dp->source) < 0 ||
-        storage_fs_volume_path(s->datastores, d->dst_ds, d->dst_volume, &dp->dest) < 0)
+    if (storage_fs_volume_path(s->datastores, d->src_ds, d->src_volume, &dp->source) < 0
+        || storage_fs_volume_path(s->datastores, d->dst_ds, d->dst_volume, &dp->dest) < 0)
       return -error_code();
   }
 
@@ -311,19 +314,19 @@ storage_plan_disk(struct storage *s, const struct storage_disk *d)
     r = error_set(ENOMEM, "out of memory");
     goto out;
   }
-  if (dest_exists &&
-      (r = add_action(s, PREPARE, rename_request(s, d, d->dst_ds, d->dst_volume, renamed))) < 0)
+  if (dest_exists
+      && (r = add_action(s, PREPARE, rename_request(s, d, d->dst_ds, d->dst_volume, renamed))) < 0)
     goto out;
   json_t *create = new_request(s, "create", d, d->dst_ds, d->dst_volume);
   if (create) {
     json_object_set_new(create, "size", json_integer((json_int_t)size));
-    json_object_set_new(create, "source", json_pack("{s:i, s:s}", "datastore", d->src_ds,
-                                                    "volume", d->src_volume));
+    json_object_set_new(create, "source",
+                        json_pack("{s:i, s:s}", "datastore", d->src_ds, "volume", d->src_volume));
   }
-  if ((r = add_action(s, PREPARE, create)) < 0 ||
-      (r = add_action(s, FINALIZE, rename_request(s, d, d->src_ds, d->src_volume, migrated))) < 0 ||
-      (r = add_action(s, FINALIZE, tag_request(s, d, d->dst_ds, d->dst_volume))) < 0 ||
-      (r = add_action(s, FINALIZE, tag_request(s, d, d->src_ds, migrated))) < 0)
+  if ((r = add_action(s, PREPARE, create)) < 0
+      || (r = add_action(s, FINALIZE, rename_request(s, d, d->src_ds, d->src_volume, migrated))) < 0
+      || (r = add_action(s, FINALIZE, tag_request(s, d, d->dst_ds, d->dst_volume))) < 0
+      || (r = add_action(s, FINALIZE, tag_request(s, d, d->src_ds, migrated))) < 0)
     goto out;
 out:
   free(renamed);
@@ -346,7 +349,7 @@ print_request(const json_t *req, FILE *f)
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)json_object_get(req, "tags"), k, v)
-      fprintf(f, " %s=%s", k, json_is_null(v) ? "(removed)" : json_string_value(v));
+        fprintf(f, " %s=%s", k, json_is_null(v) ? "(removed)" : json_string_value(v));
   }
   const char *path = json_string_value(json_object_get(req, "path"));
   if (path)
@@ -367,7 +370,8 @@ storage_print_plan(const struct storage *s, FILE *f)
     fprintf(f, "  no storage action\n");
   size_t i;
   json_t *e;
-  json_array_foreach(s->actions, i, e) {
+  json_array_foreach(s->actions, i, e)
+  {
     bool prep = strcmp(json_string_value(json_object_get(e, "phase")), "prepare") == 0;
     fprintf(f, "  %s: ", prep ? "before the clone  " : "after convergence");
     print_request(json_object_get(e, "request"), f);
@@ -380,7 +384,8 @@ storage_plan_json(const struct storage *s)
   json_t *a = json_array();
   size_t i;
   json_t *e;
-  json_array_foreach(s->actions, i, e) {
+  json_array_foreach(s->actions, i, e)
+  {
     json_t *req = json_deep_copy(json_object_get(e, "request"));
     json_object_set_new(req, "phase", json_string(json_string_value(json_object_get(e, "phase"))));
     json_array_append_new(a, req);
@@ -405,9 +410,8 @@ storage_source_path(const struct storage *s, int vm, int disk)
 static json_t *
 log_document(const struct storage *s)
 {
-  json_t *doc = json_pack("{s:i, s:s, s:I, s:O}", "version", 1, "kind",
-                          storage_kind_name(s->kind), "timestamp", (json_int_t)s->timestamp,
-                          "actions", s->actions);
+  json_t *doc = json_pack("{s:i, s:s, s:I, s:O}", "version", 1, "kind", storage_kind_name(s->kind),
+                          "timestamp", (json_int_t)s->timestamp, "actions", s->actions);
   if (doc && s->kind == STORAGE_FS)
     json_object_set_new(doc, "datastores", json_string(s->datastores));
   if (doc && s->kind == STORAGE_EXEC)
@@ -465,9 +469,10 @@ run_phase(struct storage *s, enum phase phase)
 {
   size_t i;
   json_t *e;
-  json_array_foreach(s->actions, i, e) {
-    if (strcmp(json_string_value(json_object_get(e, "phase")), phase_names[phase]) != 0 ||
-        strcmp(json_string_value(json_object_get(e, "state")), "planned") != 0)
+  json_array_foreach(s->actions, i, e)
+  {
+    if (strcmp(json_string_value(json_object_get(e, "phase")), phase_names[phase]) != 0
+        || strcmp(json_string_value(json_object_get(e, "state")), "planned") != 0)
       continue;
     json_t *req = json_object_get(e, "request");
     /* Logged as started before it runs: after a crash, rollback knows it may have happened. */
@@ -549,7 +554,8 @@ undo_request(const json_t *e, bool keep_created, long long now)
     json_t *tags = json_object();
     const char *k;
     json_t *v;
-    json_object_foreach(json_object_get(req, "tags"), k, v) {
+    json_object_foreach(json_object_get(req, "tags"), k, v)
+    {
       json_t *b = before ? json_object_get(before, k) : NULL;
       json_object_set(tags, k, b ? b : json_null());
     }
@@ -569,8 +575,8 @@ fs_took_effect(const json_t *req)
   const char *path = json_string_value(json_object_get(req, "path"));
   struct stat st;
   if (strcmp(what, "rename") == 0)
-    return lstat(path, &st) < 0 &&
-           lstat(json_string_value(json_object_get(req, "to_path")), &st) == 0;
+    return lstat(path, &st) < 0
+           && lstat(json_string_value(json_object_get(req, "to_path")), &st) == 0;
   if (strcmp(what, "create") == 0)
     return lstat(path, &st) == 0;
   return strcmp(what, "tag") != 0; /* a half-done tag left nothing to restore safely */
@@ -636,8 +642,8 @@ storage_rollback_file(const char *log_path, FILE *out)
   int r;
   const char *kind = json_string_value(json_object_get(doc, "kind"));
   json_t *actions = json_object_get(doc, "actions");
-  if (json_integer_value(json_object_get(doc, "version")) != 1 || !kind ||
-      !json_is_array(actions)) {
+  if (json_integer_value(json_object_get(doc, "version")) != 1 || !kind
+      || !json_is_array(actions)) {
     r = error_set(EINVAL, "%s: not a ferry storage log (version 1)", log_path);
     goto out;
   }

@@ -19,7 +19,7 @@ static char base[256];
 #define CHECK(cond)                                                                                \
   do {                                                                                             \
     if (!(cond)) {                                                                                 \
-      fprintf(stderr, "%s:%d: check failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond,    \
+      fprintf(stderr, "%s:%d: check failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond,     \
               error_message());                                                                    \
       failures++;                                                                                  \
     }                                                                                              \
@@ -29,7 +29,7 @@ static char base[256];
   do {                                                                                             \
     const char *g_ = (got), *w_ = (want);                                                          \
     if (!g_ || strcmp(g_, w_) != 0) {                                                              \
-      fprintf(stderr, "%s:%d: got\n---\n%s\n---\nwant\n---\n%s\n---\n", __FILE__, __LINE__,      \
+      fprintf(stderr, "%s:%d: got\n---\n%s\n---\nwant\n---\n%s\n---\n", __FILE__, __LINE__,        \
               g_ ? g_ : "(null)", w_);                                                             \
       failures++;                                                                                  \
     }                                                                                              \
@@ -91,7 +91,12 @@ count_prefix(const char *dir, const char *prefix)
 }
 
 static struct storage_disk disk42 = {
-  .vm = 42, .disk = 0, .src_ds = 1, .dst_ds = 101, .src_volume = "one-10", .dst_volume = "one-10",
+  .vm = 42,
+  .disk = 0,
+  .src_ds = 1,
+  .dst_ds = 101,
+  .src_volume = "one-10",
+  .dst_volume = "one-10",
 };
 
 static struct storage *
@@ -148,7 +153,8 @@ test_fs_move_and_rollback(void)
                  "  after convergence: tag    101:one-10 nvm=42 mvts=1700000000  [%s/101/one-10]\n"
                  "  after convergence: tag    1:MIGRATED-one-10-1700000000 nvm=42 mvts=1700000000"
                  "  [%s/1/MIGRATED-one-10-1700000000]\n",
-                 base, base, base, base, base) > 0);
+                 base, base, base, base, base)
+        > 0);
   CHECK_STR(plan, want);
   free(plan);
   free(want);
@@ -206,8 +212,8 @@ test_fs_existing_destination_and_abort(void)
   struct storage *s = new_storage("fs");
   CHECK(storage_plan_disk(s, &disk42) == 0);
   char *plan = plan_text(s);
-  CHECK(strstr(plan, "  before the clone  : rename 101:one-10 -> RENAMED-one-10-1700000000") !=
-        NULL);
+  CHECK(strstr(plan, "  before the clone  : rename 101:one-10 -> RENAMED-one-10-1700000000")
+        != NULL);
   free(plan);
   CHECK(storage_prepare(s) == 0);
   char *old = read_file("101/RENAMED-one-10-1700000000"), *now = read_file("101/one-10");
@@ -240,13 +246,14 @@ test_fs_refusals(void)
   d = disk42;
   d.dst_ds = 7;
   CHECK(storage_plan_disk(s, &d) == -ENOENT);
-  snprintf(want, sizeof want,
-           "datastore 7: directory %s/7 does not exist (wrong --datastores?)", base);
+  snprintf(want, sizeof want, "datastore 7: directory %s/7 does not exist (wrong --datastores?)",
+           base);
   CHECK_STR(error_message(), want);
   d = disk42;
   d.dst_volume = "../1/one-10";
   CHECK(storage_plan_disk(s, &d) == -EINVAL);
-  CHECK_STR(error_message(), "datastore 101: volume '../1/one-10' is not a name inside the datastore");
+  CHECK_STR(error_message(),
+            "datastore 101: volume '../1/one-10' is not a name inside the datastore");
   CHECK(storage_prepare(s) == 0); /* nothing planned, nothing done */
   CHECK(!exists("101/one-10") && !exists("7"));
   storage_free(s);
@@ -298,15 +305,15 @@ test_exec(void)
   CHECK(storage_rollback_file(path_of("storage.json"), f) == 0);
   fclose(f);
   log = read_file("hook.log");
-  const char *want_prefix =
-      "tag {\"action\":\"tag\",\"vm\":42,\"disk\":0,\"datastore\":1,\"volume\":"
-      "\"MIGRATED-one-10-1700000000\",\"tags\":{\"nvm\":null,\"mvts\":null}}\n"
-      "tag {\"action\":\"tag\",\"vm\":42,\"disk\":0,\"datastore\":101,\"volume\":"
-      "\"one-10\",\"tags\":{\"nvm\":null,\"mvts\":null}}\n"
-      "rename {\"action\":\"rename\",\"vm\":42,\"disk\":0,\"datastore\":1,\"volume\":"
-      "\"MIGRATED-one-10-1700000000\",\"to\":\"one-10\"}\n"
-      "rename {\"action\":\"rename\",\"vm\":42,\"disk\":0,\"datastore\":101,\"volume\":"
-      "\"one-10\",\"to\":\"ROLLEDBACK-one-10-";
+  const char *want_prefix
+      = "tag {\"action\":\"tag\",\"vm\":42,\"disk\":0,\"datastore\":1,\"volume\":"
+        "\"MIGRATED-one-10-1700000000\",\"tags\":{\"nvm\":null,\"mvts\":null}}\n"
+        "tag {\"action\":\"tag\",\"vm\":42,\"disk\":0,\"datastore\":101,\"volume\":"
+        "\"one-10\",\"tags\":{\"nvm\":null,\"mvts\":null}}\n"
+        "rename {\"action\":\"rename\",\"vm\":42,\"disk\":0,\"datastore\":1,\"volume\":"
+        "\"MIGRATED-one-10-1700000000\",\"to\":\"one-10\"}\n"
+        "rename {\"action\":\"rename\",\"vm\":42,\"disk\":0,\"datastore\":101,\"volume\":"
+        "\"one-10\",\"to\":\"ROLLEDBACK-one-10-";
   CHECK(strncmp(log, want_prefix, strlen(want_prefix)) == 0);
   if (strncmp(log, want_prefix, strlen(want_prefix)) != 0)
     fprintf(stderr, "hook log:\n%s\n", log);
