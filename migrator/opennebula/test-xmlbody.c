@@ -2,6 +2,7 @@
 #include "migrator/opennebula/xmlbody.h"
 #include "common/error.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,51 @@ id_lists(void)
   printf("ok: id lists\n");
 }
 
+/* Real templates hold CRLFs inside CDATA (START_SCRIPT pasted from Windows): byte-exact. */
+static void
+carriage_returns(void)
+{
+  const char *text = "<VM><TEMPLATE><CONTEXT><START_SCRIPT><![CDATA[echo a\r\necho b\r\n]]>"
+                     "</START_SCRIPT></CONTEXT><X><![CDATA[lone\rcr]]></X></TEMPLATE>"
+                     "<N>a&#13;b</N></VM>";
+  struct xmlbody *b = parse_ok(text);
+  char *v = NULL;
+  expect_text(b, text);
+  CHECK(xmlbody_get(b, "/VM/TEMPLATE/CONTEXT/START_SCRIPT", &v) == 1
+        && !strcmp(v, "echo a\r\necho b\r\n"));
+  free(v);
+  CHECK(xmlbody_get(b, "/VM/N", &v) == 1 && !strcmp(v, "a\rb"));
+  free(v);
+  CHECK(xmlbody_set(b, "/VM/TEMPLATE/X", "two\r\nlines") == 0);
+  expect_text(b, "<VM><TEMPLATE><CONTEXT><START_SCRIPT><![CDATA[echo a\r\necho b\r\n]]>"
+                 "</START_SCRIPT></CONTEXT><X><![CDATA[two\r\nlines]]></X></TEMPLATE>"
+                 "<N>a&#13;b</N></VM>");
+  xmlbody_free(b);
+  /* A CR set into a body that had none. */
+  b = parse_ok("<VM><TEMPLATE><X><![CDATA[a]]></X></TEMPLATE></VM>");
+  CHECK(xmlbody_set(b, "/VM/TEMPLATE/X", "a\r\n") == 0);
+  expect_text(b, "<VM><TEMPLATE><X><![CDATA[a\r\n]]></X></TEMPLATE></VM>");
+  CHECK(xmlbody_get(b, "/VM/TEMPLATE/X", &v) == 1 && !strcmp(v, "a\r\n"));
+  free(v);
+  xmlbody_free(b);
+  printf("ok: carriage returns\n");
+}
+
+static void
+insert_sorted(void)
+{
+  struct xmlbody *b = parse_ok("<VM><TEMPLATE><DISK><B><![CDATA[b]]></B><D><![CDATA[d]]></D>"
+                               "</DISK></TEMPLATE></VM>");
+  CHECK(xmlbody_insert_sorted(b, "/VM/TEMPLATE/DISK", "C", "c") == 1);
+  CHECK(xmlbody_insert_sorted(b, "/VM/TEMPLATE/DISK", "A", "a") == 1);
+  CHECK(xmlbody_insert_sorted(b, "/VM/TEMPLATE/DISK", "E", "e") == 1);
+  CHECK(xmlbody_insert_sorted(b, "/VM/TEMPLATE/DISK", "C", "x") == -EEXIST);
+  expect_text(b, "<VM><TEMPLATE><DISK><A><![CDATA[a]]></A><B><![CDATA[b]]></B><C><![CDATA[c]]>"
+                 "</C><D><![CDATA[d]]></D><E><![CDATA[e]]></E></DISK></TEMPLATE></VM>");
+  xmlbody_free(b);
+  printf("ok: sorted insert\n");
+}
+
 static void
 refusals(void)
 {
@@ -125,6 +171,8 @@ main(void)
   round_trips();
   edits();
   id_lists();
+  carriage_returns();
+  insert_sorted();
   refusals();
   return failures ? 1 : 0;
 }

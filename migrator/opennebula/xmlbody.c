@@ -23,6 +23,11 @@ struct xmlbody {
   char *what;
   char *prefix; /* text before the root element (an XML declaration, if any) */
   char *suffix; /* text after it (a trailing newline, if any) */
+  /* XML parsers turn CR and CRLF into LF (XML 1.0 "end-of-line handling"), but oned's templates
+   * hold CRLFs inside CDATA (scripts pasted from Windows).  Before parsing, every CR of the text
+   * becomes `cr`, a private-use character the text does not contain; the serialiser writes it
+   * back as a CR, and get/set translate it, so the bytes survive.  Empty: the text had no CR. */
+  char cr[4];
 };
 
 /* A growable string. */
@@ -87,6 +92,62 @@ put_escaped(struct buf *b, const char *s, bool attr)
       put(b, s, 1);
     }
   }
+}
+
+/* Replace, in place, every CR stand-in of `x` by a CR (the text only gets shorter). */
+static void
+restore_cr(const struct xmlbody *x, char *s)
+{
+  size_t n = strlen(x->cr);
+  char *w = s;
+  if (!n)
+    return;
+  for (const char *r = s; *r;) {
+    if (strncmp(r, x->cr, n) == 0) {
+      *w++ = '\r';
+      r += n;
+    } else
+      *w++ = *r++;
+  }
+  *w = '\0';
+}
+
+/* A copy of `s` with every CR replaced by x->cr (malloc'd; NULL on ENOMEM). */
+static char *
+hide_cr(const struct xmlbody *x, const char *s)
+{
+  size_t n = strlen(x->cr), crs = 0;
+  for (const char *r = s; *r; r++)
+    crs += *r == '\r';
+  char *out = malloc(strlen(s) + crs * (n ? n : 1) + 1), *w = out;
+  if (!out)
+    return NULL;
+  for (const char *r = s; *r; r++) {
+    if (*r == '\r' && n) {
+      memcpy(w, x->cr, n);
+      w += n;
+    } else
+      *w++ = *r;
+  }
+  *w = '\0';
+  return out;
+}
+
+/* Pick a CR stand-in (U+E000.. U+E0FF, 3 bytes of UTF-8) that `a` and `b` do not contain. */
+static int
+choose_cr(struct xmlbody *x, const char *a, const char *b)
+{
+  for (int i = 0; i < 256; i++) {
+    char c[4] = { (char)0xEE, (char)(0x80 | (i >> 6)), (char)(0x80 | (i & 0x3F)), 0 };
+    if (!strstr(a, c) && (!b || !strstr(b, c))) {
+      memcpy(x->cr, c, sizeof c);
+      return 0;
+    }
+  }
+  return error_set(EINVAL,
+                   "%s: holds carriage returns and every stand-in character ferry "
+                   "could use for them",
+                   x->what);
 }
 
 /* Returns false on a node kind oned never writes (we would not reproduce it). */
@@ -156,6 +217,7 @@ xmlbody_serialize(struct xmlbody *x)
     error_set(ENOMEM, "%s: out of memory", x->what);
     return NULL;
   }
+  restore_cr(x, b.p);
   return b.p;
 }
 
@@ -244,7 +306,7 @@ parse(const char *text, const char *what, bool exact, struct xmlbody **out)
   struct xmlbody *x = calloc(1, sizeof *x);
   unsigned char *flags = NULL;
   size_t n_flags = 0, i = 0;
-  char *again = NULL;
+  char *again = NULL, *hidden = NULL;
   int r;
 
   *out = NULL;
@@ -256,17 +318,26 @@ parse(const char *text, const char *what, bool exact, struct xmlbody **out)
     r = error_set(EINVAL, "%s: empty", what);
     goto out;
   }
-  if ((r = empty_flags(text, what, &flags, &n_flags)) < 0)
+  if (strchr(text, '\r')) {
+    if ((r = choose_cr(x, text, NULL)) < 0)
+      goto out;
+    if (!(hidden = hide_cr(x, text))) {
+      r = error_set(ENOMEM, "%s: out of memory", what);
+      goto out;
+    }
+  }
+  const char *input = hidden ? hidden : text;
+  if ((r = empty_flags(input, what, &flags, &n_flags)) < 0)
     goto out;
   /* No NOBLANKS, no NOCDATA, no entity substitution tricks: keep the text as written. */
-  x->doc = xmlReadMemory(text, (int)strlen(text), NULL, "UTF-8",
+  x->doc = xmlReadMemory(input, (int)strlen(input), NULL, "UTF-8",
                          XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
   if (!x->doc || !xmlDocGetRootElement(x->doc)) {
     r = error_set(EINVAL, "%s: not well-formed XML", what);
     goto out;
   }
   apply_flags(xmlDocGetRootElement(x->doc), flags, n_flags, &i);
-  if ((r = split_outer(x, text)) < 0)
+  if ((r = split_outer(x, input)) < 0)
     goto out;
   /* The guarantee every edit relies on: an unedited body serialises to the same bytes. */
   if (exact && !(again = xmlbody_serialize(x))) {
@@ -283,6 +354,7 @@ parse(const char *text, const char *what, bool exact, struct xmlbody **out)
   r = 0;
 out:
   free(again);
+  free(hidden);
   free(flags);
   xmlbody_free(x);
   return r;
@@ -351,6 +423,8 @@ xmlbody_get(struct xmlbody *x, const char *xpath, char **value)
     xmlChar *c = xmlNodeGetContent(o->nodesetval->nodeTab[0]);
     *value = strdup(c ? (const char *)c : "");
     xmlFree(c);
+    if (*value)
+      restore_cr(x, *value);
     r = *value ? 1 : error_set(ENOMEM, "out of memory");
   }
   xmlXPathFreeObject(o);
@@ -365,6 +439,28 @@ under_template(xmlNodePtr n)
         || strcmp((const char *)n->name, "USER_TEMPLATE") == 0)
       return true;
   return false;
+}
+
+/* The content node of a leaf: CDATA (a CR inside stays a CR, through x->cr) or text (a CR is
+ * written as &#13; by the serialiser). */
+static xmlNodePtr
+leaf_content(struct xmlbody *x, const char *value, bool cdata)
+{
+  if (!cdata || !strchr(value, '\r'))
+    return cdata ? xmlNewCDataBlock(x->doc, (const xmlChar *)value, (int)strlen(value))
+                 : xmlNewDocText(x->doc, (const xmlChar *)value);
+  if (!x->cr[0]) {
+    char *now = xmlbody_serialize(x);
+    int r = now ? choose_cr(x, now, value) : -ENOMEM;
+    free(now);
+    if (r < 0)
+      return NULL;
+  }
+  char *hidden = hide_cr(x, value);
+  xmlNodePtr c
+      = hidden ? xmlNewCDataBlock(x->doc, (const xmlChar *)hidden, (int)strlen(hidden)) : NULL;
+  free(hidden);
+  return c;
 }
 
 int
@@ -395,12 +491,81 @@ xmlbody_set(struct xmlbody *x, const char *xpath, const char *value)
     xmlUnlinkNode(c);
     xmlFreeNode(c);
   }
-  c = cdata ? xmlNewCDataBlock(x->doc, (const xmlChar *)value, (int)strlen(value))
-            : xmlNewDocText(x->doc, (const xmlChar *)value);
+  c = leaf_content(x, value, cdata);
   if (!c || !xmlAddChild(n, c)) {
     r = error_set(ENOMEM, "out of memory");
     goto out;
   }
+out:
+  xmlXPathFreeObject(o);
+  return r;
+}
+
+int
+xmlbody_insert_sorted(struct xmlbody *x, const char *parent_xpath, const char *name,
+                      const char *value)
+{
+  xmlXPathObjectPtr o = eval(x, parent_xpath);
+  xmlNodePtr parent, at = NULL, e = NULL, c;
+  int r = 1;
+  if (!o)
+    return -EINVAL;
+  if (nodes(o) != 1) {
+    r = error_set(EINVAL, "%s: %s matches %d nodes, expected 1", x->what, parent_xpath, nodes(o));
+    goto out;
+  }
+  parent = o->nodesetval->nodeTab[0];
+  for (c = parent->children; c; c = c->next) {
+    if (c->type != XML_ELEMENT_NODE)
+      continue;
+    int cmp = strcmp((const char *)c->name, name);
+    if (cmp == 0) {
+      r = error_set(EEXIST, "%s: %s/%s exists already", x->what, parent_xpath, name);
+      goto out;
+    }
+    if (cmp > 0 && !at)
+      at = c;
+  }
+  /* A vector attribute's values are a std::map: oned writes them sorted by name, as CDATA. */
+  if (!(e = xmlNewDocNode(x->doc, NULL, (const xmlChar *)name, NULL))
+      || !(c = leaf_content(x, value, true)) || !xmlAddChild(e, c)) {
+    xmlFreeNode(e);
+    r = error_set(ENOMEM, "out of memory");
+    goto out;
+  }
+  if (at)
+    xmlAddPrevSibling(at, e);
+  else
+    xmlAddChild(parent, e);
+out:
+  xmlXPathFreeObject(o);
+  return r;
+}
+
+int
+xmlbody_append_vector(struct xmlbody *x, const char *parent_xpath, const char *name,
+                      const char *const *keys, const char *const *values, size_t n)
+{
+  xmlXPathObjectPtr o = eval(x, parent_xpath);
+  int r = 0;
+  if (!o)
+    return -EINVAL;
+  if (nodes(o) != 1) {
+    r = error_set(EINVAL, "%s: %s matches %d nodes, expected 1", x->what, parent_xpath, nodes(o));
+    goto out;
+  }
+  xmlNodePtr e = xmlNewDocNode(x->doc, NULL, (const xmlChar *)name, NULL);
+  for (size_t i = 0; e && i < n; i++) {
+    xmlNodePtr k = xmlNewDocNode(x->doc, NULL, (const xmlChar *)keys[i], NULL),
+               c = k ? leaf_content(x, values[i], true) : NULL;
+    if (!c || !xmlAddChild(k, c) || !xmlAddChild(e, k)) {
+      xmlFreeNode(k);
+      xmlFreeNode(e);
+      e = NULL;
+    }
+  }
+  if (!e || !xmlAddChild(o->nodesetval->nodeTab[0], e))
+    r = error_set(ENOMEM, "out of memory");
 out:
   xmlXPathFreeObject(o);
   return r;
@@ -421,6 +586,76 @@ xmlbody_delete(struct xmlbody *x, const char *xpath)
   }
   xmlXPathFreeObject(o);
   return n;
+}
+
+static bool
+has_element_children(xmlNodePtr n)
+{
+  for (xmlNodePtr c = n->children; c; c = c->next)
+    if (c->type == XML_ELEMENT_NODE)
+      return true;
+  return false;
+}
+
+static int
+add_leaf(struct xmlbody *x, struct xmlbody_leaf **out, size_t *n, const xmlChar *vector,
+         xmlNodePtr e)
+{
+  struct xmlbody_leaf *l = realloc(*out, (*n + 1) * sizeof *l);
+  if (!l)
+    return error_set(ENOMEM, "out of memory");
+  *out = l;
+  l = &l[(*n)++];
+  xmlChar *c = xmlNodeGetContent(e);
+  l->vector = vector ? strdup((const char *)vector) : NULL;
+  l->name = strdup((const char *)e->name);
+  l->value = strdup(c ? (const char *)c : "");
+  xmlFree(c);
+  if ((vector && !l->vector) || !l->name || !l->value)
+    return error_set(ENOMEM, "out of memory");
+  restore_cr(x, l->value);
+  return 0;
+}
+
+void
+xmlbody_leaves_free(struct xmlbody_leaf *l, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    free(l[i].vector);
+    free(l[i].name);
+    free(l[i].value);
+  }
+  free(l);
+}
+
+static xmlNodePtr single(struct xmlbody *x, const char *xpath);
+
+int
+xmlbody_leaves(struct xmlbody *x, const char *xpath, struct xmlbody_leaf **out, size_t *n)
+{
+  xmlNodePtr node = single(x, xpath);
+  int r = 0;
+  *out = NULL;
+  *n = 0;
+  if (!node)
+    return -EINVAL;
+  for (xmlNodePtr c = node->children; c && r == 0; c = c->next) {
+    if (c->type != XML_ELEMENT_NODE)
+      continue;
+    if (!has_element_children(c)) {
+      r = add_leaf(x, out, n, NULL, c);
+      continue;
+    }
+    for (xmlNodePtr g = c->children; g && r == 0; g = g->next)
+      if (g->type == XML_ELEMENT_NODE && !has_element_children(g))
+        r = add_leaf(x, out, n, c->name, g);
+  }
+  if (r < 0) {
+    xmlbody_leaves_free(*out, *n);
+    *out = NULL;
+    *n = 0;
+  }
+  return r;
 }
 
 static xmlNodePtr
