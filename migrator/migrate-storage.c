@@ -106,6 +106,11 @@ struct hooks_ctx {
   struct plan *p;
   const char *journal;
   bool stopped_by_us;
+  /* fs: the OpenNebula SOURCE of each persistent image's volume on the destination
+   * (<destination BASE_PATH>/<volume>), NULL where the storage step does not name one. */
+  char *sources[64];
+  int64_t source_disk[64];
+  size_t n_sources;
 };
 
 static bool
@@ -133,13 +138,9 @@ vm_state(struct plan *p, int *state, int *lcm)
   return 0;
 }
 
-/* Undeploy a RUNNING VM through oned (xmlrpc catalogs), wait until oned reports it
- * UNDEPLOYED, then rebuild the plan: undeploy rewrote the VM's rows, and the switch only
- * writes rows that still hold the images it planned from. */
-static int
-undeploy(struct hooks_ctx *h)
+int
+migrate_undeploy(struct plan *p)
 {
-  struct plan *p = h->p;
   int r = catalog_vm_action(p->catalog, "undeploy", p->vm_id);
   if (r < 0)
     return error_prefix("VM %" PRId64 ": undeploy", p->vm_id);
@@ -168,13 +169,23 @@ undeploy(struct hooks_ctx *h)
 }
 
 static int
+undeploy(struct hooks_ctx *h)
+{
+  return migrate_undeploy(h->p);
+}
+
+static int
 stop_vm(void *opaque, bool *was_running)
 {
   struct hooks_ctx *h = opaque;
   struct plan *p = h->p;
   *was_running = false;
-  if (p->state == VM_POWEROFF || p->state == VM_UNDEPLOYED || p->state == VM_STOPPED)
+  if (p->state == VM_UNDEPLOYED || p->state == VM_STOPPED)
     return 0;
+  /* POWEROFF: oned would resume it on its old host (LifeCycleManager::trigger_restart), so it
+   * is undeployed first; it stays down afterwards, and `onevm resume` schedules it. */
+  if (p->state == VM_POWEROFF && catalog_is_xmlrpc(p))
+    return undeploy(h);
   /* A RUNNING VM gets this far only with a catalog that reaches oned (cmd/migrate.c sets
    * storage_moves_running for xmlrpc:). */
   if (p->state == VM_ACTIVE && catalog_is_xmlrpc(p)) {
@@ -203,6 +214,13 @@ static int
 switch_disks(void *opaque)
 {
   struct hooks_ctx *h = opaque;
+  /* The storage step named the destination volumes: the image and the DISK say so
+   * (plan_set_disk_source), here, after an undeploy may have planned the move again. */
+  for (size_t i = 0; i < h->n_sources; i++) {
+    int r = plan_set_disk_source(h->p, h->source_disk[i], h->sources[i]);
+    if (r < 0)
+      return r;
+  }
   return plan_apply(h->p, h->journal);
 }
 
@@ -314,6 +332,21 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     goto out;
   }
   struct hooks_ctx ctx = { .p = p, .journal = o->journal };
+  for (size_t i = 0; i < p->n_disks && strcmp(o->storage, "fs") == 0; i++) {
+    const struct plan_disk *d = &p->disks[i];
+    /* A path SOURCE (fs datastores) names the file the storage step writes; other SOURCEs
+     * (Ceph pool/image...) follow the plan's naming rule. */
+    if (!d->persistent || !d->source || d->source[0] != '/' || !d->dst_base_path)
+      continue;
+    if (asprintf(&ctx.sources[ctx.n_sources], "%s/%s", d->dst_base_path, names[i][1]) < 0) {
+      r = error_set(ENOMEM, "out of memory");
+      storage_abort(st);
+      for (size_t k = 0; k < ctx.n_sources; k++)
+        free(ctx.sources[k]);
+      goto out;
+    }
+    ctx.source_disk[ctx.n_sources++] = d->disk_id;
+  }
   bool xmlrpc = catalog_is_xmlrpc(p);
   struct move_hooks hooks = {
     .stop_vm = stop_vm,
@@ -326,6 +359,8 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     .opaque = &ctx,
   };
   r = move_run(st, disks, p->n_disks, &mo, &hooks, rep);
+  for (size_t i = 0; i < ctx.n_sources; i++)
+    free(ctx.sources[i]);
 out:
   for (size_t i = 0; i < 64; i++) {
     free(names[i][0]);

@@ -38,6 +38,11 @@ struct migrate_storage_options {
 int migrate_storage(struct plan *p, const struct migrate_storage_options *o,
                     struct move_report *rep);
 
+/* Undeploy the VM through oned (xmlrpc catalogs: one.vm.action undeploy), wait until oned
+ * reports it UNDEPLOYED, then rebuild *p: undeploy rewrote the VM's rows, and the switch only
+ * writes rows that still hold the images it planned from. */
+int migrate_undeploy(struct plan *p);
+
 /* The storage log that belongs to a journal (malloc'd "<journal>.storage.json"). */
 char *migrate_storage_log_path(const char *journal);
 /* After `--rollback JOURNAL`: undo the storage actions when the journal has a storage log

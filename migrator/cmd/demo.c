@@ -375,6 +375,7 @@ run_move(struct demo *d, long long ts, struct plan **plan_out, struct move_repor
       || asprintf(journal, "%s/journal.json", d->w.dir) < 0)
     return error_set(ENOMEM, "out of memory");
   co.one_lock = lock;
+  co.one_endpoint = "none"; /* the demo's world has no oned to ask */
   if ((r = catalog_open(d->w.catalog, &co, &c)) < 0)
     goto out;
   struct plan_request req

@@ -42,12 +42,18 @@ usage(FILE *f)
       "Options:\n"
       "  --dry-run              print the plan (every edit, old and new value); change nothing\n"
       "  --force                allow a RUNNING VM (metadata switch under a live VM)\n"
-      "  --automatic-requirements  also point AUTOMATIC_(DS_)REQUIREMENTS at the new\n"
-      "                         cluster (oned does not recompute them on resume)\n"
+      "  --automatic-requirements  also point AUTOMATIC_(DS_|NIC_)REQUIREMENTS at the new\n"
+      "                         cluster now; without it, oned recomputes them when an\n"
+      "                         UNDEPLOYED or STOPPED VM is resumed\n"
       "  --journal PATH         journal file (default: $FERRY_STATE_DIR/journal/vm-ID-TIME.json,\n"
       "                         FERRY_STATE_DIR defaults to /var/lib/ferry)\n"
       "  --one-lock PATH        oned's lock file (default /var/lock/one/one); its existence\n"
       "                         means oned runs and sqlite:/mysql: catalogs are refused\n"
+      "  --one-endpoint URL|none  oned's XML-RPC endpoint probed like onedb does (default:\n"
+      "                         $ONE_XMLRPC, ~/.one/one_endpoint, http://localhost:2633/RPC2);\n"
+      "                         an answer means oned runs\n"
+      "  --oned-conf PATH       oned.conf to read INHERIT_DATASTORE_ATTR from (default\n"
+      "                         /etc/one/oned.conf when readable; xmlrpc: asks oned)\n"
       "  --auth USER:PASSWORD   xmlrpc session (default: the file $ONE_AUTH or ~/.one/one_auth)\n"
       "  --skip-resume          leave the VM stopped after the storage step\n"
       "  --datastores DIR       fs: directory of datastore directories (default\n"
@@ -60,8 +66,10 @@ usage(FILE *f)
       "  --rollback JOURNAL     undo a switch (only rows still holding the after-images)\n"
       "  -h, --help             this help\n"
       "\n"
-      "VM states: POWEROFF, UNDEPLOYED and STOPPED move; RUNNING only with --force; every\n"
-      "other state (transient, SUSPENDED, PENDING, HOLD, DONE...) is refused.\n");
+      "VM states: UNDEPLOYED and STOPPED move; POWEROFF only through xmlrpc://, which\n"
+      "undeploys it first (oned resumes a powered-off VM on its old host); RUNNING with\n"
+      "--force, or with a storage step through xmlrpc://; every other state (transient,\n"
+      "SUSPENDED, PENDING, HOLD, DONE...) is refused.\n");
 }
 
 enum {
@@ -84,6 +92,8 @@ enum {
   OPT_DATASTORES,
   OPT_SSH,
   OPT_FRONTEND,
+  OPT_ONE_ENDPOINT,
+  OPT_ONED_CONF,
 };
 
 static const struct option long_options[] = {
@@ -95,6 +105,8 @@ static const struct option long_options[] = {
   { "json", no_argument, NULL, OPT_JSON },
   { "journal", required_argument, NULL, OPT_JOURNAL },
   { "one-lock", required_argument, NULL, OPT_ONE_LOCK },
+  { "one-endpoint", required_argument, NULL, OPT_ONE_ENDPOINT },
+  { "oned-conf", required_argument, NULL, OPT_ONED_CONF },
   { "catalog", required_argument, NULL, OPT_CATALOG },
   { "storage", required_argument, NULL, OPT_STORAGE },
   { "vm", required_argument, NULL, OPT_VM },
@@ -154,6 +166,8 @@ parse_args(int argc, char **argv, struct args *a)
     case OPT_JSON: a->json = true; break;
     case OPT_JOURNAL: a->journal = optarg; break;
     case OPT_ONE_LOCK: a->copts.one_lock = optarg; break;
+    case OPT_ONE_ENDPOINT: a->copts.one_endpoint = optarg; break;
+    case OPT_ONED_CONF: a->req.oned_conf = optarg; break;
     case OPT_CATALOG: a->catalog = optarg; break;
     case OPT_STORAGE: a->storage = optarg; break;
     case OPT_ROLLBACK: a->rollback = optarg; break;
@@ -224,8 +238,11 @@ parse_args(int argc, char **argv, struct args *a)
   }
   /* What the flags mean for the catalog, the plan and the storage step. */
   a->storage_step = strcmp(a->storage, "none") != 0;
-  /* Through oned (xmlrpc:) the move undeploys a RUNNING VM and resumes it itself. */
-  a->req.storage_moves_running = a->storage_step && strncmp(a->catalog, "xmlrpc:", 7) == 0;
+  /* Through oned (xmlrpc:) the move undeploys a RUNNING VM and resumes it itself, and
+   * undeploys a POWEROFF VM (which oned would resume on its old host). */
+  bool xmlrpc = strncmp(a->catalog, "xmlrpc:", 7) == 0;
+  a->req.storage_moves_running = a->storage_step && xmlrpc;
+  a->req.undeploys_poweroff = xmlrpc;
   a->sopts.storage = a->storage;
   a->sopts.journal = a->journal;
   a->sopts.dry_run = a->dry_run;
@@ -312,6 +329,12 @@ run_migrate(struct args *a)
   }
   if (!a->json && !storage_step)
     printf("storage: none (metadata only: the volumes are already on the destination)\n");
+  bool poweroff = p->state == 8 /* POWEROFF */;
+  if (!a->json && poweroff)
+    printf("VM %" PRId64 " is POWEROFF: %s through oned first (a powered-off VM resumes on its "
+           "old host); it stays UNDEPLOYED, `onevm resume %" PRId64
+           "` schedules it on the new cluster\n",
+           p->vm_id, a->dry_run ? "it would be undeployed" : "undeploying it", p->vm_id);
   if (a->dry_run && storage_step && migrate_storage(p, &a->sopts, &report) < 0) {
     fail("storage");
     goto out;
@@ -331,6 +354,10 @@ run_migrate(struct args *a)
   if (!a->json)
     printf("journal: %s\n", journal);
   a->sopts.journal = journal;
+  if (!storage_step && poweroff && migrate_undeploy(p) < 0) {
+    fail("undeploy");
+    goto out;
+  }
   /* With a storage step the switch happens inside the move (after the clone started). */
   if ((storage_step ? migrate_storage(p, &a->sopts, &report) : plan_apply(p, journal)) < 0) {
     fail(storage_step ? "move" : "switch");

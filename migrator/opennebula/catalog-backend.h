@@ -18,10 +18,19 @@ struct catalog_backend {
   int (*commit)(struct catalog *c);
   int (*rollback)(struct catalog *c);
   void (*close)(struct catalog *c);
-  /* Optional (a running oned only): the VM as oned serves it, and a VM action. */
-  int (*vm_info)(struct catalog *c, int64_t vm, char **body);
+  /* Optional: can `value` be written by update()?  Checked for every value before the first
+   * write of a switch, so a refusal never leaves half a switch behind. */
+  int (*check_value)(struct catalog *c, const char *table, const char *column, const char *value);
+  /* Optional (a running oned only): an object as oned serves it (kind VM, IMAGE, DATASTORE),
+   * a VM action, oned's configuration. */
+  int (*object_info)(struct catalog *c, enum catalog_kind kind, int64_t id, char **xml);
   int (*vm_action)(struct catalog *c, const char *action, int64_t vm);
+  int (*oned_config)(struct catalog *c, char **xml);
 };
+
+/* oned's XML-RPC endpoint answers (catalog-xmlrpc.c): 1 it answers, 0 nothing listens there,
+ * negative with a message when it cannot tell (a timeout). */
+int catalog_xmlrpc_probe(const char *endpoint);
 
 struct catalog {
   const struct catalog_backend *be;

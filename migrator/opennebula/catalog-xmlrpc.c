@@ -1,11 +1,19 @@
 /* ferry: catalog backend for a running oned (xmlrpc://host:port/RPC2), the way `onedb
  * change-body` works: reads with one.system.sqlquery (a column whose value starts with '<'
  * comes back base64-encoded as <NAME64>), writes with one.system.sql (the whole column).
+ * (src/rm/RequestManagerSystem.cc: SystemSqlQuery, SystemSql.)
  *
  * No transaction spans two calls, so catalog_switch() writes row by row, reads each row back
  * (oned's and onedb's success codes are not proof) and puts back what it wrote on a failure.
- * Values travel inside a SQL string: quotes are doubled, and a value with a backslash is
- * refused, because a MySQL-backed oned would read it as an escape.
+ *
+ * Values travel inside the SQL text that oned hands to its database unchanged.  At open ferry
+ * asks one.system.config for DB/BACKEND and then writes every value as a hex literal of that
+ * backend (SQLite CAST(X'..' AS TEXT), MySQL CONVERT(X'..' USING utf8mb4), PostgreSQL
+ * convert_from(decode('..', 'hex'), 'UTF8')), which no escaping rule can touch.  When oned does
+ * not tell (a session outside the oneadmin group), values go as quoted literals and a value
+ * with a backslash is refused before the first write: a MySQL-backed oned would read it as an
+ * escape.  oned's sqlquery cuts its answer at a SQL NULL (a null char* in its stream), so every
+ * query ferry sends avoids NULLs.
  *
  * Session: --auth USER:PASSWORD, else the first line of the file $ONE_AUTH, else
  * ~/.one/one_auth (OpenNebula's own convention).
@@ -22,11 +30,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+enum db_backend { DB_UNKNOWN, DB_SQLITE, DB_MYSQL, DB_POSTGRESQL };
 
 struct xmlrpc {
   CURL *curl;
   char *url;
   char *session;
+  char *config; /* one.system.config's answer, NULL when refused */
+  enum db_backend backend;
 };
 
 struct text {
@@ -276,40 +289,71 @@ out:
 }
 
 static int
+x_check_value(struct catalog *c, const char *table, const char *column, const char *value)
+{
+  struct xmlrpc *x = c->priv;
+  if (x->backend == DB_UNKNOWN && value && strchr(value, '\\'))
+    return error_set(ENOTSUP,
+                     "%s.%s: the value holds a backslash and oned did not say which "
+                     "database it uses (one.system.config needs a oneadmin-group session): a "
+                     "MySQL-backed oned would read it as an escape; use a oneadmin session, or "
+                     "a sqlite: or mysql: catalog with oned stopped",
+                     table, column);
+  return 0;
+}
+
+/* `value` as a SQL expression of the backend's dialect. */
+static void
+add_value(struct text *t, enum db_backend db, const char *value)
+{
+  static const char hex[] = "0123456789ABCDEF";
+  if (!value) {
+    add_str(t, "NULL");
+    return;
+  }
+  if (db == DB_UNKNOWN) {
+    add_str(t, "'");
+    for (const char *s = value; *s; s++) {
+      if (*s == '\'')
+        add(t, "'", 1); /* SQL quoting: '' inside a '...' literal */
+      add(t, s, 1);
+    }
+    add_str(t, "'");
+    return;
+  }
+  add_str(t, db == DB_SQLITE ? "CAST(X'" : db == DB_MYSQL ? "CONVERT(X'" : "convert_from(decode('");
+  for (const unsigned char *s = (const unsigned char *)value; *s; s++) {
+    char pair[2] = { hex[*s >> 4], hex[*s & 15] };
+    add(t, pair, 2);
+  }
+  add_str(t, db == DB_SQLITE  ? "' AS TEXT)"
+             : db == DB_MYSQL ? "' USING utf8mb4)"
+                              : "', 'hex'), 'UTF8')");
+}
+
+static int
 x_update(struct catalog *c, const char *table, const char *column, const char *value,
          const char *where)
 {
+  struct xmlrpc *x = c->priv;
   struct text sql = { 0 }, params = { 0 };
   xmlDocPtr doc;
   xmlNodePtr v;
-  if (value && strchr(value, '\\'))
-    return error_set(ENOTSUP,
-                     "%s: %s.%s WHERE %s: the value holds a backslash, which a MySQL-"
-                     "backed oned would read as an escape; use a sqlite: or mysql: "
-                     "catalog with oned stopped",
-                     c->uri, table, column, where);
+  int r = x_check_value(c, table, column, value);
+  if (r < 0)
+    return r;
   add_str(&sql, "UPDATE ");
   add_str(&sql, table);
   add_str(&sql, " SET ");
   add_str(&sql, column);
   add_str(&sql, " = ");
-  if (!value)
-    add_str(&sql, "NULL");
-  else {
-    add_str(&sql, "'");
-    for (const char *s = value; *s; s++) {
-      if (*s == '\'')
-        add(&sql, "'", 1); /* SQL quoting: '' inside a '...' literal */
-      add(&sql, s, 1);
-    }
-    add_str(&sql, "'");
-  }
+  add_value(&sql, x->backend, value);
   add_str(&sql, " WHERE ");
   add_str(&sql, where);
   string_param(&params, sql.p ? sql.p : "");
   add_str(&params, "<param><value><boolean>0</boolean></value></param>"); /* not federated */
-  int r = sql.oom || params.oom ? error_set(ENOMEM, "out of memory")
-                                : call(c, "one.system.sql", params.p, &doc, &v);
+  r = sql.oom || params.oom ? error_set(ENOMEM, "out of memory")
+                            : call(c, "one.system.sql", params.p, &doc, &v);
   if (r == 0)
     xmlFreeDoc(doc);
   free(sql.p);
@@ -318,20 +362,83 @@ x_update(struct catalog *c, const char *table, const char *column, const char *v
 }
 
 static int
-x_vm_info(struct catalog *c, int64_t vm, char **body)
+x_object_info(struct catalog *c, enum catalog_kind kind, int64_t id, char **xml)
 {
+  const char *method = kind == CATALOG_VM          ? "one.vm.info"
+                       : kind == CATALOG_IMAGE     ? "one.image.info"
+                       : kind == CATALOG_DATASTORE ? "one.datastore.info"
+                                                   : NULL;
   char params[128];
   xmlDocPtr doc;
   xmlNodePtr v;
-  snprintf(params, sizeof params, "<param><value><int>%" PRId64 "</int></value></param>", vm);
-  int r = call(c, "one.vm.info", params, &doc, &v);
+  *xml = NULL;
+  if (!method)
+    return error_set(EINVAL, "%s: no info call for %s", c->uri, catalog_table_name(kind));
+  snprintf(params, sizeof params, "<param><value><int>%" PRId64 "</int></value></param>", id);
+  int r = call(c, method, params, &doc, &v);
   if (r < 0)
     return r;
   xmlChar *text = xmlNodeGetContent(v);
-  *body = text ? strdup((const char *)text) : NULL;
+  *xml = text ? strdup((const char *)text) : NULL;
   xmlFree(text);
   xmlFreeDoc(doc);
-  return *body ? 0 : error_set(ENOMEM, "out of memory");
+  return *xml ? 0 : error_set(ENOMEM, "out of memory");
+}
+
+static int
+x_oned_config(struct catalog *c, char **xml)
+{
+  struct xmlrpc *x = c->priv;
+  *xml = NULL;
+  if (!x->config)
+    return error_set(EACCES, "%s: one.system.config was refused", c->uri);
+  return (*xml = strdup(x->config)) ? 0 : error_set(ENOMEM, "out of memory");
+}
+
+/* one.system.config: keep the answer (INHERIT_DATASTORE_ATTR...) and learn DB/BACKEND. */
+static void
+learn_config(struct catalog *c)
+{
+  struct xmlrpc *x = c->priv;
+  xmlDocPtr doc, conf;
+  xmlNodePtr v;
+  if (call(c, "one.system.config", "", &doc, &v) < 0) {
+    debug("catalog", "%s: one.system.config: %s", c->uri, error_message());
+    error_clear();
+    return;
+  }
+  xmlChar *text = xmlNodeGetContent(v);
+  x->config = text ? strdup((const char *)text) : NULL;
+  xmlFree(text);
+  xmlFreeDoc(doc);
+  conf = x->config ? xmlReadMemory(x->config, (int)strlen(x->config), NULL, "UTF-8",
+                                   XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
+                   : NULL;
+  xmlXPathContextPtr ctx = conf ? xmlXPathNewContext(conf) : NULL;
+  xmlXPathObjectPtr o
+      = ctx ? xmlXPathEvalExpression((const xmlChar *)"/OPENNEBULA_CONFIGURATION/DB/BACKEND", ctx)
+            : NULL;
+  if (o && o->nodesetval && o->nodesetval->nodeNr == 1) {
+    xmlChar *b = xmlNodeGetContent(o->nodesetval->nodeTab[0]);
+    if (b && !strcasecmp((const char *)b, "sqlite"))
+      x->backend = DB_SQLITE;
+    else if (b && !strcasecmp((const char *)b, "mysql"))
+      x->backend = DB_MYSQL;
+    else if (b && !strcasecmp((const char *)b, "postgresql"))
+      x->backend = DB_POSTGRESQL;
+    xmlFree(b);
+  }
+  debug("catalog", "%s: oned's DB backend: %s", c->uri,
+        x->backend == DB_SQLITE       ? "sqlite"
+        : x->backend == DB_MYSQL      ? "mysql"
+        : x->backend == DB_POSTGRESQL ? "postgresql"
+                                      : "not told");
+  if (o)
+    xmlXPathFreeObject(o);
+  if (ctx)
+    xmlXPathFreeContext(ctx);
+  if (conf)
+    xmlFreeDoc(conf);
 }
 
 static int
@@ -392,6 +499,7 @@ x_close(struct catalog *c)
   }
   free(x->url);
   free(x->session);
+  free(x->config);
   free(x);
   c->priv = NULL;
 }
@@ -424,7 +532,44 @@ x_open(struct catalog *c, const char *rest, const struct catalog_options *o)
   }
   curl_easy_setopt(x->curl, CURLOPT_TIMEOUT, 60L);
   curl_easy_setopt(x->curl, CURLOPT_NOSIGNAL, 1L);
+  learn_config(c);
   return 0;
+}
+
+int
+catalog_xmlrpc_probe(const char *endpoint)
+{
+  static const char body[] = "<?xml version=\"1.0\"?><methodCall><methodName>one.system.version"
+                             "</methodName><params><param><value><string>ferry:probe</string>"
+                             "</value></param></params></methodCall>";
+  struct text resp = { 0 };
+  long status = 0;
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  CURL *curl = curl_easy_init();
+  if (!curl) {
+    curl_global_cleanup();
+    return error_set(ENOMEM, "out of memory");
+  }
+  struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: text/xml");
+  curl_easy_setopt(curl, CURLOPT_URL, endpoint);
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdr);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &resp);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 5L);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  CURLcode cc = curl_easy_perform(curl);
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(hdr);
+  curl_easy_cleanup(curl);
+  curl_global_cleanup();
+  free(resp.p);
+  debug("catalog", "probe %s: %s, HTTP %ld", endpoint, curl_easy_strerror(cc), status);
+  if (cc == CURLE_OK)
+    return 1; /* an answer, whatever it says (even "not authenticated") */
+  if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST)
+    return 0;
+  return error_set(EIO, "oned endpoint %s: %s", endpoint, curl_easy_strerror(cc));
 }
 
 /* No transactions over XML-RPC: catalog_switch() reads back and undoes instead. */
@@ -446,6 +591,8 @@ const struct catalog_backend catalog_xmlrpc_backend = {
   .commit = x_nop,
   .rollback = x_nop,
   .close = x_close,
-  .vm_info = x_vm_info,
+  .check_value = x_check_value,
+  .object_info = x_object_info,
   .vm_action = x_vm_action,
+  .oned_config = x_oned_config,
 };

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #define DEFAULT_ONE_LOCK "/var/lock/one/one"
+#define DEFAULT_ONE_ENDPOINT "http://localhost:2633/RPC2"
 
 static const struct catalog_backend *const backends[] = {
   &catalog_sqlite_backend,
@@ -26,6 +28,16 @@ static const char *const table_names[] = {
   [CATALOG_HISTORY] = "history",
   [CATALOG_IMAGE] = "image_pool",
   [CATALOG_DATASTORE] = "datastore_pool",
+  [CATALOG_USER_QUOTAS] = "user_quotas",
+  [CATALOG_GROUP_QUOTAS] = "group_quotas",
+};
+static const char *const key_names[] = {
+  [CATALOG_VM] = "oid",
+  [CATALOG_HISTORY] = "vid",
+  [CATALOG_IMAGE] = "oid",
+  [CATALOG_DATASTORE] = "oid",
+  [CATALOG_USER_QUOTAS] = "user_oid",
+  [CATALOG_GROUP_QUOTAS] = "group_oid",
 };
 static const char *const column_names[] = {
   [CATALOG_BODY] = "body",
@@ -37,6 +49,12 @@ const char *
 catalog_table_name(enum catalog_kind kind)
 {
   return table_names[kind];
+}
+
+const char *
+catalog_key_name(enum catalog_kind kind)
+{
+  return key_names[kind];
 }
 
 const char *
@@ -107,6 +125,35 @@ catalog_query(struct catalog *c, const char *sql, size_t ncols, struct catalog_r
 
 /* ---- open: lock, schema ---- */
 
+/* The endpoint onedb's OpenNebula::Client would use (src/oca/ruby/opennebula/client.rb). */
+static char *
+one_endpoint(const struct catalog_options *o)
+{
+  const char *env = getenv("ONE_XMLRPC"), *home = getenv("HOME");
+  char path[4096], line[1024];
+  if (o && o->one_endpoint)
+    return strdup(o->one_endpoint);
+  if (env && *env)
+    return strdup(env);
+  for (int i = 0; i < 2; i++) {
+    if (i == 0 && !home)
+      continue;
+    snprintf(path, sizeof path, "%s", i == 0 ? home : "/var/lib/one");
+    strncat(path, "/.one/one_endpoint", sizeof path - strlen(path) - 1);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    char *ok = fgets(line, sizeof line, f);
+    fclose(f);
+    if (ok) {
+      line[strcspn(line, " \t\r\n")] = '\0';
+      return strdup(line);
+    }
+  }
+  return strdup(DEFAULT_ONE_ENDPOINT);
+}
+
+/* onedb's one_not_running: the lock file, then oned's XML-RPC endpoint. */
 static int
 check_oned_stopped(const struct catalog_options *o)
 {
@@ -119,7 +166,39 @@ check_oned_stopped(const struct catalog_options *o)
                      lock);
   if (errno != ENOENT)
     return error_set_errno(errno, "oned lock %s", lock);
-  return 0;
+  char *url = one_endpoint(o);
+  if (!url)
+    return error_set(ENOMEM, "out of memory");
+  int r = 0;
+  if (strcmp(url, "none") != 0) {
+    int answers = catalog_xmlrpc_probe(url);
+    if (answers < 0)
+      r = error_prefix("cannot tell whether oned runs (pass --one-endpoint none to skip this "
+                       "check)");
+    else if (answers)
+      r = error_set(EBUSY, "oned answers on %s: stop oned first (onedb refuses too)", url);
+  }
+  if (r == 0 && strcmp(url, "none") != 0)
+    log_warning("oned looks stopped here (no lock %s, nothing answers on %s); with a remote "
+                "MySQL or an HA setup oned must be stopped on every front-end: ferry cannot "
+                "see the others",
+                lock, url);
+  free(url);
+  return r;
+}
+
+bool
+catalog_has_table(struct catalog *c, enum catalog_kind kind)
+{
+  struct catalog_result res;
+  char sql[128];
+  snprintf(sql, sizeof sql, "SELECT %s FROM %s LIMIT 1", key_names[kind], table_names[kind]);
+  if (catalog_query(c, sql, 1, &res) < 0) {
+    error_clear();
+    return false;
+  }
+  catalog_result_free(&res);
+  return true;
 }
 
 static bool
@@ -288,7 +367,7 @@ catalog_row_name(const struct catalog_row *row, char *buf, size_t len)
   if (row->kind == CATALOG_HISTORY)
     snprintf(buf, len, "history vid %" PRId64 " seq %" PRId64, row->id, row->seq);
   else
-    snprintf(buf, len, "%s oid %" PRId64, table_names[row->kind], row->id);
+    snprintf(buf, len, "%s %s %" PRId64, table_names[row->kind], key_names[row->kind], row->id);
   return buf;
 }
 
@@ -298,7 +377,7 @@ row_where(const struct catalog_row *row, char *buf, size_t len)
   if (row->kind == CATALOG_HISTORY)
     snprintf(buf, len, "vid = %" PRId64 " AND seq = %" PRId64, row->id, row->seq);
   else
-    snprintf(buf, len, "oid = %" PRId64, row->id);
+    snprintf(buf, len, "%s = %" PRId64, key_names[row->kind], row->id);
 }
 
 int
@@ -370,10 +449,26 @@ same_text(const char *a, const char *b)
 }
 
 bool
+catalog_column_equal(enum catalog_column col, const char *a, const char *b)
+{
+  if (same_text(a, b))
+    return true;
+  if (col != CATALOG_BODY_JSON || !a || !b)
+    return false;
+  /* MySQL 8 keeps a JSON column in a binary form and returns its own text of it. */
+  json_t *ja = json_loads(a, JSON_DECODE_ANY, NULL), *jb = json_loads(b, JSON_DECODE_ANY, NULL);
+  bool same = ja && jb && json_equal(ja, jb);
+  json_decref(ja);
+  json_decref(jb);
+  return same;
+}
+
+bool
 catalog_row_equal(const struct catalog_row *a, const struct catalog_row *b)
 {
   for (int i = 0; i < CATALOG_NCOLUMNS; i++)
-    if (a->present[i] && b->present[i] && !same_text(a->value[i], b->value[i]))
+    if (a->present[i] && b->present[i]
+        && !catalog_column_equal((enum catalog_column)i, a->value[i], b->value[i]))
       return false;
   return true;
 }
@@ -437,7 +532,9 @@ check_expected(struct catalog *c, const struct catalog_change *ch, size_t n)
         < 0)
       goto out;
     for (int col = 0; col < CATALOG_NCOLUMNS; col++) {
-      if (!ch[i].expect->present[col] || same_text(now.value[col], ch[i].expect->value[col]))
+      if (!ch[i].expect->present[col]
+          || catalog_column_equal((enum catalog_column)col, now.value[col],
+                                  ch[i].expect->value[col]))
         continue;
       catalog_row_name(&now, name, sizeof name);
       size_t add = strlen(name) + strlen(column_names[col]) + 8;
@@ -460,6 +557,52 @@ out:
   return r;
 }
 
+/* Every value the switch will write must be one the backend can carry: refused before the
+ * first write, never halfway. */
+static int
+check_values(struct catalog *c, const struct catalog_change *ch, size_t n)
+{
+  if (!c->be->check_value)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    for (int col = 0; col < CATALOG_NCOLUMNS; col++) {
+      const struct catalog_row *to = ch[i].next;
+      int r;
+      if (!to->present[col] || same_text(ch[i].expect->value[col], to->value[col]))
+        continue;
+      if ((r = c->be->check_value(c, table_names[to->kind], column_names[col], to->value[col]))
+          < 0) {
+        char name[96];
+        return error_prefix("%s %s: nothing written", catalog_row_name(to, name, sizeof name),
+                            column_names[col]);
+      }
+    }
+  return 0;
+}
+
+/* Put one row back to `want`, writing only the columns that differ now (a failed write may
+ * have landed or not).  Returns how many columns it wrote once the row reads back as `want`. */
+static int
+put_back(struct catalog *c, const struct catalog_row *want)
+{
+  struct catalog_row now;
+  char where[96];
+  int r = catalog_read_row(c, want->kind, want->id, want->seq, &now), n = 0;
+  if (r < 0)
+    return r;
+  row_where(want, where, sizeof where);
+  for (int i = 0; i < CATALOG_NCOLUMNS && r == 0; i++)
+    if (want->present[i]
+        && !catalog_column_equal((enum catalog_column)i, now.value[i], want->value[i])) {
+      r = c->be->update(c, table_names[want->kind], column_names[i], want->value[i], where);
+      n++;
+    }
+  catalog_row_clear(&now);
+  if (r == 0)
+    r = verify_row(c, want);
+  return r < 0 ? r : n;
+}
+
 int
 catalog_switch(struct catalog *c, const struct catalog_change *ch, size_t n)
 {
@@ -467,6 +610,8 @@ catalog_switch(struct catalog *c, const struct catalog_change *ch, size_t n)
   size_t written = 0;
   int r;
 
+  if ((r = check_values(c, ch, n)) < 0)
+    return error_prefix("%s", c->uri);
   /* BEGIN first, so the comparison and the writes see one snapshot under the write lock. */
   if (tx && (r = c->be->begin(c)) < 0)
     return r;
@@ -491,42 +636,63 @@ fail:
     c->be->rollback(c);
     return r;
   }
-  /* No transaction: put back, newest first, the rows already written. */
+  /* No transaction: put back, newest first, what was written; then say exactly what holds. */
   error_prefix("%s", c->uri);
   int saved = r < 0 ? -r : EIO;
-  char *msg = strdup(error_message());
-  int undo_failed = 0;
-  while (written-- > 0)
-    if (write_row(c, ch[written].next, ch[written].expect) < 0
-        || verify_row(c, ch[written].expect) < 0)
-      undo_failed++;
-  if (undo_failed)
+  char *msg = strdup(error_message()), *left = NULL;
+  size_t undone = 0, left_len = 0;
+  while (written-- > 0) {
+    char name[96];
+    int put = put_back(c, ch[written].expect);
+    undone += put > 0;
+    if (put >= 0)
+      continue;
+    catalog_row_name(ch[written].expect, name, sizeof name);
+    char *p = realloc(left, left_len + strlen(name) + 3);
+    if (p) {
+      left = p;
+      left_len += (size_t)sprintf(left + left_len, "%s%s", left_len ? ", " : "", name);
+    }
+    error_clear();
+  }
+  if (left)
     r = error_set(EIO,
-                  "%s; and %d row(s) could not be put back: run the rollback with the "
-                  "journal",
-                  msg ? msg : "", undo_failed);
+                  "%s; and these rows could not be put back: %s: run `ferry migrate --rollback` "
+                  "with the journal",
+                  msg ? msg : "", left);
+  else if (undone)
+    r = error_set(saved, "%s; the %zu row(s) changed were put back: the catalog is as before",
+                  msg ? msg : "switch failed", undone);
   else
-    r = error_set(saved, "%s", msg ? msg : "switch failed");
+    r = error_set(saved, "%s; no row was changed: the catalog is as before",
+                  msg ? msg : "switch failed");
   free(msg);
+  free(left);
   return r;
 }
 
 /* ---- oned's API (xmlrpc only) ---- */
 
 int
-catalog_vm_info(struct catalog *c, int64_t vm, char **body)
+catalog_object_info(struct catalog *c, enum catalog_kind kind, int64_t id, char **xml)
 {
   struct catalog_row row;
-  *body = NULL;
-  if (c->be->vm_info)
-    return c->be->vm_info(c, vm, body);
-  int r = catalog_read_row(c, CATALOG_VM, vm, -1, &row);
+  *xml = NULL;
+  if (c->be->object_info)
+    return c->be->object_info(c, kind, id, xml);
+  int r = catalog_read_row(c, kind, id, -1, &row);
   if (r < 0)
     return r;
-  *body = row.value[CATALOG_BODY];
+  *xml = row.value[CATALOG_BODY];
   row.value[CATALOG_BODY] = NULL;
   catalog_row_clear(&row);
-  return *body ? 0 : error_set(ENOENT, "VM %" PRId64 ": empty body", vm);
+  return *xml ? 0 : error_set(ENOENT, "%s %" PRId64 ": empty body", table_names[kind], id);
+}
+
+int
+catalog_vm_info(struct catalog *c, int64_t vm, char **body)
+{
+  return catalog_object_info(c, CATALOG_VM, vm, body);
 }
 
 int
@@ -535,4 +701,13 @@ catalog_vm_action(struct catalog *c, const char *action, int64_t vm)
   if (!c->be->vm_action)
     return error_set(ENOTSUP, "%s: VM actions need a running oned (xmlrpc:// catalog)", c->uri);
   return c->be->vm_action(c, action, vm);
+}
+
+int
+catalog_oned_config(struct catalog *c, char **xml)
+{
+  *xml = NULL;
+  if (!c->be->oned_config)
+    return error_set(ENOTSUP, "%s: oned's configuration needs a running oned", c->uri);
+  return c->be->oned_config(c, xml);
 }

@@ -6,12 +6,14 @@
  *   mysql://user[:pass]@localhost/db?socket=PATH
  *   xmlrpc://host:port/RPC2                   a running oned (one.system.sqlquery / sql)
  *
- * "oned stopped" is checked with oned's lock file (/var/lock/one/one, or
- * catalog_options.one_lock): the lock counts as HELD WHEN THE PATH EXISTS, whatever it holds.
- * oned creates it at start and removes it on a clean stop; `onedb` uses the same rule.  A file
- * left by a crashed oned must be removed by the operator after checking that oned is down
- * (a PID inside cannot be trusted: oned may run in another PID namespace).  Read-only opens
- * (--dry-run) skip the check.
+ * "oned stopped" is checked like onedb's one_not_running (src/onedb/onedb.rb): oned's lock file
+ * (/var/lock/one/one, or catalog_options.one_lock) counts as HELD WHEN THE PATH EXISTS, whatever it
+ * holds, and oned's XML-RPC endpoint must not answer (catalog_options.one_endpoint, else
+ * $ONE_XMLRPC, ~/.one/one_endpoint, /var/lib/one/.one/one_endpoint, http://localhost:2633/RPC2).
+ * A file left by a crashed oned must be removed by the operator after checking that oned is down
+ * (a PID inside cannot be trusted: oned may run in another PID namespace).  Neither check can see
+ * an oned on another front-end (remote MySQL, HA): a warning says so.  Read-only opens (--dry-run)
+ * skip the checks.
  *
  * Everything ferry changes is a row image: the text columns body, short_body and body_json
  * of one row.  catalog_switch() applies a set of row changes in ONE transaction after checking
@@ -29,12 +31,21 @@
 struct catalog;
 
 struct catalog_options {
-  const char *one_lock; /* oned lock path; NULL: /var/lock/one/one */
-  const char *auth;     /* xmlrpc: "user:password"; NULL: $ONE_AUTH file or ~/.one/one_auth */
-  bool read_only;       /* dry-run: open read-only, no lock check */
+  const char *one_lock;     /* oned lock path; NULL: /var/lock/one/one */
+  const char *one_endpoint; /* oned's XML-RPC endpoint to probe; NULL: as onedb; "none": skip */
+  const char *auth;         /* xmlrpc: "user:password"; NULL: $ONE_AUTH file or ~/.one/one_auth */
+  bool read_only;           /* dry-run: open read-only, no lock check */
 };
 
-enum catalog_kind { CATALOG_VM, CATALOG_HISTORY, CATALOG_IMAGE, CATALOG_DATASTORE };
+enum catalog_kind {
+  CATALOG_VM,
+  CATALOG_HISTORY,
+  CATALOG_IMAGE,
+  CATALOG_DATASTORE,
+  CATALOG_USER_QUOTAS,  /* user_quotas(user_oid, body) */
+  CATALOG_GROUP_QUOTAS, /* group_quotas(group_oid, body) */
+  CATALOG_NKINDS
+};
 enum catalog_column { CATALOG_BODY, CATALOG_SHORT_BODY, CATALOG_BODY_JSON, CATALOG_NCOLUMNS };
 
 /* The schema as read from local_db_versioning and the vm_pool columns. */
@@ -49,7 +60,7 @@ struct catalog_schema {
  * table has the column; value[c] is NULL for SQL NULL. */
 struct catalog_row {
   enum catalog_kind kind;
-  int64_t id;  /* oid (history: vid) */
+  int64_t id;  /* oid (history: vid; quotas: user_oid / group_oid) */
   int64_t seq; /* history only; -1 otherwise */
   bool present[CATALOG_NCOLUMNS];
   char *value[CATALOG_NCOLUMNS];
@@ -77,10 +88,17 @@ int catalog_read_row(struct catalog *c, enum catalog_kind kind, int64_t id, int6
                      struct catalog_row *row);
 int catalog_row_copy(const struct catalog_row *from, struct catalog_row *to);
 void catalog_row_clear(struct catalog_row *row);
+/* Columns present in both are equal: text byte for byte, body_json as JSON values (MySQL 8
+ * stores a JSON column normalised). */
 bool catalog_row_equal(const struct catalog_row *a, const struct catalog_row *b);
-/* "vm_pool oid 43", "history vid 43 seq 0" into buf. */
+bool catalog_column_equal(enum catalog_column col, const char *a, const char *b);
+/* "vm_pool oid 43", "history vid 43 seq 0", "user_quotas user_oid 2" into buf. */
 const char *catalog_row_name(const struct catalog_row *row, char *buf, size_t len);
 const char *catalog_table_name(enum catalog_kind kind);
+/* The key column ("oid", "vid", "user_oid", "group_oid"). */
+const char *catalog_key_name(enum catalog_kind kind);
+/* Does the catalog have this table (the quota tables may be missing in a test catalog)? */
+bool catalog_has_table(struct catalog *c, enum catalog_kind kind);
 const char *catalog_column_name(enum catalog_column col);
 
 struct catalog_change {
@@ -88,14 +106,19 @@ struct catalog_change {
   const struct catalog_row *next;   /* what it will hold */
 };
 
-/* The VM's body as oned serves it (xmlrpc: one.vm.info; SQL backends: the vm_pool row). */
+/* The object as oned serves it: xmlrpc one.vm.info (every history record, monitoring),
+ * one.image.info, one.datastore.info; SQL backends: the row's body.  VM, IMAGE, DATASTORE only. */
+int catalog_object_info(struct catalog *c, enum catalog_kind kind, int64_t id, char **xml);
 int catalog_vm_info(struct catalog *c, int64_t vm, char **body);
+/* oned's configuration as one.system.config serves it (xmlrpc only; -ENOTSUP otherwise). */
+int catalog_oned_config(struct catalog *c, char **xml);
 /* one.vm.action (poweroff, poweroff-hard, undeploy, undeploy-hard, suspend, resume): xmlrpc
  * only; -ENOTSUP with a message on the SQL backends, where oned is stopped. */
 int catalog_vm_action(struct catalog *c, const char *action, int64_t vm);
 
 /* Apply all changes atomically (see above).  When a row does not hold its expected image,
- * nothing is written and the message lists every such row. */
+ * nothing is written and the message lists every such row.  Every value is checked against
+ * what the backend can carry before the first write. */
 int catalog_switch(struct catalog *c, const struct catalog_change *changes, size_t n);
 
 #endif

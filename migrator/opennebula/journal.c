@@ -24,6 +24,8 @@ static const struct {
   { "history", CATALOG_HISTORY },
   { "image_pool", CATALOG_IMAGE },
   { "datastore_pool", CATALOG_DATASTORE },
+  { "user_quotas", CATALOG_USER_QUOTAS },
+  { "group_quotas", CATALOG_GROUP_QUOTAS },
 };
 
 static json_t *

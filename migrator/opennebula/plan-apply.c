@@ -14,7 +14,7 @@
 
 /* ---- output ---- */
 
-static const char *const op_names[] = { "set", "delete", "add", "remove" };
+static const char *const op_names[] = { "set", "delete", "add", "remove", "insert" };
 
 void
 plan_print(const struct plan *p, FILE *f)
@@ -37,6 +37,8 @@ plan_print(const struct plan *p, FILE *f)
             catalog_column_name(e->column), op_names[e->op], e->path);
     if (e->op == PLAN_SET)
       fprintf(f, " '%s' -> '%s'\n", e->old_value ? e->old_value : "", e->new_value);
+    else if (e->op == PLAN_INSERT)
+      fprintf(f, " '%s' (new)\n", e->new_value);
     else if (e->op == PLAN_DELETE)
       fprintf(f, " (was '%s')\n", e->old_value ? e->old_value : "");
     else
@@ -76,33 +78,105 @@ crash_after_journal(void)
   }
 }
 
-/* After the commit, read the VM the way oned serves it (one.vm.info on xmlrpc) and check
- * every edit of its body is there: a write that oned does not see is not a move. */
+/* The served object's value at `path` (served "as" the row it came from). */
+static int
+served_check(struct xmlbody *x, const struct plan_edit *e, const char *path, char **msg,
+             size_t *len)
+{
+  char *now = NULL;
+  bool ok;
+  int r;
+  if (e->op == PLAN_ID_ADD || e->op == PLAN_ID_REMOVE) {
+    char q[400];
+    snprintf(q, sizeof q, "%s[.=%s]", path, e->op == PLAN_ID_ADD ? e->new_value : e->old_value);
+    if ((r = xmlbody_count(x, q)) < 0)
+      return r;
+    ok = (r > 0) == (e->op == PLAN_ID_ADD);
+  } else {
+    if ((r = xmlbody_get(x, path, &now)) < 0)
+      return r;
+    ok = e->op == PLAN_DELETE ? !now : now && strcmp(now, e->new_value) == 0;
+  }
+  if (!ok) {
+    char item[512];
+    int n = snprintf(item, sizeof item, "%s%s %s %s", *len ? "; " : "", path,
+                     e->op == PLAN_ID_REMOVE ? "still lists"
+                     : e->op == PLAN_DELETE  ? "still holds"
+                                             : "lacks",
+                     e->op == PLAN_DELETE      ? (now ? now : "")
+                     : e->op == PLAN_ID_REMOVE ? e->old_value
+                                               : e->new_value);
+    char *m = *msg && strstr(*msg, item + (*len ? 2 : 0)) ? NULL /* said already */
+                                                          : realloc(*msg, *len + (size_t)n + 1);
+    if (m) {
+      memcpy(m + *len, item, (size_t)n + 1);
+      *msg = m;
+      *len += (size_t)n;
+    }
+  }
+  free(now);
+  return 0;
+}
+
+/* After the commit, read every edited object the way oned serves it (xmlrpc: one.vm.info with
+ * every history record, one.image.info, one.datastore.info; SQL: the rows) and check each edit
+ * is there: a write that oned does not see is not a move.  History edits are checked on the
+ * served VM's record with the same SEQ (one.vm.info returns them all). */
 static int
 verify_served(struct plan *p)
 {
-  char *body = NULL;
-  struct xmlbody *x = NULL;
-  int r = catalog_vm_info(p->catalog, p->vm_id, &body);
-  if (r == 0)
-    r = xmlbody_parse_lenient(body, "VM as served", &x);
-  for (size_t i = 0; r == 0 && i < p->n_edits; i++) {
-    const struct plan_edit *e = &p->edits[i];
-    char *now = NULL;
-    if (e->row != 0 || e->column != CATALOG_BODY)
+  char *msg = NULL;
+  size_t len = 0;
+  int r = 0;
+  for (size_t row = 0; row < p->n_rows && r == 0; row++) {
+    const struct catalog_row *b = &p->before[row];
+    bool edited = false;
+    for (size_t i = 0; i < p->n_edits; i++)
+      edited |= p->edits[i].row == row && p->edits[i].column == CATALOG_BODY;
+    if (!edited
+        || (b->kind != CATALOG_VM && b->kind != CATALOG_IMAGE && b->kind != CATALOG_DATASTORE
+            && b->kind != CATALOG_HISTORY))
       continue;
-    if ((r = xmlbody_get(x, e->path, &now)) < 0)
+    char *text = NULL, what[96];
+    struct xmlbody *x = NULL;
+    enum catalog_kind kind = b->kind == CATALOG_HISTORY ? CATALOG_VM : b->kind;
+    snprintf(what, sizeof what, "%s %" PRId64 " as oned serves it", catalog_table_name(kind),
+             b->id);
+    if ((r = catalog_object_info(p->catalog, kind, b->id, &text)) < 0
+        || (r = xmlbody_parse_lenient(text, what, &x)) < 0) {
+      free(text);
       break;
-    bool ok = e->op == PLAN_DELETE ? !now : now && strcmp(now, e->new_value) == 0;
-    free(now);
-    if (!ok)
-      r = error_set(EIO,
-                    "switch committed, but the VM as served lacks %s = %s: check oned, "
-                    "and roll back with the journal if needed",
-                    e->path, e->new_value ? e->new_value : "(deleted)");
+    }
+    int64_t seq = b->seq;
+    if (b->kind == CATALOG_VM) { /* the embedded record is the table's last */
+      size_t h = plan_find_row(p, CATALOG_HISTORY, p->vm_id, -1);
+      seq = h != (size_t)-1 ? p->before[h].seq : -1;
+    }
+    for (size_t i = 0; i < p->n_edits && r == 0; i++) {
+      const struct plan_edit *e = &p->edits[i];
+      char path[320];
+      const char *rest = NULL;
+      if (e->row != row || e->column != CATALOG_BODY)
+        continue;
+      if (b->kind == CATALOG_HISTORY)
+        rest = e->path + strlen("/HISTORY");
+      else if (b->kind == CATALOG_VM && !strncmp(e->path, "/VM/HISTORY_RECORDS/HISTORY/", 28))
+        rest = e->path + strlen("/VM/HISTORY_RECORDS/HISTORY");
+      if (rest)
+        snprintf(path, sizeof path, "/VM/HISTORY_RECORDS/HISTORY[SEQ=%" PRId64 "]%s", seq, rest);
+      else
+        snprintf(path, sizeof path, "%s", e->path);
+      r = served_check(x, e, path, &msg, &len);
+    }
+    xmlbody_free(x);
+    free(text);
   }
-  xmlbody_free(x);
-  free(body);
+  if (r == 0 && msg)
+    r = error_set(EIO,
+                  "switch committed, but oned does not serve every edit: %s: check oned, and "
+                  "roll back with the journal if needed",
+                  msg);
+  free(msg);
   return r;
 }
 

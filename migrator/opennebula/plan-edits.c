@@ -2,314 +2,19 @@
  *
  * Pure: it reads plan.before, writes plan.after and plan.edits, and can be re-run (after
  * plan_set_disk_source).  An edit whose old value already equals the new one is not an edit,
- * which is what makes re-running a finished move a no-op.  body_json (6.10+) is edited with the
- * same paths over the JSON tree: the document is {"VM": {...}} (or the VM object itself), an
- * element repeated is an array, a leaf is a string (a number stays a number).
+ * which is what makes re-running a finished move a no-op.  body_json (6.10+) is edited in place
+ * with the same paths over the JSON tree (jsonbody.h).
  */
 #include "migrator/opennebula/plan.h"
 #include "migrator/opennebula/plan-internal.h"
-#include "migrator/opennebula/xmlbody.h"
 #include "common/error.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* One editable column of one row: XML or JSON. */
-struct doc {
-  struct xmlbody *xml;
-  json_t *json;
-  size_t json_flags;
-};
-
-/* ---- JSON paths ---- */
-
-static bool
-json_text(json_t *v, char *buf, size_t len)
-{
-  if (json_is_string(v))
-    snprintf(buf, len, "%s", json_string_value(v));
-  else if (json_is_integer(v))
-    snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-  else if (json_is_real(v))
-    snprintf(buf, len, "%.17g", json_real_value(v));
-  else
-    return false;
-  return true;
-}
-
-/* Walk "/VM/TEMPLATE/DISK[DISK_ID=1]/DATASTORE" down to the object holding the last name.
- * Returns 1 found, 0 absent, negative when ambiguous. */
-static int
-json_resolve(json_t *root, const char *path, json_t **holder, char *key, size_t keylen)
-{
-  char *copy = strdup(path), *save = NULL, *step, *next;
-  json_t *cur = root;
-  int r = 1;
-  if (!copy)
-    return error_set(ENOMEM, "out of memory");
-  step = strtok_r(copy, "/", &save);
-  /* The root may be {"VM": {...}} or the VM object itself. */
-  if (step && !json_object_get(root, step))
-    step = strtok_r(NULL, "/", &save);
-  for (; step; step = next) {
-    next = strtok_r(NULL, "/", &save);
-    char *pred = strchr(step, '['), *pkey = NULL, *pval = NULL;
-    if (pred) {
-      *pred = '\0';
-      pkey = pred + 1;
-      char *eq = strchr(pkey, '=');
-      char *close = strchr(pkey, ']');
-      if (!eq || !close) {
-        r = error_set(EINVAL, "body_json: bad path %s", path);
-        break;
-      }
-      *eq = *close = '\0';
-      pval = eq + 1;
-    }
-    if (!next) {
-      *holder = cur;
-      snprintf(key, keylen, "%s", step);
-      r = json_object_get(cur, step) ? 1 : 0;
-      break;
-    }
-    json_t *v = json_object_get(cur, step);
-    if (!v) {
-      r = 0;
-      break;
-    }
-    if (json_is_array(v)) {
-      json_t *match = NULL, *e;
-      size_t i, n = 0;
-      json_array_foreach(v, i, e)
-      {
-        char t[64];
-        if (!pkey || (json_text(json_object_get(e, pkey), t, sizeof t) && !strcmp(t, pval))) {
-          match = e;
-          n++;
-        }
-      }
-      if (n > 1) {
-        r = error_set(EINVAL, "body_json: %s matches %zu nodes", path, n);
-        break;
-      }
-      v = match;
-    } else if (pkey) {
-      char t[64];
-      if (!json_text(json_object_get(v, pkey), t, sizeof t) || strcmp(t, pval))
-        v = NULL;
-    }
-    if (!v || !json_is_object(v)) {
-      r = 0;
-      break;
-    }
-    cur = v;
-  }
-  free(copy);
-  return r;
-}
-
-/* ---- docs ---- */
-
-static int
-doc_open(struct doc *d, const struct catalog_row *row, enum catalog_column col)
-{
-  char what[128], name[96];
-  memset(d, 0, sizeof *d);
-  snprintf(what, sizeof what, "%s %s", catalog_row_name(row, name, sizeof name),
-           catalog_column_name(col));
-  const char *text = row->value[col];
-  if (!row->present[col] || !text)
-    return 0;
-  if (col != CATALOG_BODY_JSON)
-    return xmlbody_parse(text, what, &d->xml);
-  json_error_t err;
-  if (!(d->json = json_loads(text, JSON_DECODE_ANY, &err)))
-    return error_set(EINVAL, "%s: not JSON: %s", what, err.text);
-  /* Keep oned's layout: use the first dump format that reproduces the column exactly. */
-  static const size_t formats[]
-      = { JSON_COMPACT,  0, JSON_COMPACT | JSON_ENSURE_ASCII, JSON_ENSURE_ASCII, JSON_INDENT(2),
-          JSON_INDENT(4) };
-  d->json_flags = JSON_COMPACT;
-  for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
-    char *again = json_dumps(d->json, formats[i] | JSON_ENCODE_ANY);
-    bool same = again && strcmp(again, text) == 0;
-    free(again);
-    if (same) {
-      d->json_flags = formats[i];
-      break;
-    }
-  }
-  return 0;
-}
-
-static void
-doc_close(struct doc *d)
-{
-  xmlbody_free(d->xml);
-  json_decref(d->json);
-  memset(d, 0, sizeof *d);
-}
-
-static bool
-doc_loaded(const struct doc *d)
-{
-  return d->xml || d->json;
-}
-
-static int
-doc_get(struct doc *d, const char *path, char **value)
-{
-  *value = NULL;
-  if (d->xml)
-    return xmlbody_get(d->xml, path, value);
-  json_t *holder;
-  char key[64], t[64];
-  int r = json_resolve(d->json, path, &holder, key, sizeof key);
-  if (r <= 0)
-    return r;
-  json_t *v = json_object_get(holder, key);
-  if (json_is_string(v)) /* any length, no buffer */
-    *value = strdup(json_string_value(v));
-  else if (json_text(v, t, sizeof t))
-    *value = strdup(t);
-  else
-    return error_set(EINVAL, "body_json: %s is not a scalar", path);
-  return *value ? 1 : error_set(ENOMEM, "out of memory");
-}
-
-static int
-doc_set(struct doc *d, const char *path, const char *value)
-{
-  if (d->xml)
-    return xmlbody_set(d->xml, path, value);
-  json_t *holder;
-  char key[64];
-  int r = json_resolve(d->json, path, &holder, key, sizeof key);
-  if (r <= 0)
-    return r < 0 ? r : error_set(ENOENT, "body_json: no %s", path);
-  char *end;
-  long long n = strtoll(value, &end, 10);
-  json_t *v = json_is_integer(json_object_get(holder, key)) && *value && !*end ? json_integer(n)
-                                                                               : json_string(value);
-  return json_object_set_new(holder, key, v) == 0 ? 0 : error_set(ENOMEM, "out of memory");
-}
-
-static int
-doc_delete(struct doc *d, const char *path)
-{
-  if (d->xml)
-    return xmlbody_delete(d->xml, path);
-  json_t *holder;
-  char key[64];
-  int r = json_resolve(d->json, path, &holder, key, sizeof key);
-  if (r <= 0)
-    return r;
-  return json_object_del(holder, key) == 0 ? 1 : 0;
-}
-
-static char *
-doc_text(struct doc *d)
-{
-  if (d->xml)
-    return xmlbody_serialize(d->xml);
-  char *s = json_dumps(d->json, d->json_flags | JSON_ENCODE_ANY);
-  if (!s)
-    error_set(ENOMEM, "body_json: cannot serialise");
-  return s;
-}
-
-/* ---- recording edits ---- */
-
-struct ctx {
-  struct plan *p;
-  struct doc (*docs)[CATALOG_NCOLUMNS];
-};
-
-static int
-add_edit(struct plan *p, size_t row, enum catalog_column col, enum plan_op op, const char *path,
-         const char *old_value, const char *new_value)
-{
-  struct plan_edit *e = realloc(p->edits, (p->n_edits + 1) * sizeof *e);
-  if (!e)
-    return error_set(ENOMEM, "out of memory");
-  p->edits = e;
-  e = &p->edits[p->n_edits];
-  memset(e, 0, sizeof *e);
-  e->row = row;
-  e->column = col;
-  e->op = op;
-  e->path = strdup(path);
-  e->old_value = old_value ? strdup(old_value) : NULL;
-  e->new_value = new_value ? strdup(new_value) : NULL;
-  p->n_edits++;
-  if (!e->path || (old_value && !e->old_value) || (new_value && !e->new_value))
-    return error_set(ENOMEM, "out of memory");
-  return 0;
-}
-
-/* Set path to value where the element exists ("where present"); no edit when equal. */
-static int
-set_if_present(struct ctx *x, size_t row, enum catalog_column col, const char *path,
-               const char *value)
-{
-  struct doc *d = &x->docs[row][col];
-  char *old = NULL;
-  int r;
-  if (!doc_loaded(d))
-    return 0;
-  if ((r = doc_get(d, path, &old)) <= 0)
-    return r;
-  if (strcmp(old, value) != 0) {
-    if ((r = doc_set(d, path, value)) == 0)
-      r = add_edit(x->p, row, col, PLAN_SET, path, old, value);
-  } else
-    r = 0;
-  free(old);
-  return r;
-}
-
-static int
-delete_if_present(struct ctx *x, size_t row, enum catalog_column col, const char *path)
-{
-  struct doc *d = &x->docs[row][col];
-  char *old = NULL;
-  int r;
-  if (!doc_loaded(d))
-    return 0;
-  if ((r = doc_get(d, path, &old)) <= 0)
-    return r;
-  if ((r = doc_delete(d, path)) >= 0)
-    r = add_edit(x->p, row, col, PLAN_DELETE, path, old, NULL);
-  free(old);
-  return r;
-}
-
-static int
-id_list_edit(struct ctx *x, size_t row, int64_t id, bool add)
-{
-  struct doc *d = &x->docs[row][CATALOG_BODY];
-  const char *list = "/DATASTORE/IMAGES";
-  char text[32];
-  int r;
-  snprintf(text, sizeof text, "%" PRId64, id);
-  r = add ? xmlbody_id_add(d->xml, list, id) : xmlbody_id_remove(d->xml, list, id);
-  if (r <= 0)
-    return r;
-  return add_edit(x->p, row, CATALOG_BODY, add ? PLAN_ID_ADD : PLAN_ID_REMOVE,
-                  "/DATASTORE/IMAGES/ID", add ? NULL : text, add ? text : NULL);
-}
-
-static size_t
-find_row(const struct plan *p, enum catalog_kind kind, int64_t id)
-{
-  for (size_t i = 0; i < p->n_rows; i++)
-    if (p->before[i].kind == kind && p->before[i].id == id)
-      return i;
-  return (size_t)-1;
-}
+#include <strings.h>
 
 /* ---- the edits of a move ---- */
 
@@ -338,93 +43,246 @@ vm_columns_set(struct ctx *x, const char *path, const char *value)
 {
   int r = json_mirrors_body(x, path);
   for (int col = 0; col < CATALOG_NCOLUMNS && r == 0; col++)
-    r = set_if_present(x, 0, (enum catalog_column)col, path, value);
+    r = edit_set_if_present(x, 0, (enum catalog_column)col, path, value);
   return r;
 }
 
+/* parent/name in body and body_json: set, added (sorted) or (value NULL) removed. */
 static int
-disk_edits(struct ctx *x, const struct plan_disk *dk)
+vm_put(struct ctx *x, const char *parent, const char *name, const char *value)
 {
-  struct plan *p = x->p;
-  char path[160], num[32];
-  int r;
-#define DISK_SET(field, value)                                                                     \
-  do {                                                                                             \
-    snprintf(path, sizeof path, "/VM/TEMPLATE/DISK[DISK_ID=%" PRId64 "]/" field, dk->disk_id);     \
-    if ((r = vm_columns_set(x, path, value)) < 0)                                                  \
-      return r;                                                                                    \
-  } while (0)
-  DISK_SET("DATASTORE", p->datastore_name);
-  snprintf(num, sizeof num, "%" PRId64, p->datastore);
-  DISK_SET("DATASTORE_ID", num);
-  snprintf(num, sizeof num, "%" PRId64, p->cluster);
-  DISK_SET("CLUSTER_ID", num);
-  if (dk->dst_tm_mad && dk->src_tm_mad && strcmp(dk->dst_tm_mad, dk->src_tm_mad) != 0)
-    DISK_SET("TM_MAD", dk->dst_tm_mad);
-  if (dk->new_source)
-    DISK_SET("SOURCE", dk->new_source);
-#undef DISK_SET
-  if (!dk->image_moves)
-    return 0;
-
-  size_t img = find_row(p, CATALOG_IMAGE, dk->image_id);
-  char *img_ds = NULL;
-  if (img == (size_t)-1)
-    return error_set(EINVAL, "image %" PRId64 ": not loaded", dk->image_id);
-  if ((r = doc_get(&x->docs[img][CATALOG_BODY], "/IMAGE/DATASTORE_ID", &img_ds)) < 0)
-    return r;
-  int64_t from = img_ds ? strtoll(img_ds, NULL, 10) : -1;
-  free(img_ds);
-  snprintf(num, sizeof num, "%" PRId64, p->datastore);
-  if ((r = set_if_present(x, img, CATALOG_BODY, "/IMAGE/DATASTORE_ID", num)) < 0
-      || (r = set_if_present(x, img, CATALOG_BODY, "/IMAGE/DATASTORE", p->datastore_name)) < 0)
-    return r;
-  if (dk->new_source
-      && (r = set_if_present(x, img, CATALOG_BODY, "/IMAGE/SOURCE", dk->new_source)) < 0)
-    return r;
-  size_t src = find_row(p, CATALOG_DATASTORE, from),
-         dst = find_row(p, CATALOG_DATASTORE, p->datastore);
-  if (src != (size_t)-1 && src != dst && (r = id_list_edit(x, src, dk->image_id, false)) < 0)
-    return r;
-  if (dst != (size_t)-1 && (r = id_list_edit(x, dst, dk->image_id, true)) < 0)
-    return r;
-  return 0;
+  char path[256];
+  snprintf(path, sizeof path, "%s/%s", parent, name);
+  int r = json_mirrors_body(x, path);
+  if (r == 0)
+    r = edit_put(x, 0, CATALOG_BODY, parent, name, value);
+  if (r == 0)
+    r = edit_put(x, 0, CATALOG_BODY_JSON, parent, name, value);
+  return r;
 }
 
-static int automatic_requirement_edits(struct ctx *x);
+/* A datastore of the plan, parsed from its before-image. */
+static int
+plan_ds(struct plan *p, int64_t id, struct plan_ds *ds)
+{
+  size_t i = plan_find_row(p, CATALOG_DATASTORE, id, -1);
+  char what[96];
+  if (i == (size_t)-1)
+    return error_set(EINVAL, "datastore %" PRId64 ": not loaded", id);
+  return plan_ds_parse(p->before[i].value[CATALOG_BODY],
+                       plan_row_what(&p->before[i], CATALOG_BODY, what, sizeof what), id, ds);
+}
+
+static bool
+is_ceph(const struct plan_ds *ds)
+{
+  return ds->tm_mad && !strcasecmp(ds->tm_mad, "ceph");
+}
+
+/* SOURCE after a move from `from` to `to` (malloc'd), NULL when it does not change: a Ceph
+ * SOURCE is POOL_NAME/IMAGE (the datastore driver's naming; the VM's clone is named after it,
+ * SOURCE-VMID-DISKID, by tm/ceph), a path under the source's BASE_PATH follows BASE_PATH.  A
+ * non-Ceph destination keeps the SOURCE of an image that stays where it is. */
+static char *
+source_after(const struct plan_ds *from, const struct plan_ds *to, const char *src,
+             int64_t image_id, bool image_moves, bool *unknown)
+{
+  char *out = NULL;
+  *unknown = false;
+  if (!src || from->id == to->id)
+    return NULL;
+  if (is_ceph(to)) {
+    const char *pool = plan_ds_attr(to, "POOL_NAME"), *slash = strchr(src, '/');
+    if (!pool || !*pool)
+      pool = "one"; /* datastore/ceph's default */
+    if (src[0] != '/' && slash)
+      (void)!asprintf(&out, "%s/%s", pool, slash + 1);
+    else
+      (void)!asprintf(&out, "%s/one-%" PRId64, pool, image_id);
+  } else if (!image_moves)
+    return NULL;
+  else if (from->base_path && to->base_path
+           && !strncmp(src, from->base_path, strlen(from->base_path))
+           && src[strlen(from->base_path)] == '/')
+    (void)!asprintf(&out, "%s%s", to->base_path, src + strlen(from->base_path));
+  else if (is_ceph(from) && to->base_path) {
+    const char *base = strrchr(src, '/');
+    (void)!asprintf(&out, "%s/%s", to->base_path, base ? base + 1 : src);
+  } else
+    *unknown = true;
+  if (out && !strcmp(out, src)) {
+    free(out);
+    out = NULL;
+  }
+  return out;
+}
+
+/* The DISK's values to_xml_short writes (VirtualMachineDisk::to_xml_short, 6.8). */
+static bool
+in_short_body(const char *name)
+{
+  static const char *const names[]
+      = { "DATASTORE", "DATASTORE_ID", "IMAGE",        "IMAGE_ID",  "SIZE",
+          "TYPE",      "CLONE",        "CLONE_TARGET", "LN_TARGET", "DISK_SNAPSHOT_TOTAL_SIZE" };
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (!strcmp(names[i], name))
+      return true;
+  return false;
+}
+
+static int
+disk_edits(struct ctx *x, struct plan_disk *dk, const char *tsys_new)
+{
+  struct plan *p = x->p;
+  struct plan_ds from = { 0 }, to = { 0 };
+  struct xmlbody *image = NULL;
+  struct attr_change *ch = NULL;
+  size_t n_ch = 0, img = (size_t)-1;
+  char parent[128], path[192], num[32], *itype = NULL, what[96];
+  int r;
+  snprintf(parent, sizeof parent, "/VM/TEMPLATE/DISK[DISK_ID=%" PRId64 "]", dk->disk_id);
+  if ((r = plan_ds(p, dk->src_datastore, &from)) < 0
+      || (r = plan_ds(p, dk->dst_datastore, &to)) < 0)
+    goto out;
+  if (dk->image_id >= 0 && (img = plan_find_row(p, CATALOG_IMAGE, dk->image_id, -1)) != (size_t)-1
+      && ((r = xmlbody_parse_lenient(
+               p->before[img].value[CATALOG_BODY],
+               plan_row_what(&p->before[img], CATALOG_BODY, what, sizeof what), &image))
+              < 0
+          || (r = xmlbody_get(image, "/IMAGE/TYPE", &itype)) < 0))
+    goto out;
+  struct disk_move m = {
+    .vm = x->docs[0][CATALOG_BODY].xml,
+    .disk_id = dk->disk_id,
+    .is_volatile = dk->is_volatile,
+    .cdrom_image = itype && atoi(itype) == 1, /* Image::ImageType CDROM */
+    .image = image,
+    .from = &from,
+    .to = &to,
+    .tsys_new = tsys_new,
+  };
+  if ((r = plan_disk_changes(p, &m, &ch, &n_ch)) < 0)
+    goto out;
+  for (size_t i = 0; i < n_ch && r == 0; i++) {
+    r = vm_put(x, parent, ch[i].name, ch[i].new_value);
+    snprintf(path, sizeof path, "%s/%s", parent, ch[i].name);
+    if (r == 0 && in_short_body(ch[i].name)) /* short_body writes an absent value as "" */
+      r = edit_set_if_present(x, 0, CATALOG_SHORT_BODY, path,
+                              ch[i].new_value ? ch[i].new_value : "");
+  }
+  if (r < 0 || dk->is_volatile)
+    goto out;
+
+  /* SOURCE: named by the storage step, else the destination's naming. */
+  bool unknown = false;
+  char *src = dk->given_source
+                  ? strdup(dk->given_source)
+                  : source_after(&from, &to, dk->source, dk->image_id, dk->image_moves, &unknown);
+  if (dk->given_source && !src) {
+    r = error_set(ENOMEM, "out of memory");
+    goto out;
+  }
+  free(dk->new_source);
+  dk->new_source = src;
+  if (unknown
+      && (r = plan_note(p,
+                        "disk %" PRId64 ": SOURCE '%s' kept: ferry knows Ceph and path SOURCEs, "
+                        "not datastore %" PRId64 " (%s)'s; the storage step must name the volume",
+                        dk->disk_id, dk->source, to.id, to.name))
+             < 0)
+    goto out;
+  if (src && (r = vm_put(x, parent, "SOURCE", src)) < 0)
+    goto out;
+  if (!dk->image_moves)
+    goto out;
+
+  if (img == (size_t)-1) {
+    r = error_set(EINVAL, "image %" PRId64 ": not loaded", dk->image_id);
+    goto out;
+  }
+  char *img_ds = NULL;
+  if ((r = doc_get(&x->docs[img][CATALOG_BODY], "/IMAGE/DATASTORE_ID", &img_ds)) < 0)
+    goto out;
+  int64_t from_ds = img_ds ? strtoll(img_ds, NULL, 10) : -1;
+  free(img_ds);
+  snprintf(num, sizeof num, "%" PRId64, p->datastore);
+  if ((r = edit_set_if_present(x, img, CATALOG_BODY, "/IMAGE/DATASTORE_ID", num)) < 0
+      || (r = edit_set_if_present(x, img, CATALOG_BODY, "/IMAGE/DATASTORE", p->datastore_name)) < 0
+      || (src && (r = edit_set_if_present(x, img, CATALOG_BODY, "/IMAGE/SOURCE", src)) < 0))
+    goto out;
+  /* An image's DISK_TYPE is its datastore's (RequestManagerAllocate: ds->get_disk_type()). */
+  snprintf(num, sizeof num, "%d", to.disk_type);
+  if (from.disk_type != to.disk_type
+      && (r = edit_set_if_present(x, img, CATALOG_BODY, "/IMAGE/DISK_TYPE", num)) < 0)
+    goto out;
+  size_t srow = plan_find_row(p, CATALOG_DATASTORE, from_ds, -1),
+         drow = plan_find_row(p, CATALOG_DATASTORE, p->datastore, -1);
+  if (srow != (size_t)-1 && srow != drow
+      && (r = edit_id_list(x, srow, "/DATASTORE/IMAGES", dk->image_id, false)) < 0)
+    goto out;
+  if (drow != (size_t)-1)
+    r = edit_id_list(x, drow, "/DATASTORE/IMAGES", dk->image_id, true);
+out:
+  plan_attr_changes_free(ch, n_ch);
+  free(itype);
+  xmlbody_free(image);
+  plan_ds_clear(&from);
+  plan_ds_clear(&to);
+  return r < 0 ? r : 0;
+}
+
+static int automatic_requirement_edits(struct ctx *x, const char *tsys_old, const char *tsys_new);
 
 static int
 vm_edits(struct ctx *x)
 {
   struct plan *p = x->p;
-  char num[32];
+  struct plan_ds sys = { 0 };
+  char num[32], *tsys_old = NULL;
+  const char *tsys_new = NULL;
   int r;
+  /* TM_MAD_SYSTEM is set at the first deploy and never recomputed by oned
+   * (VirtualMachine::check_tm_mad_disks), but AUTOMATIC_DS_REQUIREMENTS asks for it: it
+   * follows the destination system datastore's driver. */
+  if ((r = doc_get(&x->docs[0][CATALOG_BODY], "/VM/TEMPLATE/TM_MAD_SYSTEM", &tsys_old)) < 0
+      || (r = plan_ds(p, p->system_datastore, &sys)) < 0)
+    goto out;
+  tsys_new = tsys_old && sys.tm_mad ? sys.tm_mad : tsys_old;
+  if (tsys_old && tsys_new && strcmp(tsys_old, tsys_new) != 0
+      && (r = vm_put(x, "/VM/TEMPLATE", "TM_MAD_SYSTEM", tsys_new)) < 0)
+    goto out;
   for (size_t i = 0; i < p->n_disks; i++)
-    if ((r = disk_edits(x, &p->disks[i])) < 0)
-      return r;
+    if ((r = disk_edits(x, &p->disks[i], tsys_new)) < 0)
+      goto out;
   /* The history table is authoritative; the VM body (and short_body, body_json) embed the
    * last record, which the scheduler reads: both must name the new system datastore. */
   snprintf(num, sizeof num, "%" PRId64, p->system_datastore);
-  size_t h = find_row(p, CATALOG_HISTORY, p->vm_id);
+  size_t h = plan_find_row(p, CATALOG_HISTORY, p->vm_id, -1);
   if (h != (size_t)-1) {
-    if ((r = set_if_present(x, h, CATALOG_BODY, "/HISTORY/DS_ID", num)) < 0)
-      return r;
+    if ((r = edit_set_if_present(x, h, CATALOG_BODY, "/HISTORY/DS_ID", num)) < 0)
+      goto out;
     if ((r = vm_columns_set(x, "/VM/HISTORY_RECORDS/HISTORY/DS_ID", num)) < 0)
-      return r;
+      goto out;
   }
   if ((r = json_mirrors_body(x, "/VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS")) < 0
       || (r = json_mirrors_body(x, "/VM/USER_TEMPLATE/SCHED_REQUIREMENTS")) < 0)
-    return r;
+    goto out;
   for (int col = 0; col < CATALOG_NCOLUMNS; col++) {
-    if ((r = delete_if_present(x, 0, (enum catalog_column)col,
-                               "/VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS"))
+    if ((r = edit_delete_if_present(x, 0, (enum catalog_column)col,
+                                    "/VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS"))
             < 0
-        || (r = delete_if_present(x, 0, (enum catalog_column)col,
-                                  "/VM/USER_TEMPLATE/SCHED_REQUIREMENTS"))
+        || (r = edit_delete_if_present(x, 0, (enum catalog_column)col,
+                                       "/VM/USER_TEMPLATE/SCHED_REQUIREMENTS"))
                < 0)
-      return r;
+      goto out;
   }
-  return x->p->req.automatic_requirements ? automatic_requirement_edits(x) : 0;
+  if (p->req.automatic_requirements && (r = automatic_requirement_edits(x, tsys_old, tsys_new)) < 0)
+    goto out;
+  r = plan_quota_edits(x);
+out:
+  free(tsys_old);
+  plan_ds_clear(&sys);
+  return r < 0 ? r : 0;
 }
 
 /* Copy of text with the number after every `KEY OP ` (spaces optional) replaced by `to`:
@@ -481,11 +339,29 @@ retarget_cluster_ids(const char *text, int64_t to)
   return out;
 }
 
+/* Copy of text with TM_MAD = "from" turned into TM_MAD = "to" (NULL on ENOMEM). */
+static char *
+retarget_tm_mad(const char *text, const char *from, const char *to)
+{
+  char *pat = NULL, *out = NULL;
+  if (asprintf(&pat, "TM_MAD = \"%s\"", from) < 0)
+    return NULL;
+  const char *at = strstr(text, pat);
+  if (!at)
+    out = strdup(text);
+  else if (asprintf(&out, "%.*sTM_MAD = \"%s\"%s", (int)(at - text), text, to, at + strlen(pat))
+           < 0)
+    out = NULL;
+  free(pat);
+  return out;
+}
+
 static int
-automatic_requirement_edits(struct ctx *x)
+automatic_requirement_edits(struct ctx *x, const char *tsys_old, const char *tsys_new)
 {
   static const char *const paths[]
-      = { "/VM/TEMPLATE/AUTOMATIC_REQUIREMENTS", "/VM/TEMPLATE/AUTOMATIC_DS_REQUIREMENTS" };
+      = { "/VM/TEMPLATE/AUTOMATIC_REQUIREMENTS", "/VM/TEMPLATE/AUTOMATIC_DS_REQUIREMENTS",
+          "/VM/TEMPLATE/AUTOMATIC_NIC_REQUIREMENTS" };
   int r = 0;
   for (size_t i = 0; i < sizeof paths / sizeof paths[0] && r == 0; i++) {
     char *old = NULL;
@@ -493,6 +369,11 @@ automatic_requirement_edits(struct ctx *x)
       continue; /* absent (r == 0) or an error */
     char *now = retarget_cluster_ids(old, x->p->cluster);
     free(old);
+    if (now && tsys_old && tsys_new && strcmp(tsys_old, tsys_new) != 0) {
+      char *t = retarget_tm_mad(now, tsys_old, tsys_new);
+      free(now);
+      now = t;
+    }
     if (!now)
       return error_set(ENOMEM, "VM %" PRId64 ": out of memory", x->p->vm_id);
     r = vm_columns_set(x, paths[i], now);

@@ -1,5 +1,6 @@
 /* ferry: building a plan — load the rows, check the request, refuse what cannot move. */
 #include "migrator/opennebula/plan.h"
+#include "migrator/opennebula/plan-internal.h"
 #include "migrator/opennebula/xmlbody.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -9,8 +10,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "migrator/opennebula/plan-internal.h"
 
 /* VM states (VirtualMachine::VmState) and the LCM states we name in messages. */
 static const char *const vm_states[] = {
@@ -29,8 +28,8 @@ plan_state_name(int state, int lcm_state)
                                                                               : "unknown";
 }
 
-static int
-note(struct plan *p, const char *fmt, ...)
+int
+plan_note(struct plan *p, const char *fmt, ...)
 {
   va_list ap;
   char *s = NULL;
@@ -78,54 +77,39 @@ list_has(const int64_t *v, size_t n, int64_t x)
   return false;
 }
 
-/* Datastore facts from its body. */
-struct ds_info {
-  int64_t id;
-  char *name, *tm_mad, *base_path;
-  int type;
-};
-
-static void
-ds_info_clear(struct ds_info *d)
-{
-  free(d->name);
-  free(d->tm_mad);
-  free(d->base_path);
-  memset(d, 0, sizeof *d);
-}
-
+/* A datastore's facts from its body, without making it a plan row. */
 static int
-ds_info_load(struct catalog *c, int64_t id, struct ds_info *d)
+ds_read(struct catalog *c, int64_t id, struct plan_ds *d)
 {
   struct catalog_row row;
-  struct xmlbody *x = NULL;
-  char *type = NULL;
-  int r;
+  char what[96];
   memset(d, 0, sizeof *d);
-  d->id = id;
-  if ((r = catalog_read_row(c, CATALOG_DATASTORE, id, -1, &row)) < 0) {
+  int r = catalog_read_row(c, CATALOG_DATASTORE, id, -1, &row);
+  if (r < 0) {
     if (r == -ENOENT)
       error_set(ENOENT, "datastore %" PRId64 " not found in datastore_pool", id);
     return r;
   }
-  if ((r = xmlbody_parse(row.value[CATALOG_BODY], "datastore body", &x)) < 0
-      || (r = xmlbody_get(x, "/DATASTORE/NAME", &d->name)) < 0
-      || (r = xmlbody_get(x, "/DATASTORE/TM_MAD", &d->tm_mad)) < 0
-      || (r = xmlbody_get(x, "/DATASTORE/BASE_PATH", &d->base_path)) < 0
-      || (r = xmlbody_get(x, "/DATASTORE/TYPE", &type)) < 0)
-    goto out;
-  d->type = type ? atoi(type) : -1;
-  if (!d->name)
-    r = error_set(EINVAL, "datastore %" PRId64 ": body has no NAME", id);
-  else
-    r = 0;
-out:
-  free(type);
-  xmlbody_free(x);
+  r = plan_ds_parse(row.value[CATALOG_BODY], plan_row_what(&row, CATALOG_BODY, what, sizeof what),
+                    id, d);
   catalog_row_clear(&row);
-  if (r < 0)
-    ds_info_clear(d);
   return r;
+}
+
+int
+plan_ds_load(struct plan *p, int64_t id, struct plan_ds *d)
+{
+  size_t i;
+  char what[96];
+  memset(d, 0, sizeof *d);
+  int r = plan_add_row(p, CATALOG_DATASTORE, id, -1, &i);
+  if (r < 0) {
+    if (r == -ENOENT)
+      error_set(ENOENT, "datastore %" PRId64 " not found in datastore_pool", id);
+    return r;
+  }
+  return plan_ds_parse(p->before[i].value[CATALOG_BODY],
+                       plan_row_what(&p->before[i], CATALOG_BODY, what, sizeof what), id, d);
 }
 
 static int
@@ -156,8 +140,8 @@ cluster_name(struct catalog *c, int64_t cid, char **name)
 
 /* ---- rows ---- */
 
-static int
-add_row(struct plan *p, enum catalog_kind kind, int64_t id, int64_t seq, size_t *index)
+int
+plan_add_row(struct plan *p, enum catalog_kind kind, int64_t id, int64_t seq, size_t *index)
 {
   for (size_t i = 0; i < p->n_rows; i++)
     if (p->before[i].kind == kind && p->before[i].id == id) {
@@ -198,14 +182,14 @@ pick_in_cluster(struct plan *p, int type, int64_t *out)
   if ((r = query_int_list(c, sql, &ids, &n)) < 0)
     return r;
   for (size_t i = 0; i < n && r == 0; i++) {
-    struct ds_info d;
-    if ((r = ds_info_load(c, ids[i], &d)) < 0)
+    struct plan_ds d;
+    if ((r = ds_read(c, ids[i], &d)) < 0)
       break;
     if (d.type == type) {
       found++;
       *out = ids[i];
     }
-    ds_info_clear(&d);
+    plan_ds_clear(&d);
   }
   free(ids);
   if (r == 0 && found != 1)
@@ -216,7 +200,7 @@ pick_in_cluster(struct plan *p, int type, int64_t *out)
 }
 
 static int
-check_in_cluster(struct plan *p, const struct ds_info *d)
+check_in_cluster(struct plan *p, const struct plan_ds *d)
 {
   int64_t *cids;
   size_t n;
@@ -231,7 +215,7 @@ check_in_cluster(struct plan *p, const struct ds_info *d)
 }
 
 static int
-resolve_destination(struct plan *p, struct ds_info *ds, struct ds_info *sys)
+resolve_destination(struct plan *p, struct plan_ds *ds, struct plan_ds *sys)
 {
   const struct plan_request *q = &p->req;
   struct catalog *c = p->catalog;
@@ -257,7 +241,7 @@ resolve_destination(struct plan *p, struct ds_info *ds, struct ds_info *sys)
     free(a);
     free(b);
     if (p->cluster < 0) {
-      if ((r = ds_info_load(c, p->datastore, ds)) < 0)
+      if ((r = ds_read(c, p->datastore, ds)) < 0)
         return r;
       return error_set(EINVAL,
                        "datastore %" PRId64 " and system datastore %" PRId64 " share no cluster",
@@ -270,8 +254,7 @@ resolve_destination(struct plan *p, struct ds_info *ds, struct ds_info *sys)
     return r;
   if (p->system_datastore < 0 && (r = pick_in_cluster(p, DS_TYPE_SYSTEM, &p->system_datastore)) < 0)
     return r;
-  if ((r = ds_info_load(c, p->datastore, ds)) < 0
-      || (r = ds_info_load(c, p->system_datastore, sys)) < 0)
+  if ((r = ds_read(c, p->datastore, ds)) < 0 || (r = ds_read(c, p->system_datastore, sys)) < 0)
     return r;
   if (ds->type != DS_TYPE_IMAGE)
     return error_set(EINVAL, "datastore %" PRId64 " (%s) is not an image datastore", ds->id,
@@ -319,199 +302,35 @@ check_networks(struct plan *p, struct xmlbody *vm)
 }
 
 static int
-disk_field(struct xmlbody *vm, int64_t disk, const char *field, char **value)
-{
-  char path[128];
-  snprintf(path, sizeof path, "/VM/TEMPLATE/DISK[DISK_ID=%" PRId64 "]/%s", disk, field);
-  return xmlbody_get(vm, path, value);
-}
-
-/* Does some VM other than the moving disks still use image `img` on datastore `ds`? */
-static int
-image_used_elsewhere(struct plan *p, struct xmlbody *img, int64_t image_id, int64_t ds,
-                     int64_t *user)
-{
-  int64_t *vms;
-  size_t n;
-  int r = xmlbody_ids(img, "/IMAGE/VMS", &vms, &n);
-  char where[160];
-  snprintf(where, sizeof where,
-           "/VM/TEMPLATE/DISK[IMAGE_ID=%" PRId64 " and DATASTORE_ID=%" PRId64 "]/DISK_ID", image_id,
-           ds);
-  for (size_t i = 0; i < n && r == 0; i++) {
-    struct catalog_row row;
-    struct xmlbody *x = NULL;
-    *user = vms[i];
-    if (catalog_read_row(p->catalog, CATALOG_VM, vms[i], -1, &row) < 0) {
-      error_clear();
-      r = 1; /* listed but unreadable: assume it still uses the image */
-      break;
-    }
-    if ((r = xmlbody_parse(row.value[CATALOG_BODY], "vm_pool body", &x)) == 0) {
-      int count = xmlbody_count(x, where);
-      if (vms[i] == p->vm_id) { /* our own disks that stay behind count too */
-        count = 0;
-        int total = xmlbody_count(x, "/VM/TEMPLATE/DISK");
-        for (int d = 1; d <= total; d++) {
-          char path[200], *id = NULL, *im = NULL;
-          snprintf(path, sizeof path, "/VM/TEMPLATE/DISK[%d]/DISK_ID", d);
-          xmlbody_get(x, path, &id);
-          snprintf(path, sizeof path, "/VM/TEMPLATE/DISK[%d]/IMAGE_ID", d);
-          xmlbody_get(x, path, &im);
-          bool moving = false;
-          for (size_t k = 0; id && k < p->n_disks; k++)
-            moving |= p->disks[k].disk_id == strtoll(id, NULL, 10);
-          if (im && strtoll(im, NULL, 10) == image_id && !moving)
-            count++;
-          free(id);
-          free(im);
-        }
-      }
-      r = count > 0 ? 1 : 0;
-    }
-    xmlbody_free(x);
-    catalog_row_clear(&row);
-  }
-  free(vms);
-  return r;
-}
-
-static int
-load_disk(struct plan *p, struct xmlbody *vm, int64_t disk_id, const struct ds_info *dst,
-          struct plan_disk *dk)
-{
-  char *ds = NULL, *img = NULL, *size = NULL;
-  struct ds_info src = { 0 };
-  int r;
-  memset(dk, 0, sizeof *dk);
-  dk->disk_id = disk_id;
-  dk->image_id = -1;
-  if ((r = disk_field(vm, disk_id, "DATASTORE_ID", &ds)) < 0
-      || (r = disk_field(vm, disk_id, "IMAGE_ID", &img)) < 0
-      || (r = disk_field(vm, disk_id, "SOURCE", &dk->source)) < 0
-      || (r = disk_field(vm, disk_id, "SIZE", &size)) < 0
-      || (r = disk_field(vm, disk_id, "TM_MAD", &dk->src_tm_mad)) < 0)
-    goto out;
-  if (!ds) {
-    r = error_set(EINVAL,
-                  "VM %" PRId64 ": disk %" PRId64 " has no image datastore (volatile "
-                  "disk): ferry moves image-backed disks",
-                  p->vm_id, disk_id);
-    goto out;
-  }
-  dk->src_datastore = strtoll(ds, NULL, 10);
-  dk->dst_datastore = dst->id;
-  dk->size_mb = size ? strtoull(size, NULL, 10) : 0;
-  if ((r = ds_info_load(p->catalog, dk->src_datastore, &src)) < 0)
-    goto out;
-  if (!(dk->src_base_path = strdup(src.base_path ? src.base_path : ""))
-      || !(dk->dst_base_path = strdup(dst->base_path ? dst->base_path : ""))
-      || !(dk->dst_tm_mad = strdup(dst->tm_mad ? dst->tm_mad : ""))) {
-    r = error_set(ENOMEM, "out of memory");
-    goto out;
-  }
-  if ((r = add_row(p, CATALOG_DATASTORE, dk->src_datastore, -1, NULL)) < 0)
-    goto out;
-  if (!img) {
-    r = 0;
-    goto out;
-  }
-  dk->image_id = strtoll(img, NULL, 10);
-  size_t irow;
-  if ((r = add_row(p, CATALOG_IMAGE, dk->image_id, -1, &irow)) < 0) {
-    if (r == -ENOENT)
-      error_set(ENOENT, "image %" PRId64 " (disk %" PRId64 ") not found in image_pool",
-                dk->image_id, disk_id);
-    goto out;
-  }
-  struct xmlbody *ix = NULL;
-  char *pers = NULL, *img_ds = NULL;
-  if ((r = xmlbody_parse(p->before[irow].value[CATALOG_BODY], "image_pool body", &ix)) == 0
-      && (r = xmlbody_get(ix, "/IMAGE/PERSISTENT", &pers)) >= 0
-      && (r = xmlbody_get(ix, "/IMAGE/DATASTORE_ID", &img_ds)) >= 0) {
-    int64_t from = img_ds ? strtoll(img_ds, NULL, 10) : dk->src_datastore;
-    dk->persistent = pers && atoi(pers) == 1;
-    r = 0;
-    if (from != dst->id && (r = add_row(p, CATALOG_DATASTORE, from, -1, NULL)) == 0) {
-      int64_t user = -1;
-      if (dk->persistent)
-        dk->image_moves = true;
-      else if ((r = image_used_elsewhere(p, ix, dk->image_id, from, &user)) == 0)
-        dk->image_moves = true;
-      else if (r == 1) {
-        r = note(p,
-                 "image %" PRId64 " (non-persistent) stays on datastore %" PRId64
-                 ": still used there by VM %" PRId64,
-                 dk->image_id, from, user);
-      }
-    }
-  }
-  free(pers);
-  free(img_ds);
-  xmlbody_free(ix);
-out:
-  ds_info_clear(&src);
-  free(ds);
-  free(img);
-  free(size);
-  return r;
-}
-
-static int
-select_disks(struct plan *p, struct xmlbody *vm, int64_t **ids, size_t *n)
-{
-  int total = xmlbody_count(vm, "/VM/TEMPLATE/DISK");
-  int64_t *all = calloc(total > 0 ? (size_t)total : 1, sizeof *all);
-  size_t n_all = 0;
-  int r = 0;
-  if (!all)
-    return error_set(ENOMEM, "out of memory");
-  for (int i = 1; i <= total; i++) {
-    char path[96], *id = NULL, *ds = NULL;
-    snprintf(path, sizeof path, "/VM/TEMPLATE/DISK[%d]/DISK_ID", i);
-    xmlbody_get(vm, path, &id);
-    snprintf(path, sizeof path, "/VM/TEMPLATE/DISK[%d]/DATASTORE_ID", i);
-    xmlbody_get(vm, path, &ds);
-    if (id && (p->req.n_disk_ids || ds))
-      all[n_all++] = strtoll(id, NULL, 10);
-    free(id);
-    free(ds);
-  }
-  if (!p->req.n_disk_ids) {
-    *ids = all;
-    *n = n_all;
-    return 0;
-  }
-  for (size_t i = 0; i < p->req.n_disk_ids && r == 0; i++)
-    if (!list_has(all, n_all, p->req.disk_ids[i]))
-      r = error_set(ENOENT, "VM %" PRId64 " has no disk %" PRId64 " (DISK_ID)", p->vm_id,
-                    p->req.disk_ids[i]);
-  free(all);
-  if (r < 0)
-    return r;
-  if (!(*ids = malloc(p->req.n_disk_ids * sizeof **ids)))
-    return error_set(ENOMEM, "out of memory");
-  memcpy(*ids, p->req.disk_ids, p->req.n_disk_ids * sizeof **ids);
-  *n = p->req.n_disk_ids;
-  return 0;
-}
-
-static int
 check_state(struct plan *p)
 {
-  if (p->state == VM_POWEROFF || p->state == VM_UNDEPLOYED || p->state == VM_STOPPED)
+  if (p->state == VM_UNDEPLOYED || p->state == VM_STOPPED)
     return 0;
+  /* Resume of a POWEROFF VM is LifeCycleManager::trigger_restart: the same host, a copy of the
+   * last history record, no scheduler, no prolog — it would boot on the old cluster. */
+  if (p->state == VM_POWEROFF) {
+    if (p->req.undeploys_poweroff)
+      return 0;
+    return error_set(EBUSY,
+                     "VM %" PRId64 " (%s) is POWEROFF: oned resumes a powered-off VM on the "
+                     "same host with a copy of its last history record (no scheduling, no "
+                     "prolog), so after a move it would boot in the old cluster; undeploy it "
+                     "first (onevm undeploy %" PRId64 "), or move it through an xmlrpc:// "
+                     "catalog, which undeploys it",
+                     p->vm_id, p->vm_name, p->vm_id);
+  }
   if (p->state == VM_ACTIVE && p->lcm_state == LCM_RUNNING) {
     if (p->req.force || p->req.storage_moves_running)
       return 0;
     return error_set(EBUSY,
-                     "VM %" PRId64 " (%s) is RUNNING: undeploy or power it off first, or "
+                     "VM %" PRId64 " (%s) is RUNNING: undeploy it first, or "
                      "pass --force for a metadata-only switch under a running VM",
                      p->vm_id, p->vm_name);
   }
   return error_set(EBUSY,
                    "VM %" PRId64 " (%s) is in state %s (LCM state %d): ferry moves VMs "
-                   "that are POWEROFF, UNDEPLOYED or STOPPED (RUNNING with --force)",
+                   "that are UNDEPLOYED or STOPPED (POWEROFF through oned, which undeploys "
+                   "it; RUNNING with --force)",
                    p->vm_id, p->vm_name, plan_state_name(p->state, p->lcm_state), p->lcm_state);
 }
 
@@ -535,7 +354,7 @@ load_vm(struct plan *p)
   catalog_result_free(&res);
   if (!p->vm_name)
     return error_set(ENOMEM, "out of memory");
-  return add_row(p, CATALOG_VM, p->vm_id, -1, NULL); /* always row 0 */
+  return plan_add_row(p, CATALOG_VM, p->vm_id, -1, NULL); /* always row 0 */
 }
 
 static int
@@ -543,14 +362,16 @@ load_history(struct plan *p)
 {
   struct catalog_result res;
   char sql[160];
-  snprintf(sql, sizeof sql, "SELECT MAX(seq) AS max_seq FROM history WHERE vid = %" PRId64,
-           p->vm_id);
+  /* Not MAX(seq): a VM without history would make it NULL, and oned's one.system.sqlquery cuts
+   * its answer at a NULL cell. */
+  snprintf(sql, sizeof sql,
+           "SELECT seq FROM history WHERE vid = %" PRId64 " ORDER BY seq DESC LIMIT 1", p->vm_id);
   int r = catalog_query(p->catalog, sql, 1, &res);
   if (r < 0)
     return r;
   const char *seq = res.nrows ? catalog_cell(&res, 0, 0) : NULL;
   if (seq && *seq)
-    r = add_row(p, CATALOG_HISTORY, p->vm_id, strtoll(seq, NULL, 10), NULL);
+    r = plan_add_row(p, CATALOG_HISTORY, p->vm_id, strtoll(seq, NULL, 10), NULL);
   catalog_result_free(&res);
   return r;
 }
@@ -577,14 +398,44 @@ check_embedded_history(struct plan *p, struct xmlbody *vm)
   return r;
 }
 
+/* The system datastore the last history record names (where volatile and CLONE=YES disks
+ * live now). */
+static int
+load_current_system_datastore(struct plan *p)
+{
+  size_t h = plan_find_row(p, CATALOG_HISTORY, p->vm_id, -1);
+  struct xmlbody *b = NULL;
+  char *v = NULL, what[96];
+  int r = 0;
+  p->src_system_datastore = -1;
+  if (h == (size_t)-1)
+    return 0;
+  if ((r = xmlbody_parse_lenient(p->before[h].value[CATALOG_BODY],
+                                 plan_row_what(&p->before[h], CATALOG_BODY, what, sizeof what), &b))
+          == 0
+      && (r = xmlbody_get(b, "/HISTORY/DS_ID", &v)) == 1) {
+    p->src_system_datastore = strtoll(v, NULL, 10);
+    r = plan_add_row(p, CATALOG_DATASTORE, p->src_system_datastore, -1, NULL);
+    if (r == -ENOENT)
+      r = error_set(ENOENT,
+                    "VM %" PRId64 ": its last history record names system datastore %" PRId64
+                    ", which is not in datastore_pool",
+                    p->vm_id, p->src_system_datastore);
+  }
+  free(v);
+  xmlbody_free(b);
+  return r < 0 ? r : 0;
+}
+
 int
 plan_build(struct catalog *c, const struct plan_request *req, struct plan **out)
 {
   struct plan *p = calloc(1, sizeof *p);
-  struct ds_info ds = { 0 }, sys = { 0 };
+  struct plan_ds ds = { 0 }, sys = { 0 };
   struct xmlbody *vm = NULL;
   int64_t *disk_ids = NULL;
   size_t n_disks = 0;
+  char what[96];
   int r;
 
   *out = NULL;
@@ -603,13 +454,18 @@ plan_build(struct catalog *c, const struct plan_request *req, struct plan **out)
   }
   if ((r = load_vm(p)) < 0 || (r = resolve_destination(p, &ds, &sys)) < 0)
     goto out;
-  if ((r = xmlbody_parse(p->before[0].value[CATALOG_BODY], "vm_pool body", &vm)) < 0
-      || (r = check_networks(p, vm)) < 0 || (r = select_disks(p, vm, &disk_ids, &n_disks)) < 0
+  if ((r = xmlbody_parse(p->before[0].value[CATALOG_BODY],
+                         plan_row_what(&p->before[0], CATALOG_BODY, what, sizeof what), &vm))
+          < 0
+      || (r = check_networks(p, vm)) < 0 || (r = plan_select_disks(p, vm, &disk_ids, &n_disks)) < 0
       || (r = load_history(p)) < 0 || (r = check_embedded_history(p, vm)) < 0
-      || (r = add_row(p, CATALOG_DATASTORE, ds.id, -1, NULL)) < 0)
+      || (r = load_current_system_datastore(p)) < 0
+      || (r = plan_add_row(p, CATALOG_DATASTORE, ds.id, -1, NULL)) < 0
+      || (r = plan_add_row(p, CATALOG_DATASTORE, sys.id, -1, NULL)) < 0
+      || (r = plan_load_inherit(p)) < 0)
     goto out;
   if (n_disks == 0) {
-    r = error_set(EINVAL, "VM %" PRId64 " has no image-backed disk to move", p->vm_id);
+    r = error_set(EINVAL, "VM %" PRId64 " has no disk to move", p->vm_id);
     goto out;
   }
   if (!(p->disks = calloc(n_disks, sizeof *p->disks))) {
@@ -621,9 +477,9 @@ plan_build(struct catalog *c, const struct plan_request *req, struct plan **out)
     p->disks[i].disk_id = disk_ids[i];
   p->n_disks = n_disks;
   for (size_t i = 0; i < n_disks; i++)
-    if ((r = load_disk(p, vm, disk_ids[i], &ds, &p->disks[i])) < 0)
+    if ((r = plan_load_disk(p, vm, disk_ids[i], &p->disks[i])) < 0)
       goto out;
-  if ((r = plan_compute(p)) < 0)
+  if ((r = plan_load_owners(p)) < 0 || (r = plan_compute(p)) < 0)
     goto out;
   /* A finished move is a no-op whatever the VM's state; anything else must be movable. */
   if (!plan_is_noop(p) && (r = check_state(p)) < 0)
@@ -633,8 +489,8 @@ plan_build(struct catalog *c, const struct plan_request *req, struct plan **out)
 out:
   free(disk_ids);
   xmlbody_free(vm);
-  ds_info_clear(&ds);
-  ds_info_clear(&sys);
+  plan_ds_clear(&ds);
+  plan_ds_clear(&sys);
   plan_free(p);
   return r;
 }
@@ -653,6 +509,7 @@ plan_free(struct plan *p)
     struct plan_disk *d = &p->disks[i];
     free(d->source);
     free(d->new_source);
+    free(d->given_source);
     free(d->src_tm_mad);
     free(d->dst_tm_mad);
     free(d->src_base_path);
@@ -669,6 +526,10 @@ plan_free(struct plan *p)
   free(p->cluster_name);
   free(p->datastore_name);
   free(p->system_datastore_name);
+  for (size_t i = 0; i < p->n_inherit; i++)
+    free(p->inherit[i]);
+  free(p->inherit);
+  free(p->inherit_source);
   free(p);
 }
 
@@ -693,8 +554,8 @@ plan_set_disk_source(struct plan *p, int64_t disk_id, const char *new_source)
     char *s = new_source ? strdup(new_source) : NULL;
     if (new_source && !s)
       return error_set(ENOMEM, "out of memory");
-    free(p->disks[i].new_source);
-    p->disks[i].new_source = s;
+    free(p->disks[i].given_source);
+    p->disks[i].given_source = s;
     return plan_compute(p);
   }
   return error_set(ENOENT, "disk %" PRId64 " is not part of the plan", disk_id);
