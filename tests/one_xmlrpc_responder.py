@@ -21,7 +21,8 @@
 #       VirtualMachine::select reloads EVERY history record 0..SEQ from the history table
 #       (src/vm/VirtualMachine.cc select), to_xml_extended(xml, 2, true) writes them all
 #       (History::to_xml without the embedded VM), LAST_POLL/MONITORING from the last
-#       vm_monitoring row when that table has one.
+#       vm_monitoring row when that table has one.  (The scheduled actions oned adds from its
+#       sched-action pool are not emulated: the test catalogs have none.)
 #   one.image.info / one.datastore.info   the object's to_xml (the row's body).
 #   one.vm.action(s, action, id)   src/dm/DispatchManagerActions.cc:
 #       undeploy[-hard]: POWEROFF or ACTIVE/RUNNING|UNKNOWN (DispatchManager::undeploy), then
