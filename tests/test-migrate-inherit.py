@@ -102,3 +102,34 @@ expect_refusal(db, "VM 42 disk 0: CEPH_USER is 'bob', neither datastore 1 (image
                "oneadmin nor datastore 101 (images-b)'s oneadmin: not inherited",
                "--catalog", "sqlite:" + db, "--one-lock", LOCK, "--storage", "none", "--vm", 42,
                "--to-cluster", 100)
+
+# A system datastore of another driver (ssh) under shared images: oned's check_tm_mad gives each
+# DISK TM_MAD_SYSTEM=ssh and the image datastore's CLONE_TARGET_SSH/LN_TARGET_SSH/DISK_TYPE_SSH
+# (VirtualMachineDisks::check_tm_mad); without those, oned would not deploy, so ferry refuses.
+from lib_migrate import ds_body  # noqa: E402
+for variant in ("6.8", "7.0"):
+    db = make_catalog(os.path.join(T, "ssh-%s.db" % variant), variant)
+    sql(db, "INSERT INTO datastore_pool VALUES (202, 'system-ssh', ?, 0, 0, 1, 1, 0)",
+        (ds_body(202, "system-ssh", 1, "ssh", "-", 0, 200,
+                 {"SHARED": "NO", "TM_MAD": "ssh", "TYPE": "SYSTEM_DS"}),))
+    sql(db, "INSERT INTO cluster_datastore_relation VALUES (200, 202)")
+    move = ["--catalog", "sqlite:" + db, "--one-lock", LOCK, "--storage", "none", "--vm", 43,
+            "--to-datastore", 201, "--to-system-datastore", 202, "--force"]
+    ferry(*move, "--journal", os.path.join(T, "ssh-%s.json" % variant))
+    body, _ = vm_rows(db, 43)
+    if "<TM_MAD_SYSTEM><![CDATA[ssh]]></TM_MAD_SYSTEM><VCPU>" not in body:
+        fail("%s: VM TM_MAD_SYSTEM not ssh" % variant)
+    for d in (0, 1):
+        disk = disk_of(body, d)
+        want = {"TM_MAD": "shared", "TM_MAD_SYSTEM": "ssh", "CLONE_TARGET": "SYSTEM",
+                "LN_TARGET": "SYSTEM", "DISK_TYPE": "FILE", "TYPE": "FILE"}
+        if any(disk.get(k) != v for k, v in want.items()):
+            fail("%s: DISK %d under an ssh system datastore: %s" % (variant, d, disk))
+    check_columns(db, 43, variant)
+    print("ok: %s: shared images under an ssh system datastore: TM_MAD_SYSTEM ssh and the "
+          "_SSH targets, as check_tm_mad sets them" % variant)
+    ferry("--rollback", os.path.join(T, "ssh-%s.json" % variant), "--one-lock", LOCK)
+    sql(db, "UPDATE datastore_pool SET body = replace(body, '<DISK_TYPE_SSH><![CDATA[FILE]]>"
+            "</DISK_TYPE_SSH>', '') WHERE oid = 201")
+    expect_refusal(db, "VM 43 disk 0: datastore 201 (images-c) has no DISK_TYPE_SSH: oned would "
+                   "not run its disks on a ssh system datastore", *move)

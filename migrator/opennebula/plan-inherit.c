@@ -141,19 +141,6 @@ cur(const struct attrs *a, const char *name)
   return NULL;
 }
 
-/* The value the DISK will hold (after the changes recorded so far). */
-static const char *
-now(const struct attrs *a, const char *name)
-{
-  for (size_t i = 0; i < a->n; i++)
-    if (!a->l[i].vector && strcmp(a->l[i].name, name) == 0)
-      return a->set[i] ? a->want[i] : a->l[i].value;
-  for (size_t i = 0; i < a->n_add; i++)
-    if (strcmp(a->add_name[i], name) == 0)
-      return a->add_value[i];
-  return NULL;
-}
-
 static int
 want(struct attrs *a, const char *name, const char *value)
 {
@@ -476,7 +463,6 @@ plan_disk_changes(struct plan *p, const struct disk_move *m, struct attr_change 
       goto out;
     }
   }
-  (void)now;
   r = 0;
 out:
   attrs_clear(&a);
