@@ -60,3 +60,14 @@ for variant in ("6.10", "7.0"):
             "holds a backslash" not in p.stderr or checksum(db) != before_sum:
         fail("%s: unknown backend: %s" % (variant, p.stderr))
     print("ok: %s: refused before any write when oned does not say its database" % variant)
+
+# oned's sqlquery cuts its answer at a SQL NULL (a null char* into its stream; the stand-in does
+# the same): ferry's queries never select one, e.g. a 7.x resched column holding NULL.
+db = make_db(os.path.join(T, "null.db"), "7.0")
+sql(db, "UPDATE vm_pool SET resched = NULL")
+uri, session = start_responder(db)
+p = ferry("--catalog", uri, "--auth", session, "--storage", "none", "--vm", 43, "--to-cluster",
+          100, "--force", "--dry-run")
+if "dry run:" not in p.stdout:
+    fail("NULL resched: " + p.stdout)
+print("ok: 7.0 with a NULL resched: no query of ferry's selects the NULL")

@@ -192,7 +192,8 @@ catalog_has_table(struct catalog *c, enum catalog_kind kind)
 {
   struct catalog_result res;
   char sql[128];
-  snprintf(sql, sizeof sql, "SELECT %s FROM %s LIMIT 1", key_names[kind], table_names[kind]);
+  snprintf(sql, sizeof sql, "SELECT COUNT(%s) AS n FROM %s WHERE 1 = 0", key_names[kind],
+           table_names[kind]);
   if (catalog_query(c, sql, 1, &res) < 0) {
     error_clear();
     return false;
@@ -206,7 +207,9 @@ has_column(struct catalog *c, const char *table, const char *column)
 {
   struct catalog_result res;
   char sql[128];
-  snprintf(sql, sizeof sql, "SELECT %s FROM %s LIMIT 1", column, table);
+  /* COUNT: never a NULL cell (a 7.x resched may be NULL, and oned's sqlquery cuts its answer
+   * at one), and no row is read. */
+  snprintf(sql, sizeof sql, "SELECT COUNT(%s) AS n FROM %s WHERE 1 = 0", column, table);
   if (catalog_query(c, sql, 1, &res) < 0) {
     error_clear();
     return false;
