@@ -17,6 +17,8 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "frontend/daemon.h"
+#include "frontend/options.h"
 #include "fuse-mount/fs.h"
 #include "fuse-mount/loop.h"
 #include "fuse-mount/partitions.h"
@@ -43,13 +45,11 @@
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
+/* The settings of one run, parsed from the command line before anything is done. */
 struct options {
+  struct frontend_options f; /* --source --map ... --control --pidfile --foreground */
   const char *volume, *mountpoint;
-  const char *source, *map; /* clone form: volume is the destination */
-  uint64_t region_size, rate;
-  unsigned workers;
-  const char *control, *pidfile;
-  bool readonly, direct_io, foreground, loop, allow_other;
+  bool readonly, direct_io, loop, allow_other;
   unsigned threads;
 };
 
@@ -75,177 +75,116 @@ static void
 usage(FILE *f)
 {
   fprintf(f, "Usage: ferry-fuse [OPTIONS] VOLUME MOUNTPOINT\n"
-             "       ferry-fuse [OPTIONS] --source SRC --map MAP [--region-size S] [--workers N]\n"
-             "                  [--rate R] DEST MOUNTPOINT\n"
+             "       ferry-fuse [OPTIONS] --source SRC --map MAP [CLONE OPTIONS] DEST MOUNTPOINT\n"
              "\n"
              "Serve a volume (path, file://, nbd://, nbd+unix://, http(s)://) as MOUNTPOINT/disk,\n"
              "and each partition of an MBR or GPT table as MOUNTPOINT/disk-pN.  The second form\n"
              "serves a lazy clone of SRC into DEST, hydrating in the background.\n"
              "\n"
-             "Options:\n"
-             "  -r, --read-only        serve read-only (implied by a read-only volume)\n"
-             "      --direct-io        bypass the kernel page cache (default)\n"
-             "      --no-direct-io     let the kernel cache the disk's pages\n"
-             "      --loop             attach a loop device to MOUNTPOINT/disk, print /dev/loopN\n"
-             "      --allow-other      let other users access the mount\n"
-             "      --control PATH     serve the control socket (status, pause, resume, ...)\n"
-             "  -f, --foreground       do not daemonize\n"
-             "      --pidfile PATH     write the server's PID once the mount is ready\n"
-             "      --threads N        at most N FUSE worker threads (default 16)\n"
-             "      --source SRC       clone form: the read-only source volume\n"
-             "      --map MAP          clone form: the region map file (created when missing)\n"
-             "      --region-size S    clone form: region size for a new map (default 64K)\n"
-             "      --workers N        clone form: hydrator workers\n"
-             "      --rate R           clone form: hydration bytes/s (e.g. 50M; 0 = unlimited)\n"
-             "  -v, --verbose          debug messages (or FERRY_DEBUG=fuse,loop,...)\n"
-             "  -h, --help             this help\n"
-             "  -V, --version          print the version\n"
-             "\n"
+             "Mount:\n");
+  frontend_help_line(f, "-r, --read-only", "serve read-only (implied by a read-only volume)");
+  frontend_help_line(f, "    --direct-io", "bypass the kernel page cache (default)");
+  frontend_help_line(f, "    --no-direct-io", "let the kernel cache the disk's pages");
+  frontend_help_line(f, "    --loop", "attach a loop device to MOUNTPOINT/disk,\nprint /dev/loopN");
+  frontend_help_line(f, "    --allow-other", "let other users access the mount");
+  frontend_help_line(f, "    --threads N", "at most N FUSE worker threads (default 16)");
+  fprintf(f, "Clone:\n");
+  frontend_options_help(f, FRONTEND_CLONE);
+  fprintf(f, "Process:\n");
+  frontend_options_help(f, FRONTEND_SERVE | FRONTEND_DAEMON | FRONTEND_COMMON);
+  fprintf(f, "\n"
              "Without --foreground ferry-fuse returns once the mount is ready.  It unmounts\n"
              "cleanly (flush, detach its loop device) on SIGINT, SIGTERM or fusermount3 -u\n"
              "(with --loop: fusermount3 -u -z).  See ferry-fuse(1).\n");
 }
 
+enum { OPT_DIRECT = 256, OPT_NO_DIRECT, OPT_LOOP, OPT_ALLOW_OTHER, OPT_THREADS };
+
+/* ferry-fuse's own flags; the clone and process flags come from frontend/options.c. */
+static const struct option long_options[] = {
+  { "read-only", no_argument, NULL, 'r' },
+  { "direct-io", no_argument, NULL, OPT_DIRECT },
+  { "no-direct-io", no_argument, NULL, OPT_NO_DIRECT },
+  { "loop", no_argument, NULL, OPT_LOOP },
+  { "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
+  { "threads", required_argument, NULL, OPT_THREADS },
+  { NULL, 0, NULL, 0 },
+};
+
 static int
-bad_usage(const char *fmt, const char *arg)
+take_option(void *opaque, int code, const char *arg)
 {
-  fprintf(stderr, "ferry-fuse: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\nTry 'ferry-fuse --help'.\n");
-  return EXIT_USAGE;
+  struct options *o = opaque;
+  uint64_t n;
+  switch (code) {
+  case 'r':
+    o->readonly = true;
+    return 0;
+  case OPT_DIRECT:
+    o->direct_io = true;
+    return 0;
+  case OPT_NO_DIRECT:
+    o->direct_io = false;
+    return 0;
+  case OPT_LOOP:
+    o->loop = true;
+    return 0;
+  case OPT_ALLOW_OTHER:
+    o->allow_other = true;
+    return 0;
+  case OPT_THREADS:
+    if (parse_uint("--threads", arg, 1, 256, &n) < 0)
+      return -1;
+    o->threads = (unsigned)n;
+    return 0;
+  }
+  return error_set(EINVAL, "option code %d is not understood", code);
 }
 
-/* 0 ok, -1 help/version printed (exit 0), or EXIT_USAGE. */
+/* ferry-fuse's words for a flag getopt_long could not take (tests and scripts know them). */
+static void
+fuse_getopt_error(int c, char **argv)
+{
+  if (c == '?' && optopt > 0 && optopt < 128)
+    error_set(EINVAL, "option '-%c' is unknown or lacks its value", optopt);
+  else
+    error_set(EINVAL, "option '%s' is unknown or lacks its value", argv[optind - 1]);
+}
+
+static const struct frontend_program program = {
+  .name = "ferry-fuse",
+  .groups = FRONTEND_CLONE | FRONTEND_SERVE | FRONTEND_DAEMON,
+  .stop_at_operand = true,
+  .shortopts = "r",
+  .longopts = long_options,
+  .take = take_option,
+  .usage = usage,
+  .getopt_error = fuse_getopt_error,
+};
+
+/* -1 to go on, else the exit code. */
 static int
 parse_args(int argc, char **argv, struct options *o)
 {
-  enum {
-    OPT_DIRECT = 256,
-    OPT_NO_DIRECT,
-    OPT_LOOP,
-    OPT_ALLOW_OTHER,
-    OPT_CONTROL,
-    OPT_PIDFILE,
-    OPT_SOURCE,
-    OPT_MAP,
-    OPT_REGION,
-    OPT_WORKERS,
-    OPT_RATE,
-    OPT_THREADS
-  };
-  static const struct option longopts[] = {
-    { "read-only", no_argument, NULL, 'r' },
-    { "direct-io", no_argument, NULL, OPT_DIRECT },
-    { "no-direct-io", no_argument, NULL, OPT_NO_DIRECT },
-    { "loop", no_argument, NULL, OPT_LOOP },
-    { "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
-    { "control", required_argument, NULL, OPT_CONTROL },
-    { "foreground", no_argument, NULL, 'f' },
-    { "pidfile", required_argument, NULL, OPT_PIDFILE },
-    { "threads", required_argument, NULL, OPT_THREADS },
-    { "source", required_argument, NULL, OPT_SOURCE },
-    { "map", required_argument, NULL, OPT_MAP },
-    { "region-size", required_argument, NULL, OPT_REGION },
-    { "workers", required_argument, NULL, OPT_WORKERS },
-    { "rate", required_argument, NULL, OPT_RATE },
-    { "verbose", no_argument, NULL, 'v' },
-    { "help", no_argument, NULL, 'h' },
-    { "version", no_argument, NULL, 'V' },
-    { NULL, 0, NULL, 0 },
-  };
   memset(o, 0, sizeof *o);
   o->direct_io = true;
   o->threads = 16;
-  bool clone_only = false;
-  uint64_t n;
-  int c;
-  opterr = 0;
-  while ((c = getopt_long(argc, argv, "+rfvhV", longopts, NULL)) != -1) {
-    switch (c) {
-    case 'r':
-      o->readonly = true;
-      break;
-    case OPT_DIRECT:
-      o->direct_io = true;
-      break;
-    case OPT_NO_DIRECT:
-      o->direct_io = false;
-      break;
-    case OPT_LOOP:
-      o->loop = true;
-      break;
-    case OPT_ALLOW_OTHER:
-      o->allow_other = true;
-      break;
-    case OPT_CONTROL:
-      o->control = optarg;
-      break;
-    case 'f':
-      o->foreground = true;
-      break;
-    case OPT_PIDFILE:
-      o->pidfile = optarg;
-      break;
-    case OPT_SOURCE:
-      o->source = optarg;
-      break;
-    case OPT_MAP:
-      o->map = optarg;
-      break;
-    case 'v':
-      log_set_verbose(true);
-      break;
-    case 'h':
-      usage(stdout);
-      return -1;
-    case 'V':
-      printf("ferry-fuse %s\n", FERRY_VERSION);
-      return -1;
-    case OPT_THREADS:
-      if (parse_uint("--threads", optarg, 1, 256, &n) < 0)
-        return bad_usage("%s", error_message());
-      o->threads = (unsigned)n;
-      break;
-    case OPT_REGION:
-      clone_only = true;
-      if (clone_parse_region_size(optarg, &o->region_size) < 0)
-        return bad_usage("%s", error_message());
-      break;
-    case OPT_WORKERS:
-      clone_only = true;
-      if (parse_uint("--workers", optarg, 1, 256, &n) < 0)
-        return bad_usage("%s", error_message());
-      o->workers = (unsigned)n;
-      break;
-    case OPT_RATE:
-      clone_only = true;
-      if (parse_rate("--rate", optarg, &o->rate) < 0)
-        return bad_usage("%s", error_message());
-      break;
-    case '?':
-      if (optopt > 0 && optopt < 128) {
-        char name[3] = { '-', (char)optopt, 0 };
-        return bad_usage("option '%s' is unknown or lacks its value", name);
-      }
-      return bad_usage("option '%s' is unknown or lacks its value", argv[optind - 1]);
-    default:
-      return bad_usage("option '%s' is not understood", argv[optind - 1]);
-    }
-  }
+  frontend_options_init(&o->f);
+  int rc = frontend_parse(&program, argc, argv, &o->f, o);
+  if (rc != FRONTEND_CONTINUE)
+    return rc;
   if (argc - optind < 2)
-    return bad_usage("%s",
-                     argc - optind == 0 ? "missing VOLUME and MOUNTPOINT" : "missing MOUNTPOINT");
-  if (argc - optind > 2)
-    return bad_usage("unexpected argument '%s'", argv[optind + 2]);
-  o->volume = argv[optind];
-  o->mountpoint = argv[optind + 1];
-  if (!o->source != !o->map)
-    return bad_usage("%s", o->source ? "--source needs --map" : "--map needs --source");
-  if (clone_only && !o->source)
-    return bad_usage("%s", "--region-size, --workers and --rate need --source and --map");
-  if (o->source && o->readonly)
-    return bad_usage("%s", "--read-only cannot serve a clone (its destination is written)");
-  return 0;
+    error_set(EINVAL, argc - optind == 0 ? "missing VOLUME and MOUNTPOINT" : "missing MOUNTPOINT");
+  else if (argc - optind > 2)
+    error_set(EINVAL, "unexpected argument '%s'", argv[optind + 2]);
+  else if (o->f.source && o->readonly)
+    error_set(EINVAL, "--read-only cannot serve a clone (its destination is written)");
+  else {
+    o->volume = argv[optind];
+    o->mountpoint = argv[optind + 1];
+    return -1;
+  }
+  return frontend_usage_error(&program);
 }
 
 /* A mount over a non-empty directory would hide its files: refuse it, as fuse2 did. */
@@ -273,73 +212,6 @@ check_mountpoint(const char *path, char *abs)
   return r;
 }
 
-/* Daemonizing: fork before any thread exists; the parent waits until the child reports the
- * mount ready (one byte on a pipe) and exits 0, or exits with the child's status when the
- * child fails first (its error message went to the shared stderr). */
-static int
-daemon_fork(void)
-{
-  int p[2];
-  if (pipe2(p, O_CLOEXEC) < 0)
-    return error_set_errno(errno, "pipe");
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0)
-    return error_set_errno(errno, "fork");
-  if (pid > 0) {
-    close(p[1]);
-    char b;
-    ssize_t n;
-    while ((n = read(p[0], &b, 1)) < 0 && errno == EINTR)
-      ;
-    if (n == 1)
-      _exit(EXIT_OK);
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-      ;
-    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_FAIL);
-  }
-  close(p[0]);
-  setsid();
-  return p[1];
-}
-
-static void
-daemon_ready(int fd)
-{
-  fflush(stdout);
-  int null = open("/dev/null", O_RDWR);
-  if (null >= 0) {
-    /* Our stdout/stderr may be a pipe a script reads to EOF ($(ferry-fuse --loop ...)). */
-    dup2(null, 0);
-    dup2(null, 1);
-    dup2(null, 2);
-    if (null > 2)
-      close(null);
-  }
-  log_use_syslog();
-  if (write(fd, "R", 1) < 0)
-    log_warning("cannot notify the parent process: %s", strerror(errno));
-  close(fd);
-}
-
-static int
-write_pidfile(const char *path)
-{
-  char tmp[PATH_MAX + 16];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *f = fopen(tmp, "w");
-  if (!f)
-    return error_set_errno(errno, "pidfile %s", tmp);
-  fprintf(f, "%d\n", (int)getpid());
-  if (fclose(f) != 0 || rename(tmp, path) < 0) {
-    int e = errno;
-    unlink(tmp);
-    return error_set_errno(e, "pidfile %s", path);
-  }
-  return 0;
-}
-
 static int
 read_volume(void *opaque, void *buf, size_t len, uint64_t off)
 {
@@ -363,14 +235,10 @@ open_volume(struct server *s)
 {
   struct options *o = s->o;
   int r;
-  if (o->source) {
+  if (o->f.source) {
     struct clone_options co;
-    clone_options_init(&co);
-    co.region_size = o->region_size;
-    co.workers = o->workers;
-    co.rate = o->rate;
-    co.hydrate = true;
-    if ((r = clone_open(o->source, o->map, o->volume, &co, &s->clone)) < 0)
+    frontend_clone_options(&o->f, &co);
+    if ((r = clone_open(o->f.source, o->f.map, o->volume, &co, &s->clone)) < 0)
       return r;
     s->vol = clone_volume(s->clone);
     return 0;
@@ -641,7 +509,7 @@ shutdown_server(struct server *s, const sigset_t *set, int rc)
 }
 
 static int
-run(struct server *s, const sigset_t *set, int notify_fd)
+run(struct server *s, const sigset_t *set, struct daemon *d)
 {
   struct options *o = s->o;
   int r;
@@ -666,9 +534,10 @@ run(struct server *s, const sigset_t *set, int notify_fd)
     log_error("out of memory");
     return EXIT_FAIL;
   }
-  if (o->control) {
+  if (o->f.control) {
     struct control_hooks hooks = { .clients = fs_open_files, .opaque = s->fs };
-    if (control_server_start(o->control, "ferry-fuse", s->clone, s->vol->size, &hooks, &s->control)
+    if (control_server_start(o->f.control, "ferry-fuse", s->clone, s->vol->size, &hooks,
+                             &s->control)
         < 0) {
       log_error("%s", error_message());
       return EXIT_FAIL;
@@ -695,14 +564,13 @@ run(struct server *s, const sigset_t *set, int notify_fd)
     }
     s->watch_started = true;
   }
-  if (o->pidfile && write_pidfile(o->pidfile) < 0) {
+  debug("fuse", "serving %s (%" PRIu64 " bytes) at %s%s", o->volume, s->vol->size, s->mountpoint,
+        o->readonly ? " read-only" : "");
+  /* Mounted (and the loop device attached): pidfile, and the parent may exit. */
+  if (daemon_ready(d) < 0) {
     log_error("%s", error_message());
     return EXIT_FAIL;
   }
-  debug("fuse", "serving %s (%" PRIu64 " bytes) at %s%s", o->volume, s->vol->size, s->mountpoint,
-        o->readonly ? " read-only" : "");
-  if (notify_fd >= 0)
-    daemon_ready(notify_fd);
 
   for (;;) {
     int sig;
@@ -730,9 +598,7 @@ main(int argc, char **argv)
   log_init("ferry-fuse");
   struct options o;
   int r = parse_args(argc, argv, &o);
-  if (r < 0)
-    return EXIT_OK;
-  if (r > 0)
+  if (r >= 0)
     return r;
 
   static struct server server;
@@ -745,8 +611,8 @@ main(int argc, char **argv)
     return EXIT_FAIL;
   }
   /* Relative paths stay valid: we never chdir (the clone reopens its map by name). */
-  int notify_fd = -1;
-  if (!o.foreground && (notify_fd = daemon_fork()) < 0) {
+  struct daemon d;
+  if (daemon_start(&d, o.f.foreground, o.f.pidfile) < 0) {
     log_error("%s", error_message());
     return EXIT_FAIL;
   }
@@ -762,15 +628,14 @@ main(int argc, char **argv)
   signal(SIGPIPE, SIG_IGN);
   s->main_thread = pthread_self();
 
-  int rc = run(s, &set, notify_fd);
+  int rc = run(s, &set, &d);
   rc = shutdown_server(s, &set, rc);
   fs_destroy(s->fs);
   if (s->watch_stop[0] >= 0) {
     close(s->watch_stop[0]);
     close(s->watch_stop[1]);
   }
-  if (o.pidfile)
-    unlink(o.pidfile);
+  daemon_finish(&d);
   debug("fuse", "exit %d", rc);
   return rc;
 }

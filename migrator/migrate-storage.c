@@ -5,7 +5,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "migrator/xmlbody.h"
+#include "migrator/opennebula/xmlbody.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -59,11 +59,12 @@ current_system_datastore(const struct plan *p, int64_t *out)
     xmlbody_free(b);
     if (r == 1)
       return 0;
-    return r < 0 ? r : error_set(ENOENT, "VM %" PRId64 ": last history record has no DS_ID",
-                                 p->vm_id);
+    return r < 0 ? r
+                 : error_set(ENOENT, "VM %" PRId64 ": last history record has no DS_ID", p->vm_id);
   }
-  return error_set(ENOENT, "VM %" PRId64 ": no history record (never deployed): no system "
-                           "datastore holds its disks",
+  return error_set(ENOENT,
+                   "VM %" PRId64 ": no history record (never deployed): no system "
+                   "datastore holds its disks",
                    p->vm_id);
 }
 
@@ -106,6 +107,11 @@ struct hooks_ctx {
   struct plan *p;
   const char *journal;
   bool stopped_by_us;
+  /* fs: the OpenNebula SOURCE of each persistent image's volume on the destination
+   * (<destination BASE_PATH>/<volume>), NULL where the storage step does not name one. */
+  char *sources[64];
+  int64_t source_disk[64];
+  size_t n_sources;
 };
 
 static bool
@@ -119,8 +125,7 @@ vm_state(struct plan *p, int *state, int *lcm)
 {
   struct catalog_result res;
   char sql[128];
-  snprintf(sql, sizeof sql, "SELECT state, lcm_state FROM vm_pool WHERE oid = %" PRId64,
-           p->vm_id);
+  snprintf(sql, sizeof sql, "SELECT state, lcm_state FROM vm_pool WHERE oid = %" PRId64, p->vm_id);
   int r = catalog_query(p->catalog, sql, 2, &res);
   if (r < 0)
     return r;
@@ -134,13 +139,9 @@ vm_state(struct plan *p, int *state, int *lcm)
   return 0;
 }
 
-/* Undeploy a RUNNING VM through oned (xmlrpc catalogs), wait until oned reports it
- * UNDEPLOYED, then rebuild the plan: undeploy rewrote the VM's rows, and the switch only
- * writes rows that still hold the images it planned from. */
-static int
-undeploy(struct hooks_ctx *h)
+int
+migrate_undeploy(struct plan *p)
 {
-  struct plan *p = h->p;
   int r = catalog_vm_action(p->catalog, "undeploy", p->vm_id);
   if (r < 0)
     return error_prefix("VM %" PRId64 ": undeploy", p->vm_id);
@@ -148,8 +149,9 @@ undeploy(struct hooks_ctx *h)
   int state = -1, lcm = -1;
   while ((r = vm_state(p, &state, &lcm)) == 0 && state != VM_UNDEPLOYED) {
     if (now_seconds() > deadline)
-      return error_set(ETIMEDOUT, "VM %" PRId64 ": not UNDEPLOYED %d s after undeploy (state %d, "
-                                  "LCM state %d)",
+      return error_set(ETIMEDOUT,
+                       "VM %" PRId64 ": not UNDEPLOYED %d s after undeploy (state %d, "
+                       "LCM state %d)",
                        p->vm_id, UNDEPLOY_TIMEOUT, state, lcm);
     struct timespec ts = { 0, 200 * 1000000L };
     nanosleep(&ts, NULL);
@@ -168,14 +170,24 @@ undeploy(struct hooks_ctx *h)
 }
 
 static int
+undeploy(struct hooks_ctx *h)
+{
+  return migrate_undeploy(h->p);
+}
+
+static int
 stop_vm(void *opaque, bool *was_running)
 {
   struct hooks_ctx *h = opaque;
   struct plan *p = h->p;
   *was_running = false;
-  if (p->state == VM_POWEROFF || p->state == VM_UNDEPLOYED || p->state == VM_STOPPED)
+  if (p->state == VM_UNDEPLOYED || p->state == VM_STOPPED)
     return 0;
-  /* A RUNNING VM gets this far only with a catalog that reaches oned (cmd-migrate sets
+  /* POWEROFF: oned would resume it on its old host (LifeCycleManager::trigger_restart), so it
+   * is undeployed first; it stays down afterwards, and `onevm resume` schedules it. */
+  if (p->state == VM_POWEROFF && catalog_is_xmlrpc(p))
+    return undeploy(h);
+  /* A RUNNING VM gets this far only with a catalog that reaches oned (cmd/migrate.c sets
    * storage_moves_running for xmlrpc:). */
   if (p->state == VM_ACTIVE && catalog_is_xmlrpc(p)) {
     int r = undeploy(h);
@@ -183,8 +195,9 @@ stop_vm(void *opaque, bool *was_running)
       *was_running = h->stopped_by_us = true;
     return r;
   }
-  return error_set(EBUSY, "VM %" PRId64 " is not stopped (state %d): undeploy or power it off "
-                          "first",
+  return error_set(EBUSY,
+                   "VM %" PRId64 " is not stopped (state %d): undeploy or power it off "
+                   "first",
                    p->vm_id, p->state);
 }
 
@@ -202,6 +215,13 @@ static int
 switch_disks(void *opaque)
 {
   struct hooks_ctx *h = opaque;
+  /* The storage step named the destination volumes: the image and the DISK say so
+   * (plan_set_disk_source), here, after an undeploy may have planned the move again. */
+  for (size_t i = 0; i < h->n_sources; i++) {
+    int r = plan_set_disk_source(h->p, h->source_disk[i], h->sources[i]);
+    if (r < 0)
+      return r;
+  }
   return plan_apply(h->p, h->journal);
 }
 
@@ -294,8 +314,8 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
       goto out;
   for (size_t i = 0; i < p->n_disks; i++) {
     struct storage_disk sd;
-    if ((r = storage_disk_of(p, &p->disks[i], cur_sys, names[i], &sd)) < 0 ||
-        (r = storage_plan_disk(st, &sd)) < 0)
+    if ((r = storage_disk_of(p, &p->disks[i], cur_sys, names[i], &sd)) < 0
+        || (r = storage_plan_disk(st, &sd)) < 0)
       goto out;
   }
 
@@ -308,8 +328,12 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     goto out;
   }
   struct move_options mo = {
-    .frontend = o->frontend, .ssh_host = o->ssh_host, .workdir = workdir,
-    .skip_resume = o->skip_resume, .progress = o->progress, .out = o->out,
+    .frontend = o->frontend,
+    .ssh_host = o->ssh_host,
+    .workdir = workdir,
+    .skip_resume = o->skip_resume,
+    .progress = o->progress,
+    .out = o->out,
     .die_with_parent = o->die_with_parent,
   };
   if (o->dry_run) {
@@ -320,9 +344,10 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
                                .source = o->source_uri ? o->source_uri : "SOURCE",
                                .dest = "DESTINATION" };
         char **argv = NULL;
-        if (move_server_argv(&mo, mo.frontend && strcmp(mo.frontend, "fuse") == 0 ? "ferry-fuse"
-                                                                                  : "ferry-nbd",
-                             &d, &argv) == 0) {
+        if (move_server_argv(
+                &mo, mo.frontend && strcmp(mo.frontend, "fuse") == 0 ? "ferry-fuse" : "ferry-nbd",
+                &d, &argv)
+            == 0) {
           char *line = move_argv_string(argv);
           fprintf(o->out, "  disk %" PRId64 " destination clone: %s\n", d.disk_id,
                   line ? line : "?");
@@ -355,8 +380,9 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     disks[i].source = o->source_uri ? o->source_uri : storage_source_path(st, vm, disk);
     disks[i].dest = storage_dest_path(st, vm, disk);
     if (!disks[i].source || !disks[i].dest) {
-      r = error_set(EINVAL, "disk %d: the storage hook did not name the %s volume's path (reply "
-                            "to create must hold \"path\" and \"source\")",
+      r = error_set(EINVAL,
+                    "disk %d: the storage hook did not name the %s volume's path (reply "
+                    "to create must hold \"path\" and \"source\")",
                     disk, disks[i].dest ? "source" : "destination");
       storage_abort(st);
       goto out;
@@ -372,6 +398,21 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     goto out;
   }
   struct hooks_ctx ctx = { .p = p, .journal = o->journal };
+  for (size_t i = 0; i < p->n_disks && strcmp(o->storage, "fs") == 0; i++) {
+    const struct plan_disk *d = &p->disks[i];
+    /* A path SOURCE (fs datastores) names the file the storage step writes; other SOURCEs
+     * (Ceph pool/image...) follow the plan's naming rule. */
+    if (!d->persistent || !d->source || d->source[0] != '/' || !d->dst_base_path)
+      continue;
+    if (asprintf(&ctx.sources[ctx.n_sources], "%s/%s", d->dst_base_path, names[i][1]) < 0) {
+      r = error_set(ENOMEM, "out of memory");
+      storage_abort(st);
+      for (size_t k = 0; k < ctx.n_sources; k++)
+        free(ctx.sources[k]);
+      goto out;
+    }
+    ctx.source_disk[ctx.n_sources++] = d->disk_id;
+  }
   bool xmlrpc = catalog_is_xmlrpc(p);
   struct move_hooks hooks = {
     .stop_vm = stop_vm,
@@ -384,6 +425,8 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     .opaque = &ctx,
   };
   r = move_run(st, disks, p->n_disks, &mo, &hooks, rep);
+  for (size_t i = 0; i < ctx.n_sources; i++)
+    free(ctx.sources[i]);
 out:
   for (size_t i = 0; i < 64; i++) {
     free(names[i][0]);

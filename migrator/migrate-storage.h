@@ -13,7 +13,7 @@
 #define FERRY_MIGRATE_STORAGE_H
 
 #include "migrator/move.h"
-#include "migrator/plan.h"
+#include "migrator/opennebula/plan.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -43,6 +43,11 @@ struct migrate_storage_options {
  * 0 or -errno with a message. */
 int migrate_storage(struct plan *p, const struct migrate_storage_options *o,
                     struct move_report *rep);
+
+/* Undeploy the VM through oned (xmlrpc catalogs: one.vm.action undeploy), wait until oned
+ * reports it UNDEPLOYED, then rebuild *p: undeploy rewrote the VM's rows, and the switch only
+ * writes rows that still hold the images it planned from. */
+int migrate_undeploy(struct plan *p);
 
 /* The storage log that belongs to a journal (malloc'd "<journal>.storage.json"). */
 char *migrate_storage_log_path(const char *journal);

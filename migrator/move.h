@@ -17,7 +17,7 @@
 #ifndef FERRY_MOVE_H
 #define FERRY_MOVE_H
 
-#include "migrator/storage.h"
+#include "migrator/storage/storage.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -42,16 +42,16 @@ struct move_disk {
 };
 
 struct move_options {
-  const char *frontend;   /* "nbd" (default) or "fuse" */
-  const char *ssh_host;   /* start the server through `ssh HOST` ($FERRY_SSH overrides ssh) */
-  const char *workdir;    /* maps, control sockets, pidfiles, server logs (must exist) */
-  const char *program;    /* ferry-nbd / ferry-fuse path; NULL: located next to ferry */
-  uint64_t rate;          /* hydrator bytes/s (0: unlimited) */
-  bool die_with_parent;   /* servers get SIGTERM if ferry dies (the demo; never for a real
-                             move, where a resumed VM depends on the server) */
+  const char *frontend; /* "nbd" (default) or "fuse" */
+  const char *ssh_host; /* start the server through `ssh HOST` ($FERRY_SSH overrides ssh) */
+  const char *workdir;  /* maps, control sockets, pidfiles, server logs (must exist) */
+  const char *program;  /* ferry-nbd / ferry-fuse path; NULL: located next to ferry */
+  uint64_t rate;        /* hydrator bytes/s (0: unlimited) */
+  bool die_with_parent; /* servers get SIGTERM if ferry dies (the demo; never for a real
+                           move, where a resumed VM depends on the server) */
   bool skip_resume;
-  bool progress;          /* bar on a tty stderr, else a plain line every second on out */
-  FILE *out;              /* step lines; NULL: quiet */
+  bool progress; /* bar on a tty stderr, else a plain line every second on out */
+  FILE *out;     /* step lines; NULL: quiet */
 };
 
 struct move_report {

@@ -9,8 +9,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lib_migrate import (LOCK, T, Edit, check_edits, checksum, dump_rows, edit_set, fail, ferry,
-                         ferry_edit_set, make_db, sql)
+from lib_migrate import (CEPH_B, LOCK, T, Edit, check_edits, checksum, dump_rows, edit_set, fail,
+                         ferry, ferry_edit_set, make_db, sql)
 
 db = make_db(os.path.join(T, "one.db"))
 
@@ -53,12 +53,16 @@ for col in ("body", "short_body"):
     E.append(Edit("vm_pool", (42,), col, "set", base + "DATASTORE_ID", "101"))
     if col == "body":
         E.append(Edit("vm_pool", (42,), col, "set", base + "CLUSTER_ID", "100"))
+        for k, v in CEPH_B.items():  # inherited from datastore 101 (Datastore::disk_attribute)
+            E.append(Edit("vm_pool", (42,), col, "set", base + k, v))
+        E.append(Edit("vm_pool", (42,), col, "set", base + "SOURCE", "one-b/one-12"))
     E.append(Edit("vm_pool", (42,), col, "set", "/VM/HISTORY_RECORDS/HISTORY/DS_ID", "100"))
     E.append(Edit("vm_pool", (42,), col, "delete", "/VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS"))
     E.append(Edit("vm_pool", (42,), col, "delete", "/VM/USER_TEMPLATE/SCHED_REQUIREMENTS"))
 E.append(Edit("history", (42, 1), "body", "set", "/HISTORY/DS_ID", "100"))
 E.append(Edit("image_pool", (12,), "body", "set", "/IMAGE/DATASTORE_ID", "101"))
 E.append(Edit("image_pool", (12,), "body", "set", "/IMAGE/DATASTORE", "images-b"))
+E.append(Edit("image_pool", (12,), "body", "set", "/IMAGE/SOURCE", "one-b/one-12"))
 E.append(Edit("datastore_pool", (1,), "body", "remove", "/DATASTORE/IMAGES/ID", "12"))
 E.append(Edit("datastore_pool", (101,), "body", "add", "/DATASTORE/IMAGES/ID", "12"))
 if ferry_edit_set(json.loads(p.stdout)) != edit_set(E):
@@ -89,7 +93,8 @@ p = ferry("--catalog", "sqlite:" + db, "--one-lock", LOCK, "--storage", "none", 
 r = json.loads(p.stdout)
 moved = sorted((e["path"], e["new"]) for e in r["edits"]
                if e["table"] == "image_pool" and e["id"] == 10)
-if moved != [("/IMAGE/DATASTORE", "images-b"), ("/IMAGE/DATASTORE_ID", "101")]:
+if moved != [("/IMAGE/DATASTORE", "images-b"), ("/IMAGE/DATASTORE_ID", "101"),
+             ("/IMAGE/SOURCE", "one-b/one-10")]:
     fail("image 10 did not move with its last user: %s" % moved)
 ids = re.findall(r"<IMAGES>(.*?)</IMAGES>",
                  sql(db, "SELECT body FROM datastore_pool WHERE oid = 101")[0][0])[0]

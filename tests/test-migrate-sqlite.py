@@ -23,7 +23,7 @@ for want in ["set /VM/TEMPLATE/DISK[DISK_ID=1]/DATASTORE_ID '1' -> '101'",
              "delete /VM/USER_TEMPLATE/SCHED_DS_REQUIREMENTS (was 'ID=\"0\"')",
              "datastore_pool oid 101 body: add /DATASTORE/IMAGES/ID 11",
              "image 10 (non-persistent) stays on datastore 1: still used there by VM 42",
-             "dry run: 19 edit(s) planned, nothing changed"]:
+             "dry run: 28 edit(s) planned, nothing changed"]:
     if want not in p.stdout:
         fail("dry-run output lacks %r:\n%s" % (want, p.stdout))
 if checksum(db) != orig_sum:

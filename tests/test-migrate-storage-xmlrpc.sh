@@ -35,7 +35,13 @@ for line in "] VM stopped" "] VM resumed" "] disk 0: destination clone serving" 
   "] disk 1: destination clone serving" "downtime: "; do
   grep -qF -- "$line" "$T/out" || { cat "$T/out"; fail "output lacks: $line"; }
 done
-[ "$(state)" = 3/3 ] || fail "VM 43 not resumed: $(state)"
+# resume = PENDING (DispatchManager::resume), then the scheduler deploys it with a new history
+# record on a host of cluster 100.
+wait_vm_state 43 3/3 || fail "VM 43 not resumed: $(state)"
+[ "$(xpath 'SELECT body FROM history WHERE vid=43 AND seq=1' ./DS_ID)" = 100 ] ||
+  fail "resumed VM 43 not deployed on system datastore 100"
+[ "$(xpath 'SELECT body FROM history WHERE vid=43 AND seq=1' ./CID)" = 100 ] ||
+  fail "resumed VM 43 not deployed in cluster 100"
 cmp "$T/ds/100/43/disk.0" "$T/source.orig" || fail "disk 0 destination differs"
 cmp "$T/ds/101/one-11" "$T/one-11.orig" || fail "disk 1 destination differs"
 ls "$T/ds/1/" | grep -qE '^MIGRATED-one-11-[0-9]+$' || fail "persistent source not renamed"

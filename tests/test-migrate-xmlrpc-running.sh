@@ -18,10 +18,11 @@ uri="xmlrpc://127.0.0.1:$(cat "$T/port")/RPC2"
   --datastores "$T/ds" --journal "$T/j.json" > "$T/out" 2>&1 || { cat "$T/out"; fail "move failed"; }
 [ "$(cat "$T/actions")" = "undeploy 42
 resume 42" ] || { cat "$T/actions"; fail "expected one.vm.action undeploy then resume"; }
-[ "$(sqlite3 "$T/one.db" "SELECT state, lcm_state FROM vm_pool WHERE oid = 42")" = "3|3" ] ||
-  fail "VM not RUNNING again"
+wait_vm_state 42 3/3 || fail "VM not RUNNING again"
 cmp "$T/ds/100/42/disk.0" "$T/source.orig" || fail "destination differs from the source"
 [ "$(xpath 'SELECT body FROM history WHERE vid=42 AND seq=1' ./DS_ID)" = 100 ] || fail "history DS_ID"
+[ "$(xpath 'SELECT body FROM history WHERE vid=42 AND seq=2' ./HOSTNAME)" = host-2 ] ||
+  fail "resumed VM not scheduled on cluster 100's host"
 [ "$(xpath 'SELECT body FROM vm_pool WHERE oid=42' "./TEMPLATE/DISK[DISK_ID='0']/DATASTORE_ID")" = 101 ] ||
   fail "disk DATASTORE_ID"
 [ "$(xpath 'SELECT body FROM vm_pool WHERE oid=42' ./USER_TEMPLATE/SCHED_DS_REQUIREMENTS)" = "(absent)" ] ||

@@ -25,7 +25,7 @@ usage "--min-block-size: 3 is not a power of two" --min-block-size 3 "$T/disk"
 usage "--min-block-size: 128K is not a power of two between 1 and 64K" --min-block-size 128K "$T/disk"
 usage "--source needs --map" --source "$T/disk" "$T/disk"
 usage "--map needs --source" --map "$T/map" "$T/disk"
-usage "--region-size, --workers, --rate, --paused and --size apply to a clone" --rate 1M "$T/disk"
+usage "--region-size, --workers and --rate apply to a clone" --rate 1M "$T/disk"
 usage "--region-size: 1000 is not a power of two" --source "$T/disk" --map "$T/m" --region-size 1000 "$T/disk"
 usage "missing DEST" --source "$T/disk" --map "$T/m"
 long=$(head -c 5000 /dev/zero | tr '\0' x)

@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "frontend/options.h"
 #include "migrator/commands.h"
 #include "migrator/move-live.h"
 
@@ -34,20 +35,15 @@ usage(FILE *f)
           "  --device ID           the disk: qdev id (-device ...,id=ID), -drive id or node name\n"
           "  --to DEST             destination path (file or block device)\n"
           "  --workdir DIR         clone server files and state (default DEST.ferry-live)\n"
-          "  --region-size SIZE    clone region size (default 64K)\n"
-          "  --rate BYTES/s        background copy rate limit (default unlimited)\n"
           "  --reconnect-delay S   seconds qemu holds the guest's I/O while the clone server\n"
           "                        restarts (default 300)\n"
           "  --resume WORKDIR      finish a move that was interrupted (ferry killed, the clone\n"
-          "                        server killed): from wherever QMP shows the disk\n"
-          "  -p, --progress        progress bar on stderr (a line a second when not a tty)\n"
-          "  --json                one JSON object on stdout at the end\n"
-          "  -v, --verbose         debug messages (FERRY_DEBUG=qmp,live,...)\n"
-          "  -h, --help            this text\n"
-          "\n"
-          "Exit status: 0 when the guest runs on DEST with ferry out of its I/O path\n"
-          "(verified through QMP), 1 on failure (the guest keeps running: on its own disk\n"
-          "when the switch did not happen, else on the clone until --resume), 2 bad usage.\n");
+          "                        server killed): from wherever QMP shows the disk\n");
+  frontend_options_help(f, FRONTEND_HYDRATE | FRONTEND_REPORT | FRONTEND_COMMON);
+  fprintf(f, "\n"
+             "Exit status: 0 when the guest runs on DEST with ferry out of its I/O path\n"
+             "(verified through QMP), 1 on failure (the guest keeps running: on its own disk\n"
+             "when the switch did not happen, else on the clone until --resume), 2 bad usage.\n");
 }
 
 enum {
@@ -55,40 +51,91 @@ enum {
   OPT_DEVICE,
   OPT_TO,
   OPT_WORKDIR,
-  OPT_REGION_SIZE,
-  OPT_RATE,
   OPT_RECONNECT_DELAY,
   OPT_RESUME,
-  OPT_JSON,
 };
 
+/* live-move's own flags; --region-size --rate and -p --json come from frontend/options.c. */
 static const struct option long_options[] = {
   { "qmp", required_argument, NULL, OPT_QMP },
   { "device", required_argument, NULL, OPT_DEVICE },
   { "to", required_argument, NULL, OPT_TO },
   { "workdir", required_argument, NULL, OPT_WORKDIR },
-  { "region-size", required_argument, NULL, OPT_REGION_SIZE },
-  { "rate", required_argument, NULL, OPT_RATE },
   { "reconnect-delay", required_argument, NULL, OPT_RECONNECT_DELAY },
   { "resume", required_argument, NULL, OPT_RESUME },
-  { "progress", no_argument, NULL, 'p' },
-  { "json", no_argument, NULL, OPT_JSON },
-  { "verbose", no_argument, NULL, 'v' },
-  { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
 
-static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+struct settings {
+  struct frontend_options f; /* --region-size --rate --progress --json */
+  struct live_move_options o;
+  const char *resume;
+};
+
 static int
-bad_usage(const char *fmt, ...)
+take_option(void *opaque, int code, const char *arg)
 {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "ferry live-move: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\nTry 'ferry live-move --help'.\n");
-  va_end(ap);
-  return EXIT_USAGE;
+  struct settings *s = opaque;
+  uint64_t v;
+  switch (code) {
+  case OPT_QMP:
+    s->o.qmp = arg;
+    return 0;
+  case OPT_DEVICE:
+    s->o.device = arg;
+    return 0;
+  case OPT_TO:
+    s->o.dest = arg;
+    return 0;
+  case OPT_WORKDIR:
+    s->o.workdir = arg;
+    return 0;
+  case OPT_RECONNECT_DELAY:
+    if (parse_uint("--reconnect-delay", arg, 1, 86400, &v) < 0)
+      return -1;
+    s->o.reconnect_delay = (int)v;
+    return 0;
+  case OPT_RESUME:
+    s->resume = arg;
+    return 0;
+  }
+  return error_set(EINVAL, "option code %d is not understood", code);
+}
+
+static const struct frontend_program program = {
+  .name = "ferry live-move",
+  .groups = FRONTEND_HYDRATE | FRONTEND_REPORT,
+  .longopts = long_options,
+  .take = take_option,
+  .usage = usage,
+};
+
+/* -1 to go on, else the exit code (0 after --help, 2 after a usage message). */
+static int
+parse_args(int argc, char **argv, struct settings *s)
+{
+  *s = (struct settings){ .o = { .out = stdout } };
+  frontend_options_init(&s->f);
+  int rc = frontend_parse(&program, argc, argv, &s->f, s);
+  if (rc != FRONTEND_CONTINUE)
+    return rc;
+  struct live_move_options *o = &s->o;
+  o->region_size = s->f.region_size;
+  o->rate = s->f.rate;
+  o->progress = s->f.progress;
+  if (optind < argc)
+    error_set(EINVAL, "unexpected argument '%s'", argv[optind]);
+  else if (s->resume && (o->qmp || o->device || o->dest || o->workdir || o->region_size || o->rate))
+    error_set(EINVAL, "--resume WORKDIR takes the move's settings from WORKDIR (give only "
+                      "--progress, --json)");
+  else if (!s->resume && (!o->qmp || !o->device || !o->dest))
+    error_set(EINVAL, "%s",
+              !o->qmp      ? "--qmp SOCKET is required"
+              : !o->device ? "--device ID is required"
+                           : "--to DEST is required");
+  else
+    return -1;
+  return frontend_usage_error(&program);
 }
 
 static void
@@ -113,69 +160,13 @@ print_json(bool ok, const struct live_move_report *rep, const char *error)
 int
 cmd_live_move(int argc, char **argv)
 {
-  struct live_move_options o = { .out = stdout };
-  const char *resume = NULL;
-  bool json = false;
-  uint64_t v;
-  int c;
-  opterr = 0;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, ":pvh", long_options, NULL)) != -1) {
-    switch (c) {
-    case OPT_QMP:
-      o.qmp = optarg;
-      break;
-    case OPT_DEVICE:
-      o.device = optarg;
-      break;
-    case OPT_TO:
-      o.dest = optarg;
-      break;
-    case OPT_WORKDIR:
-      o.workdir = optarg;
-      break;
-    case OPT_REGION_SIZE:
-      if (clone_parse_region_size(optarg, &o.region_size) < 0)
-        return bad_usage("%s", error_message());
-      break;
-    case OPT_RATE:
-      if (parse_rate("--rate", optarg, &o.rate) < 0)
-        return bad_usage("%s", error_message());
-      break;
-    case OPT_RECONNECT_DELAY:
-      if (parse_uint("--reconnect-delay", optarg, 1, 86400, &v) < 0)
-        return bad_usage("%s", error_message());
-      o.reconnect_delay = (int)v;
-      break;
-    case OPT_RESUME:
-      resume = optarg;
-      break;
-    case 'p':
-      o.progress = true;
-      break;
-    case OPT_JSON:
-      json = true;
-      break;
-    case 'v':
-      log_set_verbose(true);
-      break;
-    case 'h':
-      usage(stdout);
-      return EXIT_OK;
-    default:
-      getopt_error(c, argv);
-      return bad_usage("%s", error_message());
-    }
-  }
-  if (optind < argc)
-    return bad_usage("unexpected argument '%s'", argv[optind]);
-  if (resume && (o.qmp || o.device || o.dest || o.workdir || o.region_size || o.rate))
-    return bad_usage("--resume WORKDIR takes the move's settings from WORKDIR (give only "
-                     "--progress, --json)");
-  if (!resume && (!o.qmp || !o.device || !o.dest))
-    return bad_usage("%s", !o.qmp      ? "--qmp SOCKET is required"
-                           : !o.device ? "--device ID is required"
-                                       : "--to DEST is required");
+  struct settings s;
+  int rc = parse_args(argc, argv, &s);
+  if (rc >= 0)
+    return rc;
+  struct live_move_options o = s.o;
+  const char *resume = s.resume;
+  bool json = s.f.json;
   if (json)
     o.out = NULL; /* stdout carries the JSON object only */
   struct live_move_report rep;
