@@ -1,5 +1,6 @@
-/* Unit tests for common/: size parsing, errors, progress formatting. */
+/* Unit tests for common/: size parsing, errors, progress formatting, hashes. */
 #include "common/error.h"
+#include "common/hash.h"
 #include "common/progress.h"
 #include "common/util.h"
 
@@ -30,7 +31,8 @@ test_parse_size(void)
   CHECK(parse_size("x", "1T", &v) == 0 && v == 1ull << 40);
   CHECK(parse_size("x", "10B", &v) == 0 && v == 10);
   CHECK(parse_size("--rate", "abc", &v) == -EINVAL);
-  CHECK(strcmp(error_message(), "--rate: 'abc' is not a size (expected e.g. 65536, 64K, 4M, 2G)") == 0);
+  CHECK(strcmp(error_message(), "--rate: 'abc' is not a size (expected e.g. 65536, 64K, 4M, 2G)")
+        == 0);
   CHECK(parse_size("x", "4X", &v) == -EINVAL);
   CHECK(strstr(error_message(), "unknown unit") != NULL);
   CHECK(parse_size("x", "4KB2", &v) == -EINVAL);
@@ -74,6 +76,33 @@ test_progress_format(void)
   CHECK(strcmp(format_size(sz, sizeof sz, 1536.0 * 1024 * 1024), "1.5 GiB") == 0);
 }
 
+/* Known answers (FIPS 180-2 examples; XXH64 of nothing) and incremental == one-shot.  XXH64
+ * is checked against libzstd's frame checksums in backends/test-zst-format.c. */
+static void
+test_hashes(void)
+{
+  uint8_t d[SHA256_BYTES];
+  char hex[SHA256_HEX];
+  sha256("abc", 3, d);
+  CHECK(strcmp(hash_hex(d, sizeof d, hex),
+               "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        == 0);
+  sha256("", 0, d);
+  CHECK(strcmp(hash_hex(d, sizeof d, hex),
+               "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        == 0);
+  const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  struct sha256_ctx c;
+  CHECK(sha256_begin(&c) == 0);
+  sha256_add(&c, two, 20);
+  sha256_add(&c, two + 20, strlen(two) - 20);
+  sha256_end(&c, d);
+  CHECK(strcmp(hash_hex(d, sizeof d, hex),
+               "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        == 0);
+  CHECK(xxh64("", 0, 0) == 0xEF46DB3751D8E999ull);
+}
+
 int
 main(void)
 {
@@ -81,6 +110,7 @@ main(void)
   test_parse_uint();
   test_errors();
   test_progress_format();
+  test_hashes();
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;
