@@ -281,13 +281,45 @@ struct engine {
   bool finished;  /* next() said there is no more work */
   bool cancelled; /* a range was cut short by *stop */
   _Atomic uint64_t bytes_read, bytes_written, bytes_zeroed, requests;
+  /* dst->write_window: workers and their ranges, so none starts too far ahead */
+  uint64_t window;
+  pthread_cond_t range_done;
+  struct worker *workers;
+  size_t nworkers;
 };
 
 struct worker {
   struct engine *e;
   pthread_t thread;
   struct copier c;
+  uint64_t active; /* start of the range being copied; UINT64_MAX when none (engine lock) */
 };
+
+/* With a write window: wait (engine lock held) until no other worker's unfinished range
+ * starts more than the window before `off`.  The worker with the lowest range never waits,
+ * so the copy always progresses.  Woken when a range finishes; polls for *stop. */
+static void
+wait_for_window(struct worker *w, uint64_t off)
+{
+  struct engine *e = w->e;
+  for (;;) {
+    uint64_t lowest = UINT64_MAX;
+    for (size_t i = 0; i < e->nworkers; i++)
+      if (&e->workers[i] != w && e->workers[i].active < lowest)
+        lowest = e->workers[i].active;
+    if (lowest == UINT64_MAX || off < lowest || off - lowest < e->window || e->err
+        || stopped(&w->c))
+      return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 20 * 1000 * 1000;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&e->range_done, &e->lock, &ts);
+  }
+}
 
 /* Keep the first error and its message (error_message() is thread-local). */
 static void
@@ -315,6 +347,11 @@ worker_main(void *arg)
       else if (r < 0)
         record_error(e, r);
     }
+    if (r > 0) {
+      w->active = off;
+      if (e->window)
+        wait_for_window(w, off);
+    }
     pthread_mutex_unlock(&e->lock);
     if (r <= 0)
       break;
@@ -328,6 +365,11 @@ worker_main(void *arg)
       atomic_fetch_add(&e->requests, 1);
     if (e->work->done)
       e->work->done(e->work->opaque, off, len, r, &res);
+    pthread_mutex_lock(&e->lock);
+    w->active = UINT64_MAX;
+    if (e->window)
+      pthread_cond_broadcast(&e->range_done);
+    pthread_mutex_unlock(&e->lock);
     if (r < 0) {
       pthread_mutex_lock(&e->lock);
       if (r == -ECANCELED && stopped(&w->c))
@@ -353,8 +395,11 @@ copy_run(struct volume *src, struct volume *dst, const struct copy_work *work,
     o = &defaults;
   }
   double start = now_seconds();
-  struct engine e = { .src = src, .dst = dst, .work = work, .o = o };
+  struct engine e = { .src = src, .dst = dst, .work = work, .o = o, .window = dst->write_window };
   unsigned nworkers = o->workers ? o->workers : 1;
+  /* A stream without a seek table is read in order, by one worker. */
+  if (volume_can(src, VOLUME_SEQUENTIAL))
+    nworkers = 1;
   size_t started = 0;
   int r = check_request_size(src, dst, o->request_size);
   if (r < 0)
@@ -371,6 +416,11 @@ copy_run(struct volume *src, struct volume *dst, const struct copy_work *work,
     goto out_stats;
   }
   pthread_mutex_init(&e.lock, NULL);
+  pthread_cond_init(&e.range_done, NULL);
+  e.workers = w;
+  e.nworkers = nworkers;
+  for (size_t i = 0; i < nworkers; i++)
+    w[i].active = UINT64_MAX;
   uint32_t align = src->min_block > 4096 ? src->min_block : 4096;
   for (size_t i = 0; i < nworkers; i++) {
     struct copier *c = &w[i].c;
@@ -415,6 +465,7 @@ copy_run(struct volume *src, struct volume *dst, const struct copy_work *work,
     extent_list_free(&w[i].c.ext);
   }
   free(w);
+  pthread_cond_destroy(&e.range_done);
   pthread_mutex_destroy(&e.lock);
   if (started > 0) {
     if (e.err)

@@ -9,11 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern const struct volume_driver file_driver, nbd_driver, http_driver;
+extern const struct volume_driver file_driver, nbd_driver, http_driver, zst_driver;
 
-/* Adding a driver: its file, and one line here.  The file driver comes last: it takes
- * plain paths and file:// URIs. */
+/* Adding a driver: its file, and one line here.  Layers (stacked) come first: they claim a
+ * URI by its name and open the volume below with "raw:URI".  The file driver comes last: it
+ * takes plain paths and file:// URIs. */
 static const struct volume_driver *const drivers[] = {
+  &zst_driver,
   &nbd_driver,
   &http_driver,
   &file_driver,
@@ -51,7 +53,12 @@ volume_open(const char *uri, const struct volume_options *o, struct volume **out
   *out = NULL;
   if (!uri || !*uri)
     return error_set(EINVAL, "empty volume URI");
+  bool raw = strncmp(uri, "raw:", 4) == 0;
+  if (raw)
+    uri += 4;
   for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++) {
+    if (raw && drivers[i]->stacked)
+      continue;
     if (drivers[i]->matches(uri)) {
       debug("volume", "opening %s with the %s driver", uri, drivers[i]->name);
       return drivers[i]->open(uri, o, out);

@@ -26,10 +26,13 @@ enum {
   VOLUME_CAN_EXTENTS = 1u << 4,   /* extents op reports real holes/zeroes */
   VOLUME_CAN_FUA = 1u << 5,       /* native FUA (else emulated by flush) */
   VOLUME_CAN_FLUSH = 1u << 6,
-  VOLUME_CAN_CACHE = 1u << 7,     /* cache op prefetches */
+  VOLUME_CAN_CACHE = 1u << 7, /* cache op prefetches */
   /* A flush through any handle/thread makes every completed write durable: true for all
    * our drivers; ferry-nbd advertises NBD multi-conn only when set. */
   VOLUME_MULTI_CONN = 1u << 8,
+  /* Reads must come in order, each starting where the previous one ended, from one thread
+   * (a plain zstd stream, volume_options.sequential): the copy engine then runs one worker. */
+  VOLUME_SEQUENTIAL = 1u << 9,
 };
 
 /* Request flags. */
@@ -85,20 +88,26 @@ struct volume {
   uint32_t preferred_block; /* e.g. 4096 */
   uint32_t max_request;     /* largest single op the driver takes; the dispatcher splits */
   unsigned caps;
+  /* 0, or a writer of a sequential format (a compressed image, the send stream) that holds
+   * out-of-order writes in memory until the gap before them is filled: the copy engine starts
+   * no range more than this many bytes past the first one not finished yet. */
+  uint64_t write_window;
 };
 
 struct volume_options {
   bool readonly;
-  bool direct;          /* file: O_DIRECT */
-  bool write_behind;    /* file: the destination of a bulk copy: start write-back as data lands
-                         * and drop written data from the page cache (not read back soon) */
-  bool create;          /* file: create a missing regular file of create_size bytes */
+  bool direct;       /* file: O_DIRECT */
+  bool write_behind; /* file: the destination of a bulk copy: start write-back as data lands
+                      * and drop written data from the page cache (not read back soon) */
+  bool create;       /* file: create a missing regular file of create_size bytes */
   uint64_t create_size;
   unsigned connections; /* nbd, http: parallel connections (0 = driver default) */
   double timeout;       /* http: seconds to connect, or without a byte received; nbd:
                          * seconds of server silence while requests wait before the
                          * connection is dropped (0 = default) */
   unsigned retries;     /* http, nbd: attempts after a transient failure (0 = default) */
+  bool sequential;      /* zst: a plain (non-seekable) .zst may be opened for in-order reads
+                         * (VOLUME_SEQUENTIAL) instead of being refused */
 };
 
 void volume_options_init(struct volume_options *o);
@@ -107,11 +116,15 @@ struct volume_driver {
   const char *name;
   /* true when this driver handles the URI (scheme match); the file driver is the fallback */
   bool (*matches)(const char *uri);
+  /* A layer on another volume that it opens by URI itself (zst): skipped for "raw:URI". */
+  bool stacked;
   int (*open)(const char *uri, const struct volume_options *o, struct volume **out);
 };
 
 /* Open a volume by URI: /path, file:///path, nbd://host[:port]/export,
- * nbd+unix:///export?socket=PATH, http://, https://.  0 or -errno with a message. */
+ * nbd+unix:///export?socket=PATH, http://, https://.  A name ending in .zst (or "zst:URI") is a
+ * compressed image read through the zst layer (backends/zst.c); "raw:URI" opens URI without
+ * any layer (the .zst file's own bytes).  0 or -errno with a message. */
 int volume_open(const char *uri, const struct volume_options *o, struct volume **out);
 void volume_close(struct volume *v);
 
