@@ -4,9 +4,13 @@
  * created with the source's size (and removed again if the copy fails, so a failed copy
  * never leaves a plausible-looking image behind); an existing destination smaller than the
  * source is refused untouched.  The destination is flushed at the end unless --no-flush.
+ * A DST named *.zst (or --compress) is a seekable zstd image written by backends/zst-write.h;
+ * a plain .zst SRC is read in order (volume_options.sequential).
  */
 #include "backends/copy.h"
 #include "backends/volume.h"
+#include "backends/zst-format.h"
+#include "backends/zst-write.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/progress.h"
@@ -35,6 +39,8 @@ usage(FILE *f)
              "paths, file:///path, nbd://host[:port]/export, nbd+unix:///export?socket=PATH, or\n"
              "(SRC only) http(s)://.  A DST path that does not exist is created with SRC's size;\n"
              "an existing DST smaller than SRC is refused before anything is written.\n"
+             "A SRC named *.zst is a zstd image (seekable, or plain: read in order); a DST named\n"
+             "*.zst (or - for stdout, with --compress) becomes a seekable zstd image.\n"
              "\n"
              "Options:\n");
   frontend_options_help(f, FRONTEND_VOLUME);
@@ -43,12 +49,14 @@ usage(FILE *f)
   frontend_help_line(f, "    --no-sparse", "copy every byte as data (fully allocated DST)");
   frontend_help_line(f, "    --flush", "flush DST at the end (default)");
   frontend_help_line(f, "    --no-flush", "do not flush DST (data may still be in a cache)");
+  frontend_help_line(f, "    --compress zstd[:LEVEL]",
+                     "write DST as a seekable zstd image (level 3)");
   frontend_options_help(f, FRONTEND_REPORT | FRONTEND_COMMON);
   fprintf(f, "\n"
              "Exit status: 0 copied (and flushed), 1 the copy failed, 2 bad usage.\n");
 }
 
-enum { OPT_SPARSE = 256, OPT_NO_SPARSE, OPT_FLUSH, OPT_NO_FLUSH };
+enum { OPT_SPARSE = 256, OPT_NO_SPARSE, OPT_FLUSH, OPT_NO_FLUSH, OPT_COMPRESS };
 
 /* ferry copy's own flags; the volume, copy and report flags come from frontend/options.c. */
 static const struct option long_options[] = {
@@ -56,12 +64,14 @@ static const struct option long_options[] = {
   { "no-sparse", no_argument, NULL, OPT_NO_SPARSE },
   { "flush", no_argument, NULL, OPT_FLUSH },
   { "no-flush", no_argument, NULL, OPT_NO_FLUSH },
+  { "compress", required_argument, NULL, OPT_COMPRESS },
   { NULL, 0, NULL, 0 },
 };
 
 struct settings {
   struct frontend_options f; /* --connections --requests --request-size --rate ... */
   bool flush, sparse;
+  int level; /* zstd level of a compressed DST; 0: DST is not compressed */
   const char *src, *dst;
 };
 
@@ -69,8 +79,9 @@ static int
 take_option(void *opaque, int code, const char *arg)
 {
   struct settings *s = opaque;
-  (void)arg;
   switch (code) {
+  case OPT_COMPRESS:
+    return zst_parse_compress("--compress", arg, &s->level) < 0 ? -1 : 0;
   case OPT_SPARSE:
   case OPT_NO_SPARSE:
     s->sparse = code == OPT_SPARSE;
@@ -114,6 +125,12 @@ parse_args(int argc, char **argv, struct settings *s)
   }
   s->src = argv[optind];
   s->dst = argv[optind + 1];
+  if (!s->level && zst_name_matches(s->dst))
+    s->level = ZST_DEFAULT_LEVEL;
+  if (strcmp(s->dst, "-") == 0 && !s->level) {
+    error_set(EINVAL, "DST '-' (stdout) needs --compress zstd");
+    return frontend_usage_error(&program);
+  }
   return -1;
 }
 
@@ -136,6 +153,13 @@ open_destination(const struct settings *s, uint64_t size, struct volume **out, b
   o.write_behind = true; /* file: keep the page cache small, the final flush short */
   *created = false;
   const char *path = local_path(s->dst);
+  if (s->level) {
+    const char *zpath = path && strncmp(path, "zst:", 4) == 0 ? local_path(path + 4) : path;
+    if (!zpath)
+      return error_set(EINVAL, "%s: a compressed image is written to a local file or - (stdout)",
+                       s->dst);
+    return zst_writer_open(zpath, size, s->level, out);
+  }
   if (path && access(path, F_OK) < 0 && errno == ENOENT) {
     o.create = true;
     o.create_size = size;
@@ -210,7 +234,8 @@ interrupt_end(struct interrupt *in)
 }
 
 static void
-print_json(const struct settings *s, uint64_t size, const struct copy_stats *st, double seconds)
+print_json(const struct settings *s, uint64_t size, const struct copy_stats *st, double seconds,
+           const struct zst_write_stats *z)
 {
   json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:f}", "source", s->src, "destination",
                         s->dst, "size", (json_int_t)size, "bytes_read", (json_int_t)st->bytes_read,
@@ -218,6 +243,8 @@ print_json(const struct settings *s, uint64_t size, const struct copy_stats *st,
                         (json_int_t)st->bytes_zeroed, "seconds", seconds);
   if (!o)
     return;
+  if (s->level)
+    json_object_set_new(o, "compressed_size", json_integer((json_int_t)z->compressed_bytes));
   char *text = json_dumps(o, JSON_COMPACT);
   if (text)
     printf("%s\n", text);
@@ -241,6 +268,7 @@ run(const struct settings *s)
   volume_options_init(&so);
   so.readonly = true;
   so.connections = s->f.connections;
+  so.sequential = true; /* a plain .zst: read in order by one worker */
   if (volume_open(s->src, &so, &src) < 0)
     goto out;
   if (open_destination(s, src->size, &dst, &created) < 0)
@@ -268,9 +296,13 @@ run(const struct settings *s)
   o.stop = &intr.stop;
   interrupt_start(&intr, rate);
   struct copy_stats st;
+  struct zst_write_stats zst = { 0 };
   r = copy_volume(src, dst, &o, &st);
-  /* Success is reported only for data that is durable (unless --no-flush). */
-  if (r == 0 && s->flush)
+  /* Success is reported only for data that is durable (unless --no-flush).  A compressed
+   * image is always completed that way: its name appears only then. */
+  if (r == 0 && s->level)
+    r = zst_writer_finish(dst, &zst);
+  else if (r == 0 && s->flush)
     r = volume_flush(dst);
   interrupt_end(&intr);
   progress_finish(bar);
@@ -282,7 +314,7 @@ run(const struct settings *s)
   debug("copy", "%" PRIu64 " bytes read, %" PRIu64 " written, %" PRIu64 " zeroed in %.3fs",
         st.bytes_read, st.bytes_written, st.bytes_zeroed, seconds);
   if (s->f.json)
-    print_json(s, src->size, &st, seconds);
+    print_json(s, src->size, &st, seconds, &zst);
   status = EXIT_OK;
 
 out:
