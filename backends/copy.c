@@ -67,11 +67,13 @@ backoff(const struct copier *c, double seconds)
   }
 }
 
-/* Errors a retry cannot fix: bad range or alignment (our bug), read-only. */
+/* Errors a retry cannot fix: bad range or alignment (our bug), read-only, corrupt data (a
+ * compressed image whose frame fails its checks), reads out of order on a stream. */
 static bool
 permanent(int r)
 {
-  return r == -ERANGE || r == -EINVAL || r == -EROFS || r == -ENOMEM;
+  return r == -ERANGE || r == -EINVAL || r == -EROFS || r == -ENOMEM || r == -EBADMSG ||
+         r == -ESPIPE;
 }
 
 /* After the last attempt: "SRC: reading N bytes at offset X failed after K attempts: why",

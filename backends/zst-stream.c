@@ -73,7 +73,7 @@ struct zst_stream {
 static int
 truncated(struct zst_stream *s, uint64_t frame, uint64_t start, const char *where)
 {
-  return error_set(EIO,
+  return error_set(EBADMSG,
                    "%s: truncated: frame %" PRIu64 " at file offset %" PRIu64
                    " %s (the file ends at %" PRIu64 ")",
                    s->name, frame, start, where, s->lower->size);
@@ -104,7 +104,8 @@ count_frame(struct zst_stream *s, uint64_t frame, uint64_t start, uint64_t end, 
       ZSTD_outBuffer ob = { scratch, ZSTD_DStreamOutSize(), 0 };
       ret = ZSTD_decompressStream(s->ds, &ob, &ib);
       if (ZSTD_isError(ret)) {
-        r = error_set(EIO, "%s: frame %" PRIu64 " at file offset %" PRIu64 ": corrupt (zstd: %s)",
+        r = error_set(EBADMSG,
+                      "%s: frame %" PRIu64 " at file offset %" PRIu64 ": corrupt (zstd: %s)",
                       s->name, frame, start, ZSTD_getErrorName(ret));
         goto out;
       }
@@ -113,7 +114,7 @@ count_frame(struct zst_stream *s, uint64_t frame, uint64_t start, uint64_t end, 
     pos += (uint64_t)n;
   }
   if (ret != 0)
-    r = error_set(EIO,
+    r = error_set(EBADMSG,
                   "%s: frame %" PRIu64 " at file offset %" PRIu64 ": corrupt (its blocks end "
                   "before its data does)",
                   s->name, frame, start);
@@ -159,7 +160,7 @@ walk(struct zst_stream *s)
       uint32_t bsize, content;
       zst_block_header(p, &last, &type, &bsize, &content);
       if (type == ZST_BLOCK_RESERVED || bsize > ZST_BLOCK_MAX)
-        return error_set(EIO,
+        return error_set(EBADMSG,
                          "%s: frame %" PRIu64 " at file offset %" PRIu64 ": corrupt block "
                          "header at file offset %" PRIu64,
                          s->name, frame, pos, end);
@@ -227,7 +228,7 @@ zst_stream_read(struct zst_stream *s, void *buf, size_t len, uint64_t off)
     size_t produced = ob.pos;
     size_t ret = ZSTD_decompressStream(s->ds, &ob, &ib);
     if (ZSTD_isError(ret))
-      return error_set(EIO,
+      return error_set(EBADMSG,
                        "%s: frame %" PRIu64 " at file offset %" PRIu64 " (image offset %" PRIu64
                        "): corrupt (zstd: %s)",
                        s->name, s->frame, s->frame_start, off + ob.pos, ZSTD_getErrorName(ret));

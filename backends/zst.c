@@ -182,23 +182,23 @@ decode_frame(struct zst_volume *z, size_t i, uint8_t *out)
     goto out;
   }
   if (r == 0 || h.skippable) {
-    r = error_set(EIO, FRAME_FMT ": %s", FRAME_ARGS(z, i, f),
+    r = error_set(EBADMSG, FRAME_FMT ": %s", FRAME_ARGS(z, i, f),
                   r == 0 ? "too short for a frame header" : "is a skippable frame, not data");
     goto out;
   }
   if (h.has_size && h.content_size != f->dsize) {
-    r = error_set(EIO, FRAME_FMT ": its header says %" PRIu64 " bytes, the seek table %u",
+    r = error_set(EBADMSG, FRAME_FMT ": its header says %" PRIu64 " bytes, the seek table %u",
                   FRAME_ARGS(z, i, f), h.content_size, f->dsize);
     goto out;
   }
   size_t csize = ZSTD_findFrameCompressedSize(d->cbuf, f->csize);
   if (ZSTD_isError(csize)) {
-    r = error_set(EIO, FRAME_FMT ": corrupt or cut short (zstd: %s)", FRAME_ARGS(z, i, f),
+    r = error_set(EBADMSG, FRAME_FMT ": corrupt or cut short (zstd: %s)", FRAME_ARGS(z, i, f),
                   ZSTD_getErrorName(csize));
     goto out;
   }
   if (csize != f->csize) {
-    r = error_set(EIO, FRAME_FMT ": the frame is %zu bytes, the seek table says %u",
+    r = error_set(EBADMSG, FRAME_FMT ": the frame is %zu bytes, the seek table says %u",
                   FRAME_ARGS(z, i, f), csize, f->csize);
     goto out;
   }
@@ -206,20 +206,20 @@ decode_frame(struct zst_volume *z, size_t i, uint8_t *out)
   if (ZSTD_isError(n)) {
     ZSTD_ErrorCode code = ZSTD_getErrorCode(n);
     if (code == ZSTD_error_dstSize_tooSmall)
-      r = error_set(EIO,
+      r = error_set(EBADMSG,
                     FRAME_FMT ": decompresses to more than the %u bytes the seek table "
                               "announces",
                     FRAME_ARGS(z, i, f), f->dsize);
     else if (code == ZSTD_error_checksum_wrong)
-      r = error_set(EIO, FRAME_FMT ": checksum mismatch: the frame's data is corrupt",
+      r = error_set(EBADMSG, FRAME_FMT ": checksum mismatch: the frame's data is corrupt",
                     FRAME_ARGS(z, i, f));
     else
-      r = error_set(EIO, FRAME_FMT ": corrupt (zstd: %s)", FRAME_ARGS(z, i, f),
+      r = error_set(EBADMSG, FRAME_FMT ": corrupt (zstd: %s)", FRAME_ARGS(z, i, f),
                     ZSTD_getErrorName(n));
     goto out;
   }
   if (n != f->dsize) {
-    r = error_set(EIO, FRAME_FMT ": decompresses to %zu bytes, the seek table announces %u",
+    r = error_set(EBADMSG, FRAME_FMT ": decompresses to %zu bytes, the seek table announces %u",
                   FRAME_ARGS(z, i, f), n, f->dsize);
     goto out;
   }
@@ -227,7 +227,7 @@ decode_frame(struct zst_volume *z, size_t i, uint8_t *out)
     /* libzstd has checked the frame's own checksum against the data: compare with it. */
     uint32_t sum = h.checksum ? zst_le32(d->cbuf + f->csize - 4) : (uint32_t)xxh64(out, n, 0);
     if (sum != f->checksum) {
-      r = error_set(EIO,
+      r = error_set(EBADMSG,
                     FRAME_FMT ": checksum mismatch: the seek table says 0x%08x, the data "
                               "has 0x%08x",
                     FRAME_ARGS(z, i, f), f->checksum, sum);
