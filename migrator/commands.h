@@ -15,5 +15,6 @@ int cmd_set_rate(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_live_move(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ static const struct command {
   const char *summary;
 } commands[] = {
   { "copy", cmd_copy, "copy a volume to another, in parallel, skipping holes" },
+  { "verify", cmd_verify, "are two volumes identical? (or print a volume's block digest)" },
   { "hydrate", cmd_hydrate, "run a lazy clone's background copy until converged" },
   { "status", cmd_status, "show the state of a running clone (control socket)" },
   { "wait", cmd_wait, "wait until a running clone has converged" },

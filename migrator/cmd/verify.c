@@ -1,0 +1,305 @@
+/* ferry verify: are two volumes identical (backends/verify.h)?  Or, with --digest, the
+ * block digest of volumes, to compare with one computed elsewhere (--expect).
+ */
+#include "backends/verify.h"
+#include "backends/volume.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/progress.h"
+#include "common/util.h"
+#include "migrator/commands.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* 0 identical, 1 different, 2 bad usage (EXIT_USAGE), 3 a volume could not be read. */
+enum { EXIT_SAME = 0, EXIT_DIFFERENT = 1, EXIT_TROUBLE = 3 };
+
+static void
+usage(FILE *f)
+{
+  fprintf(f,
+          "Usage: ferry verify [OPTIONS] A B\n"
+          "       ferry verify --digest [OPTIONS] VOLUME...\n"
+          "       ferry verify --expect DIGEST [OPTIONS] VOLUME\n"
+          "\n"
+          "Compare volumes A and B byte for byte, reading both in parallel and skipping what\n"
+          "both report as zero or holes; print each one's digest and the ranges that differ.\n"
+          "The digest (sha256/1M:...) is SHA-256 over the SHA-256 of every 1 MiB block: it\n"
+          "depends only on the bytes, so `ferry verify --digest` at two sites compares\n"
+          "volumes without moving them.  A and B are paths or volume URIs (nbd://, http://,\n"
+          "*.zst images, ...).\n"
+          "\n"
+          "Options:\n"
+          "      --digest            print the digest of each VOLUME, compare nothing\n"
+          "      --expect DIGEST     compare VOLUME with DIGEST (printed elsewhere by --digest)\n"
+          "  -R, --requests N        blocks in flight (default 8)\n"
+          "  -C, --connections N     connections to an nbd/http volume (default: driver's)\n"
+          "      --max-ranges N      differing ranges listed (default 100; all are counted)\n"
+          "  -p, --progress          progress bar on stderr (when it is a terminal)\n"
+          "      --json              print one JSON object instead of text\n"
+          "  -q, --quiet             print nothing: the exit status says it\n"
+          "  -v, --verbose           debug messages on stderr\n"
+          "  -h, --help              this text\n"
+          "\n"
+          "Exit status: 0 identical (or digest printed / matching), 1 different, 2 bad usage,\n"
+          "3 a volume could not be opened or read.\n");
+}
+
+enum { OPT_DIGEST = 256, OPT_EXPECT, OPT_MAX_RANGES, OPT_JSON };
+
+static const struct option long_options[] = {
+  { "digest", no_argument, NULL, OPT_DIGEST },
+  { "expect", required_argument, NULL, OPT_EXPECT },
+  { "requests", required_argument, NULL, 'R' },
+  { "connections", required_argument, NULL, 'C' },
+  { "max-ranges", required_argument, NULL, OPT_MAX_RANGES },
+  { "progress", no_argument, NULL, 'p' },
+  { "json", no_argument, NULL, OPT_JSON },
+  { "quiet", no_argument, NULL, 'q' },
+  { "verbose", no_argument, NULL, 'v' },
+  { "help", no_argument, NULL, 'h' },
+  { NULL, 0, NULL, 0 },
+};
+
+struct settings {
+  bool digest, progress, json, quiet;
+  const char *expect;
+  unsigned requests, connections;
+  uint64_t max_ranges;
+  char **volumes;
+  int n;
+};
+
+static int
+bad_usage(void)
+{
+  fprintf(stderr, "ferry verify: %s\nTry 'ferry verify --help'.\n", error_message());
+  return EXIT_USAGE;
+}
+
+static int
+parse_args(int argc, char **argv, struct settings *s)
+{
+  uint64_t v;
+  int c;
+  opterr = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, ":R:C:pqvh", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_DIGEST:
+      s->digest = true;
+      break;
+    case OPT_EXPECT:
+      if (strncmp(optarg, VERIFY_DIGEST_PREFIX, strlen(VERIFY_DIGEST_PREFIX)) != 0
+          || strlen(optarg) != VERIFY_DIGEST_LEN - 1) {
+        error_set(EINVAL, "--expect: '%s' is not a digest printed by ferry verify (%s<64 hex>)",
+                  optarg, VERIFY_DIGEST_PREFIX);
+        return bad_usage();
+      }
+      s->expect = optarg;
+      break;
+    case 'R':
+      if (parse_uint("--requests", optarg, 1, 256, &v) < 0)
+        return bad_usage();
+      s->requests = (unsigned)v;
+      break;
+    case 'C':
+      if (parse_uint("--connections", optarg, 1, 64, &v) < 0)
+        return bad_usage();
+      s->connections = (unsigned)v;
+      break;
+    case OPT_MAX_RANGES:
+      if (parse_uint("--max-ranges", optarg, 0, 1000000, &s->max_ranges) < 0)
+        return bad_usage();
+      break;
+    case 'p':
+      s->progress = true;
+      break;
+    case OPT_JSON:
+      s->json = true;
+      break;
+    case 'q':
+      s->quiet = true;
+      break;
+    case 'v':
+      log_set_verbose(true);
+      break;
+    case 'h':
+      usage(stdout);
+      exit(EXIT_OK);
+    default:
+      getopt_error(c, argv);
+      return bad_usage();
+    }
+  }
+  s->volumes = argv + optind;
+  s->n = argc - optind;
+  if (s->digest && s->expect) {
+    error_set(EINVAL, "--digest and --expect exclude each other");
+    return bad_usage();
+  }
+  int want = s->digest ? -1 : s->expect ? 1 : 2;
+  if ((want < 0 && s->n == 0) || (want > 0 && s->n != want)) {
+    if (s->n == 0)
+      error_set(EINVAL, "missing %s", s->digest ? "VOLUME" : s->expect ? "VOLUME" : "A and B");
+    else if (want == 2 && s->n == 1)
+      error_set(EINVAL, "missing B (after A '%s'); --digest prints one volume's digest",
+                s->volumes[0]);
+    else
+      error_set(EINVAL, "too many arguments: '%s'", s->volumes[want]);
+    return bad_usage();
+  }
+  return 0;
+}
+
+static int
+open_volume(const struct settings *s, const char *uri, struct volume **v)
+{
+  struct volume_options o;
+  volume_options_init(&o);
+  o.readonly = true;
+  o.sequential = true; /* a plain .zst is read in order */
+  o.connections = s->connections;
+  return volume_open(uri, &o, v);
+}
+
+static json_t *
+side_json(const char *uri, const struct verify_side *side)
+{
+  return json_pack("{s:s, s:I, s:s, s:I, s:I}", "volume", uri, "size", (json_int_t)side->size,
+                   "digest", side->digest, "bytes_read", (json_int_t)side->bytes_read,
+                   "bytes_skipped", (json_int_t)side->bytes_skipped);
+}
+
+static void
+print_json(json_t *o)
+{
+  char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+  if (text)
+    printf("%s\n", text);
+  free(text);
+  json_decref(o);
+}
+
+/* --digest (and --expect): one volume at a time. */
+static int
+digests(const struct settings *s, const struct verify_options *vo)
+{
+  int status = EXIT_SAME;
+  json_t *list = s->json ? json_array() : NULL;
+  for (int i = 0; i < s->n; i++) {
+    struct volume *v = NULL;
+    struct verify_side side;
+    int r = open_volume(s, s->volumes[i], &v);
+    if (r == 0) {
+      struct verify_options o = *vo;
+      o.progress = progress_new("verify", v->size, s->progress);
+      r = verify_digest(v, &o, &side);
+      progress_finish(o.progress);
+      progress_free(o.progress);
+    }
+    volume_close(v);
+    if (r < 0) {
+      log_error("%s", error_message());
+      status = EXIT_TROUBLE;
+      continue;
+    }
+    bool match = !s->expect || strcmp(side.digest, s->expect) == 0;
+    if (!match)
+      status = EXIT_DIFFERENT;
+    if (list) {
+      json_t *o = side_json(s->volumes[i], &side);
+      if (s->expect)
+        json_object_set_new(o, "equal", json_boolean(match));
+      json_array_append_new(list, o);
+    } else if (!s->quiet) {
+      printf("%s  %s\n", side.digest, s->volumes[i]);
+      if (!match)
+        printf("%s differs from the digest expected (%s)\n", s->volumes[i], s->expect);
+    }
+  }
+  if (list)
+    print_json(s->expect ? json_incref(json_array_get(list, 0)) : json_incref(list));
+  json_decref(list);
+  return status;
+}
+
+static void
+print_text(const struct settings *s, const struct verify_result *r)
+{
+  const char *a = s->volumes[0], *b = s->volumes[1];
+  char sz[32], rd[32], sk[32];
+  printf("%s  %s\n%s  %s\n", r->a.digest, a, r->b.digest, b);
+  if (r->equal) {
+    printf("identical: %s (read %s, skipped %s of zeroes and holes)\n",
+           format_size(sz, sizeof sz, (double)r->a.size),
+           format_size(rd, sizeof rd, (double)(r->a.bytes_read + r->b.bytes_read)),
+           format_size(sk, sizeof sk, (double)(r->a.bytes_skipped + r->b.bytes_skipped)));
+    return;
+  }
+  if (r->a.size != r->b.size)
+    printf("sizes differ: %s is %" PRIu64 " bytes, %s is %" PRIu64 " bytes\n", a, r->a.size, b,
+           r->b.size);
+  for (size_t i = 0; i < r->n_ranges; i++)
+    printf("differ: offset %" PRIu64 ", %" PRIu64 " byte%s\n", r->ranges[i].offset,
+           r->ranges[i].length, r->ranges[i].length == 1 ? "" : "s");
+  if (r->total_ranges > r->n_ranges)
+    printf("... and %" PRIu64 " more ranges\n", r->total_ranges - r->n_ranges);
+  printf("%s and %s differ: %" PRIu64 " byte%s in %" PRIu64 " range%s\n", a, b, r->bytes_differing,
+         r->bytes_differing == 1 ? "" : "s", r->total_ranges, r->total_ranges == 1 ? "" : "s");
+}
+
+int
+cmd_verify(int argc, char **argv)
+{
+  struct settings s = { .requests = 8, .max_ranges = 100 };
+  int r = parse_args(argc, argv, &s);
+  if (r)
+    return r;
+  struct verify_options vo;
+  verify_options_init(&vo);
+  vo.workers = s.requests;
+  vo.max_ranges = s.max_ranges;
+  if (s.digest || s.expect)
+    return digests(&s, &vo);
+
+  struct volume *a = NULL, *b = NULL;
+  struct verify_result res = { 0 };
+  int status = EXIT_TROUBLE;
+  if (open_volume(&s, s.volumes[0], &a) < 0 || open_volume(&s, s.volumes[1], &b) < 0)
+    goto out;
+  vo.progress = progress_new("verify", a->size > b->size ? a->size : b->size, s.progress);
+  r = verify_compare(a, b, &vo, &res);
+  progress_finish(vo.progress);
+  progress_free(vo.progress);
+  if (r < 0)
+    goto out;
+  status = res.equal ? EXIT_SAME : EXIT_DIFFERENT;
+  if (s.json) {
+    json_t *ranges = json_array();
+    for (size_t i = 0; i < res.n_ranges; i++)
+      json_array_append_new(ranges,
+                            json_pack("{s:I, s:I}", "offset", (json_int_t)res.ranges[i].offset,
+                                      "length", (json_int_t)res.ranges[i].length));
+    print_json(json_pack("{s:b, s:o, s:o, s:o, s:I, s:I, s:f}", "equal", res.equal, "a",
+                         side_json(s.volumes[0], &res.a), "b", side_json(s.volumes[1], &res.b),
+                         "ranges", ranges, "total_ranges", (json_int_t)res.total_ranges,
+                         "bytes_differing", (json_int_t)res.bytes_differing, "seconds",
+                         res.seconds));
+  } else if (!s.quiet) {
+    print_text(&s, &res);
+  }
+out:
+  if (status == EXIT_TROUBLE)
+    log_error("%s", error_message());
+  verify_result_free(&res);
+  volume_close(b);
+  volume_close(a);
+  return status;
+}
