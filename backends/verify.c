@@ -108,17 +108,31 @@ blockdigest_zero(struct blockdigest *d, uint64_t len)
 }
 
 int
-blockdigest_end(struct blockdigest *d, char out[VERIFY_DIGEST_LEN])
+blockdigest_end_bytes(struct blockdigest *d, uint8_t out[SHA256_BYTES])
 {
-  uint8_t h[SHA256_BYTES];
-  char hex[SHA256_HEX];
   bool complete = d->done == d->size;
-  sha256_end(&d->c, h);
+  sha256_end(&d->c, out);
   if (!complete)
     return error_set(EINVAL, "digest of %" PRIu64 " bytes given blocks for %" PRIu64, d->size,
                      d->done);
-  snprintf(out, VERIFY_DIGEST_LEN, VERIFY_DIGEST_PREFIX "%s", hash_hex(h, sizeof h, hex));
   return 0;
+}
+
+void
+verify_format_digest(const uint8_t raw[SHA256_BYTES], char out[VERIFY_DIGEST_LEN])
+{
+  char hex[SHA256_HEX];
+  snprintf(out, VERIFY_DIGEST_LEN, VERIFY_DIGEST_PREFIX "%s", hash_hex(raw, SHA256_BYTES, hex));
+}
+
+int
+blockdigest_end(struct blockdigest *d, char out[VERIFY_DIGEST_LEN])
+{
+  uint8_t h[SHA256_BYTES];
+  int r = blockdigest_end_bytes(d, h);
+  if (r == 0)
+    verify_format_digest(h, out);
+  return r;
 }
 
 void

@@ -41,6 +41,10 @@ void blockdigest_block(struct blockdigest *d, const uint8_t hash[SHA256_BYTES], 
 void blockdigest_zero(struct blockdigest *d, uint64_t len);
 /* The digest string; -EINVAL (message) when the blocks given do not cover the size.  Frees d. */
 int blockdigest_end(struct blockdigest *d, char out[VERIFY_DIGEST_LEN]);
+/* The same as 32 bytes (what the send stream carries). */
+int blockdigest_end_bytes(struct blockdigest *d, uint8_t out[SHA256_BYTES]);
+/* Those 32 bytes as the digest string. */
+void verify_format_digest(const uint8_t raw[SHA256_BYTES], char out[VERIFY_DIGEST_LEN]);
 void blockdigest_discard(struct blockdigest *d);
 
 struct verify_options {

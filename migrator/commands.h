@@ -16,5 +16,7 @@ int cmd_migrate(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_live_move(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_send(int argc, char **argv);
+int cmd_receive(int argc, char **argv);
 
 #endif

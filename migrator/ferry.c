@@ -12,6 +12,8 @@ static const struct command {
   const char *summary;
 } commands[] = {
   { "copy", cmd_copy, "copy a volume to another, in parallel, skipping holes" },
+  { "send", cmd_send, "write a volume to stdout as one compressed, checksummed stream" },
+  { "receive", cmd_receive, "write a `ferry send` stream from stdin to a volume, verified" },
   { "verify", cmd_verify, "are two volumes identical? (or print a volume's block digest)" },
   { "hydrate", cmd_hydrate, "run a lazy clone's background copy until converged" },
   { "status", cmd_status, "show the state of a running clone (control socket)" },
