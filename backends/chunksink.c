@@ -153,6 +153,11 @@ deposit(struct sink *s, uint64_t index, void *blob)
 static int
 complete(struct sink *s, uint64_t index, const void *data)
 {
+  pthread_mutex_lock(&s->lock);
+  bool again = index < s->next_emit;
+  pthread_mutex_unlock(&s->lock);
+  if (again)
+    return error_set(EINVAL, "%s: chunk %" PRIu64 " written more than once", s->v.name, index);
   void *blob = NULL;
   int r = s->codec.encode(s->codec.opaque, index, index * s->chunk_size, data, chunk_len(s, index),
                           &blob);
@@ -177,6 +182,10 @@ piece(struct sink *s, uint64_t index, uint32_t in, uint32_t n, const uint8_t *da
     int r = failed(s);
     pthread_mutex_unlock(&s->lock);
     return r;
+  }
+  if (index < s->next_emit) {
+    pthread_mutex_unlock(&s->lock);
+    return error_set(EINVAL, "%s: chunk %" PRIu64 " written more than once", s->v.name, index);
   }
   struct pending *e = find(s, index, true);
   if (e && data && !e->staging)
