@@ -6,6 +6,7 @@
  * sockets to the local names, so the rest of the move is the same. */
 #include "migrator/move.h"
 
+#include "backends/verify.h"
 #include "backends/volume.h"
 #include "common/control.h"
 #include "common/error.h"
@@ -572,6 +573,41 @@ wait_converged(struct run *r, struct move_report *rep)
   return 0;
 }
 
+/* --- the final check ---------------------------------------------------------------------- */
+
+/* The guest has not run since it was stopped, so the converged destination must hold exactly
+ * the source's bytes: compare them (ferry verify) before the source is renamed away. */
+static int
+verify_disk(struct run *r, const struct move_disk *d)
+{
+  struct volume_options vo;
+  volume_options_init(&vo);
+  vo.readonly = true;
+  struct volume *a = NULL, *b = NULL;
+  struct verify_result res = { 0 };
+  int rc = volume_open(d->source, &vo, &a);
+  if (rc == 0)
+    rc = volume_open(d->dest, &vo, &b);
+  if (rc == 0)
+    rc = verify_compare(a, b, NULL, &res);
+  if (rc < 0)
+    rc = error_prefix("disk %lld: verifying the destination", (long long)d->disk_id);
+  else if (!res.equal)
+    rc = error_set(EIO,
+                   "disk %lld: the destination %s differs from the source %s: %llu bytes in "
+                   "%llu ranges, the first at offset %llu",
+                   (long long)d->disk_id, d->dest, d->source,
+                   (unsigned long long)res.bytes_differing, (unsigned long long)res.total_ranges,
+                   (unsigned long long)(res.n_ranges ? res.ranges[0].offset : 0));
+  else
+    step(r, "verified: disk %lld destination identical to the source (%s, %.2f s)",
+         (long long)d->disk_id, res.b.digest, res.seconds);
+  verify_result_free(&res);
+  volume_close(b);
+  volume_close(a);
+  return rc;
+}
+
 /* --- the move ----------------------------------------------------------------------------- */
 
 int
@@ -653,6 +689,17 @@ move_run(struct storage *st, const struct move_disk *disks, size_t n_disks,
     if ((rc = stop_server(o, &r.servers[i], prog_name)) < 0)
       goto fail;
   step(&r, "%s stopped, map committed", prog_name);
+  if (resumed)
+    step(&r, "destination not compared with the source: the VM has run on it since");
+  else if (o->ssh_host)
+    step(&r,
+         "destination not compared with the source here: it is on %s (compare `ferry verify "
+         "--digest` of both)",
+         o->ssh_host);
+  else
+    for (size_t i = 0; i < n_disks; i++)
+      if ((rc = verify_disk(&r, &disks[i])) < 0)
+        goto fail;
   if ((rc = storage_finalize(st)) < 0)
     goto fail;
   if (storage_get_kind(st) != STORAGE_NONE)

@@ -8,7 +8,10 @@
  *   -> VM resumed                         (hook; skipped with --skip-resume)
  *   -> first read served on destination   (downtime = now - VM stopped)
  *   -> wait for convergence on the control socket, with progress
- *   -> finalize: SIGTERM the server (it commits the map), storage finalize (rename/tag source)
+ *   -> SIGTERM the server (it commits the map)
+ *   -> when the VM has not run since it was stopped: the destination compared with the source
+ *      (backends/verify.h); a difference fails the move before the source is touched
+ *   -> storage finalize (rename/tag source)
  *
  * The catalog is reached only through the hooks, so the same code runs the demo's SQLite world
  * and a real site.  Downtime does not depend on the disk's size: nothing is copied between

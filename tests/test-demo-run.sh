@@ -13,16 +13,20 @@ downtime() { sed -nE 's/^downtime: ([0-9]+\.[0-9]+) s \(VM stopped -> first read
 "$FERRY" demo --no-vm --size 64M > "$T/small" 2>&1 || { cat "$T/small"; fail "demo --size 64M failed"; }
 d_small=$(downtime "$T/small")
 [ -n "$d_small" ] || { cat "$T/small"; fail "no downtime line"; }
-for check in "OK   sha256: source " "OK   e2fsck -fn destination: clean" \
+for check in "OK   verify: source sha256/1M:" "OK   e2fsck -fn destination: clean" \
   "OK   file read from the destination with debugfs: /srv/data/blob-003.bin: 1.0 MiB identical" \
   "OK   catalog XPaths read back: 16 of 16 edits hold their new value" "demo OK: downtime "; do
   grep -qF -- "$check" "$T/small" || { cat "$T/small"; fail "demo output lacks: $check"; }
 done
 grep -q FAIL "$T/small" && fail "a verification failed"
-# The two checksums printed are equal.
-line=$(grep -F "OK   sha256: source " "$T/small")
-[[ $line =~ source\ ([0-9a-f]{64}),\ destination\ ([0-9a-f]{64}) ]] || fail "checksum line: $line"
-[ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[2]}" ] || fail "checksums differ"
+# The two digests printed are equal, and the move itself verified the destination before it
+# renamed the source (the VM stayed down: ferry migrate's final check).
+line=$(grep -F "OK   verify: source " "$T/small")
+[[ $line =~ source\ sha256/1M:([0-9a-f]{64}),\ destination\ sha256/1M:([0-9a-f]{64})$ ]] ||
+  fail "verify line: $line"
+[ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[2]}" ] || fail "digests differ"
+grep -qE "verified: disk 0 destination identical to the source \(sha256/1M:${BASH_REMATCH[1]}, " \
+  "$T/small" || { cat "$T/small"; fail "the move did not verify the destination"; }
 # The world is removed without --keep.
 [ -z "$(ls -d "$T"/ferry-demo.* 2>/dev/null)" ] || fail "world left behind without --keep"
 

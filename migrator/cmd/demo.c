@@ -1,8 +1,11 @@
 /* ferry demo: a complete move on a throwaway world (demo-world.h), through the same code as
  * `ferry migrate --storage fs` (migrate-storage.h), then a verification that can fail:
- * checksums of source and destination, every catalog edit read back by XPath, e2fsck of the
+ * source and destination compared by ferry verify (block digests of both, holes skipped),
+ * every catalog edit read back by XPath, e2fsck of the
  * moved ext4 image and a file inside it read with debugfs and compared byte for byte.
  * Exit 0 only when everything verifies. */
+#include "backends/verify.h"
+#include "backends/volume.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -10,7 +13,6 @@
 #include "migrator/commands.h"
 #include "migrator/demo/demo-vm.h"
 #include "migrator/demo/demo-world.h"
-#include "migrator/demo/digest.h"
 #include "migrator/locate.h"
 #include "migrator/migrate-storage.h"
 #include "migrator/opennebula/plan.h"
@@ -33,10 +35,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Above this size the checksum skips holes (digest.h): a full SHA-256 of a 64 GiB image
- * would take minutes of hashing zeroes. */
-#define FULL_SHA256_MAX (1ull << 30)
-
 static void
 usage(FILE *f)
 {
@@ -47,7 +45,7 @@ usage(FILE *f)
           "the built-in 6.8 fixture, fs datastores for cluster A and cluster B, VM 42's disk as\n"
           "an ext4 image full of generated files, served by ferry-nbd as cluster A — and move\n"
           "the disk to cluster B exactly as `ferry migrate --storage fs` does: downtime, live\n"
-          "progress, catalog edits, then verify (checksums, XPaths read back, e2fsck, a file\n"
+          "progress, catalog edits, then verify (ferry verify, XPaths read back, e2fsck, a file\n"
           "read with debugfs).  Exit status 0 only when everything verifies.\n"
           "\n"
           "With qemu installed VM 42 really runs: the test guest (tests/guest/build: Debian's\n"
@@ -263,10 +261,10 @@ verify_catalog(struct demo *d, const struct plan *p, json_t *checks)
   catalog_close(c);
 }
 
+/* The block digest of an image (ferry verify --digest), in a thread of its own. */
 struct digest_job {
   const char *path;
-  bool sparse;
-  char hex[65];
+  char digest[VERIFY_DIGEST_LEN];
   int r;
   char *error;
 };
@@ -275,9 +273,19 @@ static void *
 digest_thread(void *opaque)
 {
   struct digest_job *j = opaque;
-  j->r = digest_file(j->path, j->sparse, j->hex);
-  if (j->r < 0)
+  struct volume_options vo;
+  volume_options_init(&vo);
+  vo.readonly = true;
+  struct volume *v = NULL;
+  struct verify_side side;
+  j->r = volume_open(j->path, &vo, &v);
+  if (j->r == 0)
+    j->r = verify_digest(v, NULL, &side);
+  if (j->r == 0)
+    memcpy(j->digest, side.digest, sizeof j->digest);
+  else
     j->error = strdup(error_message());
+  volume_close(v);
   error_clear(); /* thread-local message: freed before the thread ends */
   return NULL;
 }
@@ -291,7 +299,6 @@ on_switched(void *opaque, const char *image)
   if (d->hashing || !(d->switch_hash = calloc(1, sizeof *d->switch_hash)))
     return;
   d->switch_hash->path = d->w.image;
-  d->switch_hash->sparse = d->w.size > FULL_SHA256_MAX;
   d->hashing = pthread_create(&d->hash_thread, NULL, digest_thread, d->switch_hash) == 0;
 }
 
@@ -304,7 +311,7 @@ verify_source_unchanged(struct demo *d, const char *source, json_t *checks)
   }
   pthread_join(d->hash_thread, NULL);
   d->hashing = false;
-  struct digest_job now = { .path = source, .sparse = d->switch_hash->sparse };
+  struct digest_job now = { .path = source };
   digest_thread(&now);
   if (d->switch_hash->r < 0 || now.r < 0)
     check(d, checks, "source unchanged since the switch", false, "%s",
@@ -312,38 +319,39 @@ verify_source_unchanged(struct demo *d, const char *source, json_t *checks)
           : now.error           ? now.error
                                 : "?");
   else
-    check(d, checks, "source unchanged since the switch", strcmp(d->switch_hash->hex, now.hex) == 0,
-          "sha256 at the switch %s, now %s", d->switch_hash->hex, now.hex);
+    check(d, checks, "source unchanged since the switch",
+          strcmp(d->switch_hash->digest, now.digest) == 0,
+          "at the switch %s, now %s", d->switch_hash->digest, now.digest);
   free(now.error);
 }
 
 static void
 verify_image(struct demo *d, const char *source, const char *dest, json_t *checks)
 {
-  bool sparse = d->w.size > FULL_SHA256_MAX;
   if (d->live) {
     /* The VM wrote on cluster B: DEST is the source plus its writes, checked below. */
     verify_source_unchanged(d, source, checks);
     goto filesystem;
   }
-  /* Both images hashed at once: the demo's wait is one hash, not two. */
-  struct digest_job js = { .path = source, .sparse = sparse },
-                    jd = { .path = dest, .sparse = sparse };
-  pthread_t t;
-  bool threaded = pthread_create(&t, NULL, digest_thread, &js) == 0;
-  if (!threaded)
-    digest_thread(&js);
-  digest_thread(&jd);
-  if (threaded)
-    pthread_join(t, NULL);
-  const char *hs = js.hex, *hd = jd.hex;
-  if (js.r < 0 || jd.r < 0)
-    check(d, checks, "sha256", false, "%s", js.error ? js.error : jd.error ? jd.error : "?");
+  /* ferry verify: both images read in parallel, holes skipped, digests printed. */
+  struct volume_options vo;
+  volume_options_init(&vo);
+  vo.readonly = true;
+  struct volume *a = NULL, *b = NULL;
+  struct verify_result res = { 0 };
+  int r = volume_open(source, &vo, &a);
+  if (r == 0)
+    r = volume_open(dest, &vo, &b);
+  if (r == 0)
+    r = verify_compare(a, b, NULL, &res);
+  if (r < 0)
+    check(d, checks, "verify", false, "%s", error_message());
   else
-    check(d, checks, sparse ? "sha256 (non-zero 64 KiB blocks)" : "sha256", strcmp(hs, hd) == 0,
-          "source %s, destination %s", hs, hd);
-  free(js.error);
-  free(jd.error);
+    check(d, checks, "verify", res.equal, "source %s, destination %s%s", res.a.digest,
+          res.b.digest, res.equal ? "" : " (they differ)");
+  verify_result_free(&res);
+  volume_close(b);
+  volume_close(a);
 
 filesystem:;
   char *out = NULL, *err = NULL;

@@ -4,7 +4,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "migrator/demo/digest.h"
+#include "common/hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,12 +100,10 @@ make_content(struct demo_world *w)
     const char *name, *data;
   } small[] = { { "etc/hostname", "web-01\n" }, { "var/www/html/index.html", html } };
   for (size_t i = 0; mf && i < 2; i++) {
-    struct sha256 h;
-    char hex[65];
-    sha256_init(&h);
-    sha256_update(&h, small[i].data, strlen(small[i].data));
-    sha256_final(&h, hex);
-    fprintf(mf, "%s  %s\n", hex, small[i].name);
+    uint8_t h[SHA256_BYTES];
+    char hex[SHA256_HEX];
+    sha256(small[i].data, strlen(small[i].data), h);
+    fprintf(mf, "%s  %s\n", hash_hex(h, sizeof h, hex), small[i].name);
   }
   int n = blob_count(w->size);
   w->data_bytes = 0;
@@ -115,12 +113,10 @@ make_content(struct demo_world *w)
     r = write_file(path, buf, BLOB);
     w->data_bytes += BLOB;
     if (mf) {
-      struct sha256 h;
-      char hex[65];
-      sha256_init(&h);
-      sha256_update(&h, buf, BLOB);
-      sha256_final(&h, hex);
-      fprintf(mf, "%s  srv/data/blob-%03d.bin\n", hex, i);
+      uint8_t h[SHA256_BYTES];
+      char hex[SHA256_HEX];
+      sha256(buf, BLOB, h);
+      fprintf(mf, "%s  srv/data/blob-%03d.bin\n", hash_hex(h, sizeof h, hex), i);
     }
   }
   free(buf);
