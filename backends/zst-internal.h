@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Zero bytes after the end of a zstd file that are ignored: a volume below whose size is
+ * rounded up (NBD exports are a multiple of 512 bytes, some of 4096). */
+#define ZST_PADDING_MAX 4096
+
 /* Read len bytes at off from the volume below, bouncing through an aligned buffer when it
  * has a minimum block size the request does not meet. */
 int zst_lower_read(struct volume *lower, void *buf, size_t len, uint64_t off);

@@ -24,6 +24,7 @@ struct window {
   struct volume *lower;
   uint8_t *buf;
   uint64_t start, end;
+  uint64_t end_of_file; /* where the zstd data ends (before any padding) */
 };
 
 /* Make [pos, pos+n) available; returns how many of those n bytes exist before the end of the
@@ -31,7 +32,7 @@ struct window {
 static int64_t
 window_need(struct window *w, uint64_t pos, size_t n, const uint8_t **p)
 {
-  uint64_t size = w->lower->size;
+  uint64_t size = w->end_of_file;
   if (pos >= size)
     return 0;
   if (pos < w->start || pos >= w->end || (pos + n > w->end && w->end < size)) {
@@ -125,6 +126,17 @@ out:
   return r;
 }
 
+/* True when [pos, end of the volume below) holds only zero bytes. */
+static bool
+zero_tail(struct zst_stream *s, uint64_t pos)
+{
+  size_t n = (size_t)(s->lower->size - pos);
+  uint8_t *buf = malloc(n ? n : 1);
+  bool zero = buf && zst_lower_read(s->lower, buf, n, pos) == 0 && buffer_is_zero(buf, n);
+  free(buf);
+  return zero;
+}
+
 /* Follow every frame's header and block headers: the image size, or why the file is bad. */
 static int
 walk(struct zst_stream *s)
@@ -137,6 +149,10 @@ walk(struct zst_stream *s)
       return (int)n;
     struct zst_frame_header h;
     int r = zst_parse_frame_header(p, (size_t)n, &h);
+    if (r < 0 && frame > 0 && size - pos < ZST_PADDING_MAX && zero_tail(s, pos)) {
+      size = pos; /* the volume below rounds its size up: zero padding, not a frame */
+      break;
+    }
     if (r < 0)
       return error_prefix("%s: frame %" PRIu64 " at file offset %" PRIu64, s->name, frame, pos);
     if (r == 0)
@@ -180,6 +196,7 @@ walk(struct zst_stream *s)
     frame++;
   }
   s->size = image;
+  s->in.end_of_file = size;
   debug("zst", "%s: plain zstd stream of %" PRIu64 " frames, %" PRIu64 " bytes", s->name, frame,
         image);
   return 0;
@@ -196,6 +213,7 @@ zst_stream_open(struct volume *lower, const char *name, uint64_t *size, struct z
   }
   s->lower = lower;
   s->in.lower = lower;
+  s->in.end_of_file = lower->size;
   int r = walk(s);
   if (r < 0) {
     zst_stream_free(s);

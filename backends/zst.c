@@ -459,24 +459,41 @@ open_seek_table(struct zst_volume *z)
                      "%s: not a zstd file (starts with 0x%08x; a zstd file starts with "
                      "0x%08x)",
                      name, magic, ZST_MAGIC);
-  if (lo->size < 8 + ZST_FOOTER_SIZE)
-    return 0;
-  if ((r = zst_lower_read(lo, foot, sizeof foot, lo->size - sizeof foot)) < 0)
+  /* Volumes whose size is rounded up (NBD exports: to 512 bytes) end the file with a few
+   * zero bytes after the seek table: look for the footer before them. */
+  size_t tail_len = (size_t)min_u64(lo->size, ZST_PADDING_MAX + ZST_FOOTER_SIZE);
+  uint8_t *tail = malloc(tail_len);
+  if (!tail)
+    return error_set(ENOMEM, "%s: out of memory", name);
+  if ((r = zst_lower_read(lo, tail, tail_len, lo->size - tail_len)) < 0) {
+    free(tail);
     return r;
+  }
+  size_t e = tail_len;
+  while (e > ZST_FOOTER_SIZE && tail[e - 1] == 0 && tail_len - e < ZST_PADDING_MAX)
+    e--;
+  if (e < ZST_FOOTER_SIZE || zst_le32(tail + e - 4) != ZST_SEEKABLE_MAGIC)
+    e = tail_len; /* no footer: the zeroes are the file's own */
+  uint64_t end = lo->size - (tail_len - e);
+  if (e >= ZST_FOOTER_SIZE)
+    memcpy(foot, tail + e - ZST_FOOTER_SIZE, ZST_FOOTER_SIZE);
+  free(tail);
+  if (end < 8 + ZST_FOOTER_SIZE)
+    return 0;
   uint32_t entries;
   bool checksums;
   uint64_t table_size;
   if ((r = zst_parse_footer(name, foot, &entries, &checksums, &table_size)) <= 0)
     return r;
-  if (table_size > lo->size)
+  if (table_size > end)
     return error_set(EINVAL,
                      "%s: the seek table of %u frames (%" PRIu64 " bytes) is larger than "
                      "the file (%" PRIu64 " bytes): truncated or corrupt",
-                     name, entries, table_size, lo->size);
+                     name, entries, table_size, end);
   uint8_t *buf = malloc(table_size);
   if (!buf)
     return error_set(ENOMEM, "%s: out of memory for a seek table of %u frames", name, entries);
-  uint64_t table_off = lo->size - table_size;
+  uint64_t table_off = end - table_size;
   r = zst_lower_read(lo, buf, table_size, table_off);
   if (r == 0)
     r = zst_parse_seek_table(name, buf, table_size, table_off, &z->t);
