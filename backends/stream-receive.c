@@ -236,6 +236,14 @@ read_records(int fd, struct receiver *rc, const struct stream_header *h, uint64_
       r = (int)n;
       goto fail;
     }
+    if (n == 0 && expected == h->size) {
+      r = error_set(EPIPE,
+                    "%s: the stream stops after %" PRIu64 " bytes, before its end "
+                    "record: all %" PRIu64 " bytes of the volume arrived, but not the "
+                    "digest to verify them: truncated",
+                    rc->input, *pos, h->size);
+      goto fail;
+    }
     if (n < (ssize_t)sizeof head) {
       r = truncated(rc->input, *pos + (uint64_t)n, n ? "inside the header of" : "before", number,
                     expected, h->size);
