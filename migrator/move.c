@@ -594,10 +594,11 @@ verify_disk(struct run *r, const struct move_disk *d)
     rc = error_prefix("disk %lld: verifying the destination", (long long)d->disk_id);
   else if (!res.equal)
     rc = error_set(EIO,
-                   "disk %lld: the destination %s differs from the source %s: %llu bytes in "
-                   "%llu ranges, the first at offset %llu",
+                   "disk %lld: the destination %s differs from the source %s: %llu byte%s in "
+                   "%llu range%s, the first at offset %llu",
                    (long long)d->disk_id, d->dest, d->source,
-                   (unsigned long long)res.bytes_differing, (unsigned long long)res.total_ranges,
+                   (unsigned long long)res.bytes_differing, res.bytes_differing == 1 ? "" : "s",
+                   (unsigned long long)res.total_ranges, res.total_ranges == 1 ? "" : "s",
                    (unsigned long long)(res.n_ranges ? res.ranges[0].offset : 0));
   else
     step(r, "verified: disk %lld destination identical to the source (%s, %.2f s)",

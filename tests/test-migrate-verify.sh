@@ -21,7 +21,7 @@ exec "$FERRY_NBD" "\${a[@]}"
 SH
 chmod +x "$T/bad-nbd"
 FERRY_NBD=$T/bad-nbd expect_fail \
-  "disk 0: the destination $T/ds/100/42/disk.0 differs from the source $T/ds/0/42/disk.0: 1 bytes in 1 ranges, the first at offset 1500000" \
+  "disk 0: the destination $T/ds/100/42/disk.0 differs from the source $T/ds/0/42/disk.0: 1 byte in 1 range, the first at offset 1500000" \
   migrate --storage fs --datastores "$T/ds" --journal "$T/bad.json"
 grep -qF "roll it back with ferry migrate --rollback" "$T/err" || fail "no rollback advice"
 cmp "$T/ds/0/42/disk.0" "$T/source.orig" || fail "the source was touched"
