@@ -4,10 +4,10 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "frontend/options.h"
 #include "migrator/commands.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -29,96 +29,84 @@ usage(FILE *f)
           "sent.  A stream that stops early fails, saying where: everything before that offset\n"
           "is written.\n"
           "\n"
-          "Options:\n"
-          "  -R, --workers N         decompressing writers (default: one per CPU)\n"
-          "  -C, --connections N     connections to an nbd destination (default: driver's)\n"
-          "      --no-flush          do not flush DST at the end\n"
-          "  -p, --progress          progress bar on stderr (when it is a terminal)\n"
-          "      --json              print a summary object on stdout\n"
-          "  -q, --quiet             print nothing on success\n"
-          "  -v, --verbose           debug messages on stderr\n"
-          "  -h, --help              this text\n"
-          "\n"
-          "Exit status: 0 received and verified, 1 failed, 2 bad usage.\n");
+          "Options:\n");
+  frontend_help_line(f, "-R, --workers N", "decompressing writers (default: one per CPU)");
+  frontend_help_line(f, "    --no-flush", "do not flush DST at the end");
+  frontend_help_line(f, "-q, --quiet", "print nothing on success");
+  frontend_options_help(f, FRONTEND_VOLUME | FRONTEND_REPORT | FRONTEND_COMMON);
+  fprintf(f, "\n"
+             "Exit status: 0 received and verified, 1 failed, 2 bad usage.\n");
 }
 
-enum { OPT_NO_FLUSH = 256, OPT_JSON };
+enum { OPT_NO_FLUSH = 256 };
 
 static const struct option long_options[] = {
   { "workers", required_argument, NULL, 'R' },
-  { "connections", required_argument, NULL, 'C' },
   { "no-flush", no_argument, NULL, OPT_NO_FLUSH },
-  { "progress", no_argument, NULL, 'p' },
-  { "json", no_argument, NULL, OPT_JSON },
   { "quiet", no_argument, NULL, 'q' },
-  { "verbose", no_argument, NULL, 'v' },
-  { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
 
+struct settings {
+  struct frontend_options f; /* --connections --progress --json */
+  struct receive_options o;
+  bool quiet;
+};
+
 static int
-bad_usage(void)
+take_option(void *opaque, int code, const char *arg)
 {
-  fprintf(stderr, "ferry receive: %s\nTry 'ferry receive --help'.\n", error_message());
-  return EXIT_USAGE;
+  struct settings *s = opaque;
+  uint64_t v;
+  switch (code) {
+  case 'R':
+    if (parse_uint("--workers", arg, 1, 256, &v) < 0)
+      return -1;
+    s->o.workers = (unsigned)v;
+    return 0;
+  case OPT_NO_FLUSH:
+    s->o.flush = false;
+    return 0;
+  case 'q':
+    s->quiet = true;
+    return 0;
+  }
+  return error_set(EINVAL, "option code %d is not understood", code);
 }
+
+static const struct frontend_program program = {
+  .name = "ferry receive",
+  .groups = FRONTEND_VOLUME | FRONTEND_REPORT,
+  .shortopts = "R:q",
+  .longopts = long_options,
+  .take = take_option,
+  .usage = usage,
+};
 
 int
 cmd_receive(int argc, char **argv)
 {
-  struct receive_options o;
-  receive_options_init(&o);
-  bool json = false, quiet = false;
-  uint64_t v;
-  int c;
-  opterr = 0;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, ":R:C:pqvh", long_options, NULL)) != -1) {
-    switch (c) {
-    case 'R':
-      if (parse_uint("--workers", optarg, 1, 256, &v) < 0)
-        return bad_usage();
-      o.workers = (unsigned)v;
-      break;
-    case 'C':
-      if (parse_uint("--connections", optarg, 1, 64, &v) < 0)
-        return bad_usage();
-      o.connections = (unsigned)v;
-      break;
-    case OPT_NO_FLUSH:
-      o.flush = false;
-      break;
-    case 'p':
-      o.show_progress = true;
-      break;
-    case OPT_JSON:
-      json = true;
-      break;
-    case 'q':
-      quiet = true;
-      break;
-    case 'v':
-      log_set_verbose(true);
-      break;
-    case 'h':
-      usage(stdout);
-      exit(EXIT_OK);
-    default:
-      getopt_error(c, argv);
-      return bad_usage();
-    }
-  }
+  struct settings s = { .quiet = false };
+  receive_options_init(&s.o);
+  frontend_options_init(&s.f);
+  int rc = frontend_parse(&program, argc, argv, &s.f, &s);
+  if (rc != FRONTEND_CONTINUE)
+    return rc;
+  struct receive_options o = s.o;
+  o.connections = s.f.connections;
+  o.show_progress = s.f.progress;
+  bool json = s.f.json, quiet = s.quiet;
   if (argc - optind != 1) {
     if (argc == optind)
       error_set(EINVAL, "missing DST");
     else
       error_set(EINVAL, "too many arguments: '%s' (only DST)", argv[optind + 1]);
-    return bad_usage();
+    return frontend_usage_error(&program);
   }
   const char *dst = argv[optind];
   if (isatty(STDIN_FILENO)) {
     error_set(EINVAL, "stdin is a terminal: pipe `ferry send` into it");
-    return bad_usage();
+    return frontend_usage_error(&program);
   }
   double start = now_seconds();
   struct receive_stats st;

@@ -12,10 +12,10 @@
 #include "common/progress.h"
 #include "common/ratelimit.h"
 #include "common/util.h"
+#include "frontend/options.h"
 #include "migrator/commands.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
@@ -27,132 +27,111 @@
 static void
 usage(FILE *f)
 {
-  fprintf(f,
-          "Usage: ferry send [OPTIONS] SRC > STREAM\n"
-          "\n"
-          "Write volume SRC to stdout as one stream for `ferry receive`, e.g.\n"
-          "  ferry send /dev/vg/vm-disk | ssh host ferry receive /dev/vg/vm-disk\n"
-          "Only data is sent: holes and zero extents become one small record each and are\n"
-          "never read.  Data is compressed with zstd on several cores and every 1 MiB chunk\n"
-          "carries its SHA-256; the stream ends with SRC's block digest (ferry verify\n"
-          "--digest), which receive checks.  SRC is a path or volume URI (nbd://, http://,\n"
-          "*.zst images).\n"
-          "\n"
-          "Options:\n"
-          "  -l, --level N           zstd level, %d..%d (default %d; 1 is faster)\n"
-          "  -R, --requests N        chunks in flight: reading and compressing (default 16)\n"
-          "  -C, --connections N     connections to an nbd/http source (default: driver's)\n"
-          "      --rate BYTES/s      limit the source read rate, e.g. 100M\n"
-          "  -p, --progress          progress bar on stderr (when it is a terminal)\n"
-          "      --json              print a summary object on stderr at the end\n"
-          "  -v, --verbose           debug messages on stderr\n"
-          "  -h, --help              this text\n"
-          "\n"
-          "Exit status: 0 sent, 1 failed, 2 bad usage.\n",
-          ZST_MIN_LEVEL, ZST_MAX_LEVEL, ZST_DEFAULT_LEVEL);
+  fprintf(f, "Usage: ferry send [OPTIONS] SRC > STREAM\n"
+             "\n"
+             "Write volume SRC to stdout as one stream for `ferry receive`, e.g.\n"
+             "  ferry send /dev/vg/vm-disk | ssh host ferry receive /dev/vg/vm-disk\n"
+             "Only data is sent: holes and zero extents become one small record each and are\n"
+             "never read.  Data is compressed with zstd on several cores and every 1 MiB chunk\n"
+             "carries its SHA-256; the stream ends with SRC's block digest (ferry verify\n"
+             "--digest), which receive checks.  SRC is a path or volume URI (nbd://, http://,\n"
+             "*.zst images).\n"
+             "\n"
+             "Options:\n");
+  char text[64];
+  snprintf(text, sizeof text, "zstd level, %d..-1 or 1..%d (default %d)", ZST_MIN_LEVEL,
+           ZST_MAX_LEVEL, ZST_DEFAULT_LEVEL);
+  frontend_help_line(f, "-l, --level N", text);
+  frontend_options_help(f, FRONTEND_VOLUME | FRONTEND_COPY);
+  frontend_help_line(f, "-p, --progress", "progress bar on stderr (when it is a terminal)");
+  frontend_help_line(f, "    --json", "print a summary object on stderr at the end");
+  frontend_options_help(f, FRONTEND_COMMON);
+  fprintf(f, "\n"
+             "Exit status: 0 sent, 1 failed, 2 bad usage.\n");
 }
 
-enum { OPT_RATE = 256, OPT_JSON };
+enum { OPT_JSON = 256 };
 
+/* send's own flags: stdout is the stream, so its report flags are its own (on stderr). */
 static const struct option long_options[] = {
   { "level", required_argument, NULL, 'l' },
-  { "requests", required_argument, NULL, 'R' },
-  { "connections", required_argument, NULL, 'C' },
-  { "rate", required_argument, NULL, OPT_RATE },
   { "progress", no_argument, NULL, 'p' },
   { "json", no_argument, NULL, OPT_JSON },
-  { "verbose", no_argument, NULL, 'v' },
-  { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
 
 struct settings {
+  struct frontend_options f; /* --connections --requests --request-size --rate */
   int level;
-  unsigned requests, connections;
-  uint64_t rate;
   bool progress, json;
   const char *src;
 };
 
 static int
-bad_usage(void)
+take_option(void *opaque, int code, const char *arg)
 {
-  fprintf(stderr, "ferry send: %s\nTry 'ferry send --help'.\n", error_message());
-  return EXIT_USAGE;
+  struct settings *s = opaque;
+  char *end;
+  long l;
+  switch (code) {
+  case 'l':
+    l = strtol(arg, &end, 10);
+    if (!*arg || *end || l < ZST_MIN_LEVEL || l > ZST_MAX_LEVEL || l == 0)
+      return error_set(EINVAL, "--level: '%s' must be %d..-1 or 1..%d", arg, ZST_MIN_LEVEL,
+                       ZST_MAX_LEVEL);
+    s->level = (int)l;
+    return 0;
+  case 'p':
+    s->progress = true;
+    return 0;
+  case OPT_JSON:
+    s->json = true;
+    return 0;
+  }
+  return error_set(EINVAL, "option code %d is not understood", code);
 }
 
+static const struct frontend_program program = {
+  .name = "ferry send",
+  .groups = FRONTEND_VOLUME | FRONTEND_COPY,
+  .shortopts = "l:p",
+  .longopts = long_options,
+  .take = take_option,
+  .usage = usage,
+};
+
+/* -1 to go on, else the exit code. */
 static int
 parse_args(int argc, char **argv, struct settings *s)
 {
-  uint64_t v;
-  int c;
-  opterr = 0;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, ":l:R:C:pvh", long_options, NULL)) != -1) {
-    switch (c) {
-    case 'l': {
-      char *end;
-      long l = strtol(optarg, &end, 10);
-      if (!*optarg || *end || l < ZST_MIN_LEVEL || l > ZST_MAX_LEVEL || l == 0) {
-        error_set(EINVAL, "--level: '%s' must be %d..-1 or 1..%d", optarg, ZST_MIN_LEVEL,
-                  ZST_MAX_LEVEL);
-        return bad_usage();
-      }
-      s->level = (int)l;
-      break;
-    }
-    case 'R':
-      if (parse_uint("--requests", optarg, 1, 1024, &v) < 0)
-        return bad_usage();
-      s->requests = (unsigned)v;
-      break;
-    case 'C':
-      if (parse_uint("--connections", optarg, 1, 64, &v) < 0)
-        return bad_usage();
-      s->connections = (unsigned)v;
-      break;
-    case OPT_RATE:
-      if (parse_rate("--rate", optarg, &s->rate) < 0)
-        return bad_usage();
-      break;
-    case 'p':
-      s->progress = true;
-      break;
-    case OPT_JSON:
-      s->json = true;
-      break;
-    case 'v':
-      log_set_verbose(true);
-      break;
-    case 'h':
-      usage(stdout);
-      exit(EXIT_OK);
-    default:
-      getopt_error(c, argv);
-      return bad_usage();
-    }
-  }
+  *s = (struct settings){ .level = ZST_DEFAULT_LEVEL };
+  frontend_options_init(&s->f);
+  s->f.requests = 16;
+  s->f.request_size = COPY_DEFAULT_REQUEST_SIZE;
+  int rc = frontend_parse(&program, argc, argv, &s->f, s);
+  if (rc != FRONTEND_CONTINUE)
+    return rc;
   if (argc - optind != 1) {
     if (argc == optind)
       error_set(EINVAL, "missing SRC");
     else
       error_set(EINVAL, "too many arguments: '%s' (only SRC)", argv[optind + 1]);
-    return bad_usage();
+    return frontend_usage_error(&program);
   }
   s->src = argv[optind];
   if (isatty(STDOUT_FILENO)) {
     error_set(EINVAL, "stdout is a terminal: pipe the stream into `ferry receive` (or a file)");
-    return bad_usage();
+    return frontend_usage_error(&program);
   }
-  return 0;
+  return -1;
 }
 
 int
 cmd_send(int argc, char **argv)
 {
-  struct settings s = { .level = ZST_DEFAULT_LEVEL, .requests = 16 };
+  struct settings s;
   int r = parse_args(argc, argv, &s);
-  if (r)
+  if (r >= 0)
     return r;
   /* A receiver that goes away is an error to report, not a signal to die of. */
   signal(SIGPIPE, SIG_IGN);
@@ -164,14 +143,15 @@ cmd_send(int argc, char **argv)
   volume_options_init(&so);
   so.readonly = true;
   so.sequential = true;
-  so.connections = s.connections;
+  so.connections = s.f.connections;
   if (volume_open(s.src, &so, &src) < 0
       || stream_writer_open(STDOUT_FILENO, "stdout", src->size, s.level, &sink) < 0)
     goto out;
   struct copy_options o;
   copy_options_init(&o);
-  o.workers = s.requests;
-  if (s.rate && !(o.rate = rate = ratelimit_new(s.rate))) {
+  o.workers = s.f.requests;
+  o.request_size = s.f.request_size;
+  if (s.f.rate && !(o.rate = rate = ratelimit_new(s.f.rate))) {
     error_set(ENOMEM, "out of memory");
     goto out;
   }

@@ -7,10 +7,10 @@
 #include "common/log.h"
 #include "common/progress.h"
 #include "common/util.h"
+#include "frontend/options.h"
 #include "migrator/commands.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -23,139 +23,118 @@ enum { EXIT_SAME = 0, EXIT_DIFFERENT = 1, EXIT_TROUBLE = 3 };
 static void
 usage(FILE *f)
 {
-  fprintf(f,
-          "Usage: ferry verify [OPTIONS] A B\n"
-          "       ferry verify --digest [OPTIONS] VOLUME...\n"
-          "       ferry verify --expect DIGEST [OPTIONS] VOLUME\n"
-          "\n"
-          "Compare volumes A and B byte for byte, reading both in parallel and skipping what\n"
-          "both report as zero or holes; print each one's digest and the ranges that differ.\n"
-          "The digest (sha256/1M:...) is SHA-256 over the SHA-256 of every 1 MiB block: it\n"
-          "depends only on the bytes, so `ferry verify --digest` at two sites compares\n"
-          "volumes without moving them.  A and B are paths or volume URIs (nbd://, http://,\n"
-          "*.zst images, ...).\n"
-          "\n"
-          "Options:\n"
-          "      --digest            print the digest of each VOLUME, compare nothing\n"
-          "      --expect DIGEST     compare VOLUME with DIGEST (printed elsewhere by --digest)\n"
-          "  -R, --requests N        blocks in flight (default 8)\n"
-          "  -C, --connections N     connections to an nbd/http volume (default: driver's)\n"
-          "      --max-ranges N      differing ranges listed (default 100; all are counted)\n"
-          "  -p, --progress          progress bar on stderr (when it is a terminal)\n"
-          "      --json              print one JSON object instead of text\n"
-          "  -q, --quiet             print nothing: the exit status says it\n"
-          "  -v, --verbose           debug messages on stderr\n"
-          "  -h, --help              this text\n"
-          "\n"
-          "Exit status: 0 identical (or digest printed / matching), 1 different, 2 bad usage,\n"
-          "3 a volume could not be opened or read.\n");
+  fprintf(f, "Usage: ferry verify [OPTIONS] A B\n"
+             "       ferry verify --digest [OPTIONS] VOLUME...\n"
+             "       ferry verify --expect DIGEST [OPTIONS] VOLUME\n"
+             "\n"
+             "Compare volumes A and B byte for byte, reading both in parallel and skipping what\n"
+             "both report as zero or holes; print each one's digest and the ranges that differ.\n"
+             "The digest (sha256/1M:...) is SHA-256 over the SHA-256 of every 1 MiB block: it\n"
+             "depends only on the bytes, so `ferry verify --digest` at two sites compares\n"
+             "volumes without moving them.  A and B are paths or volume URIs (nbd://, http://,\n"
+             "*.zst images, ...).\n"
+             "\n"
+             "Options:\n");
+  frontend_help_line(f, "    --digest", "print the digest of each VOLUME, compare nothing");
+  frontend_help_line(f, "    --expect DIGEST",
+                     "compare VOLUME with DIGEST (printed elsewhere by --digest)");
+  frontend_help_line(f, "-R, --requests N", "blocks in flight (default 8)");
+  frontend_help_line(f, "    --max-ranges N", "differing ranges listed (default 100; all counted)");
+  frontend_help_line(f, "-q, --quiet", "print nothing: the exit status says it");
+  frontend_options_help(f, FRONTEND_VOLUME | FRONTEND_REPORT | FRONTEND_COMMON);
+  fprintf(f, "\n"
+             "Exit status: 0 identical (or digest printed / matching), 1 different, 2 bad usage,\n"
+             "3 a volume could not be opened or read.\n");
 }
 
-enum { OPT_DIGEST = 256, OPT_EXPECT, OPT_MAX_RANGES, OPT_JSON };
+enum { OPT_DIGEST = 256, OPT_EXPECT, OPT_MAX_RANGES };
 
 static const struct option long_options[] = {
   { "digest", no_argument, NULL, OPT_DIGEST },
   { "expect", required_argument, NULL, OPT_EXPECT },
   { "requests", required_argument, NULL, 'R' },
-  { "connections", required_argument, NULL, 'C' },
   { "max-ranges", required_argument, NULL, OPT_MAX_RANGES },
-  { "progress", no_argument, NULL, 'p' },
-  { "json", no_argument, NULL, OPT_JSON },
   { "quiet", no_argument, NULL, 'q' },
-  { "verbose", no_argument, NULL, 'v' },
-  { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
 
 struct settings {
-  bool digest, progress, json, quiet;
+  struct frontend_options f; /* --connections --progress --json */
+  bool digest, quiet;
   const char *expect;
-  unsigned requests, connections;
+  unsigned requests;
   uint64_t max_ranges;
   char **volumes;
   int n;
 };
 
 static int
-bad_usage(void)
+take_option(void *opaque, int code, const char *arg)
 {
-  fprintf(stderr, "ferry verify: %s\nTry 'ferry verify --help'.\n", error_message());
-  return EXIT_USAGE;
+  struct settings *s = opaque;
+  uint64_t v;
+  switch (code) {
+  case OPT_DIGEST:
+    s->digest = true;
+    return 0;
+  case OPT_EXPECT:
+    if (strncmp(arg, VERIFY_DIGEST_PREFIX, strlen(VERIFY_DIGEST_PREFIX)) != 0
+        || strlen(arg) != VERIFY_DIGEST_LEN - 1)
+      return error_set(EINVAL,
+                       "--expect: '%s' is not a digest printed by ferry verify (%s<64 hex>)", arg,
+                       VERIFY_DIGEST_PREFIX);
+    s->expect = arg;
+    return 0;
+  case 'R':
+    if (parse_uint("--requests", arg, 1, 256, &v) < 0)
+      return -1;
+    s->requests = (unsigned)v;
+    return 0;
+  case OPT_MAX_RANGES:
+    return parse_uint("--max-ranges", arg, 0, 1000000, &s->max_ranges) < 0 ? -1 : 0;
+  case 'q':
+    s->quiet = true;
+    return 0;
+  }
+  return error_set(EINVAL, "option code %d is not understood", code);
 }
 
+static const struct frontend_program program = {
+  .name = "ferry verify",
+  .groups = FRONTEND_VOLUME | FRONTEND_REPORT,
+  .shortopts = "R:q",
+  .longopts = long_options,
+  .take = take_option,
+  .usage = usage,
+};
+
+/* -1 to go on, else the exit code. */
 static int
 parse_args(int argc, char **argv, struct settings *s)
 {
-  uint64_t v;
-  int c;
-  opterr = 0;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, ":R:C:pqvh", long_options, NULL)) != -1) {
-    switch (c) {
-    case OPT_DIGEST:
-      s->digest = true;
-      break;
-    case OPT_EXPECT:
-      if (strncmp(optarg, VERIFY_DIGEST_PREFIX, strlen(VERIFY_DIGEST_PREFIX)) != 0
-          || strlen(optarg) != VERIFY_DIGEST_LEN - 1) {
-        error_set(EINVAL, "--expect: '%s' is not a digest printed by ferry verify (%s<64 hex>)",
-                  optarg, VERIFY_DIGEST_PREFIX);
-        return bad_usage();
-      }
-      s->expect = optarg;
-      break;
-    case 'R':
-      if (parse_uint("--requests", optarg, 1, 256, &v) < 0)
-        return bad_usage();
-      s->requests = (unsigned)v;
-      break;
-    case 'C':
-      if (parse_uint("--connections", optarg, 1, 64, &v) < 0)
-        return bad_usage();
-      s->connections = (unsigned)v;
-      break;
-    case OPT_MAX_RANGES:
-      if (parse_uint("--max-ranges", optarg, 0, 1000000, &s->max_ranges) < 0)
-        return bad_usage();
-      break;
-    case 'p':
-      s->progress = true;
-      break;
-    case OPT_JSON:
-      s->json = true;
-      break;
-    case 'q':
-      s->quiet = true;
-      break;
-    case 'v':
-      log_set_verbose(true);
-      break;
-    case 'h':
-      usage(stdout);
-      exit(EXIT_OK);
-    default:
-      getopt_error(c, argv);
-      return bad_usage();
-    }
-  }
+  *s = (struct settings){ .requests = 8, .max_ranges = 100 };
+  frontend_options_init(&s->f);
+  int rc = frontend_parse(&program, argc, argv, &s->f, s);
+  if (rc != FRONTEND_CONTINUE)
+    return rc;
   s->volumes = argv + optind;
   s->n = argc - optind;
   if (s->digest && s->expect) {
     error_set(EINVAL, "--digest and --expect exclude each other");
-    return bad_usage();
+    return frontend_usage_error(&program);
   }
   int want = s->digest ? -1 : s->expect ? 1 : 2;
   if ((want < 0 && s->n == 0) || (want > 0 && s->n != want)) {
     if (s->n == 0)
-      error_set(EINVAL, "missing %s", s->digest ? "VOLUME" : s->expect ? "VOLUME" : "A and B");
+      error_set(EINVAL, "missing %s", want == 2 ? "A and B" : "VOLUME");
     else if (want == 2 && s->n == 1)
       error_set(EINVAL, "missing B (after A '%s'); --digest prints one volume's digest",
                 s->volumes[0]);
     else
       error_set(EINVAL, "too many arguments: '%s'", s->volumes[want]);
-    return bad_usage();
+    return frontend_usage_error(&program);
   }
-  return 0;
+  return -1;
 }
 
 static int
@@ -165,7 +144,7 @@ open_volume(const struct settings *s, const char *uri, struct volume **v)
   volume_options_init(&o);
   o.readonly = true;
   o.sequential = true; /* a plain .zst is read in order */
-  o.connections = s->connections;
+  o.connections = s->f.connections;
   return volume_open(uri, &o, v);
 }
 
@@ -192,14 +171,14 @@ static int
 digests(const struct settings *s, const struct verify_options *vo)
 {
   int status = EXIT_SAME;
-  json_t *list = s->json ? json_array() : NULL;
+  json_t *list = s->f.json ? json_array() : NULL;
   for (int i = 0; i < s->n; i++) {
     struct volume *v = NULL;
     struct verify_side side;
     int r = open_volume(s, s->volumes[i], &v);
     if (r == 0) {
       struct verify_options o = *vo;
-      o.progress = progress_new("verify", v->size, s->progress);
+      o.progress = progress_new("verify", v->size, s->f.progress);
       r = verify_digest(v, &o, &side);
       progress_finish(o.progress);
       progress_free(o.progress);
@@ -258,9 +237,9 @@ print_text(const struct settings *s, const struct verify_result *r)
 int
 cmd_verify(int argc, char **argv)
 {
-  struct settings s = { .requests = 8, .max_ranges = 100 };
+  struct settings s;
   int r = parse_args(argc, argv, &s);
-  if (r)
+  if (r >= 0)
     return r;
   struct verify_options vo;
   verify_options_init(&vo);
@@ -274,14 +253,14 @@ cmd_verify(int argc, char **argv)
   int status = EXIT_TROUBLE;
   if (open_volume(&s, s.volumes[0], &a) < 0 || open_volume(&s, s.volumes[1], &b) < 0)
     goto out;
-  vo.progress = progress_new("verify", a->size > b->size ? a->size : b->size, s.progress);
+  vo.progress = progress_new("verify", a->size > b->size ? a->size : b->size, s.f.progress);
   r = verify_compare(a, b, &vo, &res);
   progress_finish(vo.progress);
   progress_free(vo.progress);
   if (r < 0)
     goto out;
   status = res.equal ? EXIT_SAME : EXIT_DIFFERENT;
-  if (s.json) {
+  if (s.f.json) {
     json_t *ranges = json_array();
     for (size_t i = 0; i < res.n_ranges; i++)
       json_array_append_new(ranges,
