@@ -5,13 +5,13 @@
  */
 #include "backends/stream.h"
 #include "backends/chunksink.h"
+#include "backends/zstd-pool.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -125,11 +125,6 @@ stream_record_decode(const uint8_t in[STREAM_RECORD_SIZE], struct stream_record 
 
 /* ---- the writer ---- */
 
-struct cctx {
-  ZSTD_CCtx *c;
-  struct cctx *next;
-};
-
 struct blob {
   bool zero;
   uint8_t codec;
@@ -143,41 +138,12 @@ struct writer {
   char *name;
   uint64_t size;
   int level;
-  pthread_mutex_t lock;
-  struct cctx *pool;
+  struct zstd_pool pool; /* one compression context per CPU at most */
   /* emit's state (one emitter at a time) */
   struct blockdigest digest;
   uint64_t zero_off, zero_len; /* a run of zero chunks not written yet */
   struct stream_stats st;
 };
-
-static struct cctx *
-take_cctx(struct writer *w)
-{
-  pthread_mutex_lock(&w->lock);
-  struct cctx *c = w->pool;
-  if (c)
-    w->pool = c->next;
-  pthread_mutex_unlock(&w->lock);
-  if (c)
-    return c;
-  if (!(c = calloc(1, sizeof *c)) || !(c->c = ZSTD_createCCtx())) {
-    free(c);
-    return NULL;
-  }
-  ZSTD_CCtx_setParameter(c->c, ZSTD_c_compressionLevel, w->level);
-  ZSTD_CCtx_setParameter(c->c, ZSTD_c_checksumFlag, 0); /* the record has a SHA-256 */
-  return c;
-}
-
-static void
-give_cctx(struct writer *w, struct cctx *c)
-{
-  pthread_mutex_lock(&w->lock);
-  c->next = w->pool;
-  w->pool = c;
-  pthread_mutex_unlock(&w->lock);
-}
 
 static int
 encode(void *opaque, uint64_t index, uint64_t off, const void *data, size_t len, void **out)
@@ -194,15 +160,15 @@ encode(void *opaque, uint64_t index, uint64_t off, const void *data, size_t len,
   }
   sha256(data, len, b->hash);
   size_t cap = ZSTD_compressBound(len);
-  struct cctx *c = take_cctx(w);
+  ZSTD_CCtx *c = zstd_pool_take(&w->pool);
   if (!c || !(b->payload = malloc(cap))) {
     if (c)
-      give_cctx(w, c);
+      zstd_pool_give(&w->pool, c);
     free(b);
     return error_set(ENOMEM, "%s: out of memory for compression", w->name);
   }
-  size_t n = ZSTD_compress2(c->c, b->payload, cap, data, len);
-  give_cctx(w, c);
+  size_t n = ZSTD_compress2(c, b->payload, cap, data, len);
+  zstd_pool_give(&w->pool, c);
   if (ZSTD_isError(n)) {
     free(b->payload);
     free(b);
@@ -311,15 +277,9 @@ static void
 writer_close(void *opaque)
 {
   struct writer *w = opaque;
-  while (w->pool) {
-    struct cctx *c = w->pool;
-    w->pool = c->next;
-    ZSTD_freeCCtx(c->c);
-    free(c);
-  }
+  zstd_pool_destroy(&w->pool);
   if (w->digest.c.md)
     blockdigest_discard(&w->digest);
-  pthread_mutex_destroy(&w->lock);
   free(w->name);
   free(w);
 }
@@ -335,7 +295,7 @@ stream_writer_open(int fd, const char *name, uint64_t size, int level, struct vo
   w->fd = fd;
   w->size = size;
   w->level = level;
-  pthread_mutex_init(&w->lock, NULL);
+  zstd_pool_init(&w->pool, level, 0);
   int r = blockdigest_begin(&w->digest, size);
   if (r < 0) {
     writer_close(w);

@@ -5,6 +5,7 @@
  */
 #include "backends/zst-write.h"
 #include "backends/chunksink.h"
+#include "backends/zstd-pool.h"
 #include "backends/zst-format.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -14,18 +15,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
-
-struct cctx {
-  ZSTD_CCtx *c;
-  struct cctx *next;
-};
 
 /* An encoded frame: its bytes (shared ones belong to the writer) and seek table entry. */
 struct frame_blob {
@@ -46,40 +41,9 @@ struct writer {
   uint64_t nframes, zero_frames, written;
   uint8_t *zero; /* the all-zero frame of ZST_FRAME_SIZE bytes */
   size_t zero_len;
-  pthread_mutex_t lock;
-  struct cctx *pool;
+  struct zstd_pool pool; /* one compression context per CPU at most */
   bool finished;
 };
-
-static struct cctx *
-take_cctx(struct writer *w)
-{
-  pthread_mutex_lock(&w->lock);
-  struct cctx *c = w->pool;
-  if (c)
-    w->pool = c->next;
-  pthread_mutex_unlock(&w->lock);
-  if (c)
-    return c;
-  c = calloc(1, sizeof *c);
-  if (!c || !(c->c = ZSTD_createCCtx())) {
-    free(c);
-    return NULL;
-  }
-  ZSTD_CCtx_setParameter(c->c, ZSTD_c_compressionLevel, w->level);
-  ZSTD_CCtx_setParameter(c->c, ZSTD_c_checksumFlag, 1);
-  ZSTD_CCtx_setParameter(c->c, ZSTD_c_contentSizeFlag, 1);
-  return c;
-}
-
-static void
-give_cctx(struct writer *w, struct cctx *c)
-{
-  pthread_mutex_lock(&w->lock);
-  c->next = w->pool;
-  w->pool = c;
-  pthread_mutex_unlock(&w->lock);
-}
 
 static int
 encode(void *opaque, uint64_t index, uint64_t off, const void *data, size_t len, void **out)
@@ -115,14 +79,14 @@ encode(void *opaque, uint64_t index, uint64_t off, const void *data, size_t len,
     return 0;
   }
   size_t cap = ZSTD_compressBound(len);
-  struct cctx *c = take_cctx(w);
+  ZSTD_CCtx *c = zstd_pool_take(&w->pool);
   if (!c || !(b = malloc(sizeof *b + cap))) {
     if (c)
-      give_cctx(w, c);
+      zstd_pool_give(&w->pool, c);
     return error_set(ENOMEM, "%s: out of memory for compression", w->path);
   }
-  size_t n = ZSTD_compress2(c->c, b->own, cap, data, len);
-  give_cctx(w, c);
+  size_t n = ZSTD_compress2(c, b->own, cap, data, len);
+  zstd_pool_give(&w->pool, c);
   if (ZSTD_isError(n)) {
     free(b);
     return error_set(EIO, "%s: compressing %zu bytes at offset %" PRIu64 ": %s", w->path, len, off,
@@ -188,13 +152,7 @@ writer_close(void *opaque)
     close(w->fd);
   if (w->tmp && !w->finished)
     unlink(w->tmp);
-  while (w->pool) {
-    struct cctx *c = w->pool;
-    w->pool = c->next;
-    ZSTD_freeCCtx(c->c);
-    free(c);
-  }
-  pthread_mutex_destroy(&w->lock);
+  zstd_pool_destroy(&w->pool);
   free(w->frames);
   free(w->zero);
   free(w->tmp);
@@ -237,7 +195,7 @@ zst_writer_open(const char *path, uint64_t size, int level, struct volume **out)
   w->level = level;
   w->size = size;
   w->nframes = (size + ZST_FRAME_SIZE - 1) / ZST_FRAME_SIZE;
-  pthread_mutex_init(&w->lock, NULL);
+  zstd_pool_init(&w->pool, level, 1);
   int r;
   if (w->nframes > UINT32_MAX) {
     r = error_set(EFBIG, "%s: %" PRIu64 " bytes need more frames than a seek table holds", path,
