@@ -8,6 +8,7 @@
 #include "migrator/commands.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -108,6 +109,9 @@ cmd_receive(int argc, char **argv)
     error_set(EINVAL, "stdin is a terminal: pipe `ferry send` into it");
     return frontend_usage_error(&program);
   }
+  /* As in send: a bigger pipe rides out the reader's pauses.  Best effort. */
+  if (fcntl(STDIN_FILENO, F_GETPIPE_SZ) > 0)
+    fcntl(STDIN_FILENO, F_SETPIPE_SZ, 1 << 20);
   double start = now_seconds();
   struct receive_stats st;
   int r = stream_receive(STDIN_FILENO, "stdin", dst, &o, &st);
