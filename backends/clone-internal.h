@@ -36,6 +36,7 @@ struct clone {
   enum clone_state state;
   bool converged; /* atomic read: every region hydrated and committed, source unused */
   bool broken;    /* fail mode: a destination or map write failed; writes refused */
+  bool held;      /* atomic: clone_options.hold until clone_release (see clone.h) */
   char last_error[512];
   double rate_time;
   uint64_t rate_bytes;
@@ -86,6 +87,7 @@ bool clone_take_hint(struct clone *c, uint64_t *region);
 /* hydrator.c */
 int hydrator_start(struct clone *c, struct hydrator **out);
 void hydrator_stop(struct hydrator *h); /* joins, frees */
+void hydrator_halt(struct hydrator *h); /* stops and joins the thread; the object stays */
 void hydrator_pause(struct hydrator *h);
 void hydrator_resume(struct hydrator *h);
 void hydrator_set_rate(struct hydrator *h, uint64_t bytes_per_second);

@@ -242,6 +242,9 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
       pthread_mutex_lock(lk);
       if (regionmap_test(c->map, region)) {
         r = volume_pread(c->dst, out, n, off);
+      } else if (__atomic_load_n(&c->held, __ATOMIC_ACQUIRE)) {
+        /* Held: the source may still change, so nothing read from it is kept. */
+        r = fetch(c, out, n, off);
       } else {
         /* Copy-on-read: fetch the whole region, store it, mark it, then answer. */
         char *rbuf = out;
@@ -527,7 +530,9 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
   if ((r = volume_init(&c->v, &clone_ops, dest_uri, c->src->size)) < 0)
     goto fail;
 
-  c->state = o->start_paused ? CLONE_PAUSED : CLONE_HYDRATING;
+  c->held = o->hold;
+  c->opts.start_paused = o->start_paused || o->hold;
+  c->state = c->opts.start_paused ? CLONE_PAUSED : CLONE_HYDRATING;
   c->rate_time = now_seconds();
   c->rate_bytes = regionmap_count(c->map) * c->region_size;
   if (regionmap_complete(c->map)) {
@@ -576,7 +581,7 @@ clone_close(struct clone *c)
   if (c->map && c->dst && !c->broken)
     r = clone_commit(c);
   regionmap_close(c->map);
-  volume_close(c->src);
+  volume_close(c->src); /* NULL after clone_release_source */
   volume_close(c->dst);
   for (int i = 0; i < CLONE_LOCKS; i++)
     pthread_mutex_destroy(&c->locks[i]);
@@ -601,8 +606,41 @@ clone_pause(struct clone *c)
 void
 clone_resume(struct clone *c)
 {
+  if (c->hydrator && !clone_is_held(c))
+    hydrator_resume(c->hydrator);
+}
+
+bool
+clone_is_held(struct clone *c)
+{
+  return __atomic_load_n(&c->held, __ATOMIC_ACQUIRE);
+}
+
+void
+clone_release(struct clone *c)
+{
+  if (!__atomic_exchange_n(&c->held, false, __ATOMIC_ACQ_REL))
+    return;
+  debug("clone", "%s: released: the copy starts", c->v.name);
   if (c->hydrator)
     hydrator_resume(c->hydrator);
+}
+
+int
+clone_release_source(struct clone *c)
+{
+  if (!__atomic_load_n(&c->converged, __ATOMIC_ACQUIRE))
+    return error_set(EBUSY, "%s: not converged: the source is still needed", c->v.name);
+  /* Converged: no region is read from the source any more (every read and write path
+   * checks the map or the converged flag first); only the hydrator may still be in a read
+   * it started before, so stop it before closing. */
+  if (c->hydrator)
+    hydrator_halt(c->hydrator);
+  struct volume *src = __atomic_exchange_n(&c->src, NULL, __ATOMIC_ACQ_REL);
+  if (src)
+    debug("clone", "%s: converged: source %s closed", c->v.name, src->name);
+  volume_close(src);
+  return 0;
 }
 
 void
@@ -625,6 +663,7 @@ clone_get_status(struct clone *c, struct clone_status *st)
   st->bytes_fetched = __atomic_load_n(&c->bytes_fetched, __ATOMIC_RELAXED);
   st->bytes_skipped = __atomic_load_n(&c->bytes_skipped, __ATOMIC_RELAXED);
   st->rate_limit = c->hydrator ? hydrator_rate_limit(c->hydrator) : c->opts.rate;
+  st->held = clone_is_held(c);
   uint64_t done = min_u64(st->regions_hydrated * c->region_size, c->v.size);
   pthread_mutex_lock(&c->state_lock);
   st->state = c->state;

@@ -42,6 +42,7 @@ struct hydrator {
   pthread_mutex_t lock;
   pthread_cond_t wake;
   bool paused, stop;
+  bool halted;            /* hydrator_halt: the thread has been joined */
   volatile int stop_copy; /* tells the copy engine to finish early */
   struct ratelimit *rl;
   uint64_t *claimed; /* regions handed to the engine and not done yet (under lock) */
@@ -419,15 +420,24 @@ hydrator_start(struct clone *c, struct hydrator **out)
 }
 
 void
-hydrator_stop(struct hydrator *h)
+hydrator_halt(struct hydrator *h)
 {
   pthread_mutex_lock(&h->lock);
+  bool running = !h->halted;
   h->stop = true;
   h->stop_copy = 1;
+  h->halted = true;
   pthread_cond_broadcast(&h->wake);
   pthread_mutex_unlock(&h->lock);
   ratelimit_wake(h->rl);
-  pthread_join(h->thread, NULL);
+  if (running)
+    pthread_join(h->thread, NULL);
+}
+
+void
+hydrator_stop(struct hydrator *h)
+{
+  hydrator_halt(h);
   target_close(&h->target.v);
   ratelimit_free(h->rl);
   free(h->claimed);

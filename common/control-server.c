@@ -99,6 +99,8 @@ status_json(struct control_server *s)
                   (json_int_t)st.rate_limit, "rate", isfinite(st.rate) ? st.rate : 0.0, "eta",
                   st.eta >= 0 && isfinite(st.eta) ? json_real(st.eta) : json_null(), "percent",
                   percent, "last_error", st.last_error);
+    if (o)
+      json_object_set_new(o, "held", json_boolean(st.held));
   }
   if (!o)
     return NULL;
@@ -270,7 +272,18 @@ handle_request(struct control_server *s, struct conn *c, const char *line, size_
     }
   } else if (strcmp(cmd, "resume") == 0) {
     if (needs_clone(s, c, id, cmd)) {
-      clone_resume(s->clone);
+      if (clone_is_held(s->clone))
+        send_error(c, id,
+                   "resume: the clone is held (its source may still change): "
+                   "`ferry release` ends the hold and starts the copy");
+      else {
+        clone_resume(s->clone);
+        send_status(s, c, id);
+      }
+    }
+  } else if (strcmp(cmd, "release") == 0) {
+    if (needs_clone(s, c, id, cmd)) {
+      clone_release(s->clone);
       send_status(s, c, id);
     }
   } else if (strcmp(cmd, "set-rate") == 0) {
@@ -303,7 +316,9 @@ handle_request(struct control_server *s, struct conn *c, const char *line, size_
     c->wait_timeout = timeout;
     c->wait_deadline = timeout >= 0 ? now_seconds() + timeout : -1;
   } else {
-    send_error(c, id, "unknown command \"%s\" (expected status, pause, resume, set-rate, wait)",
+    send_error(c, id,
+               "unknown command \"%s\" (expected status, pause, resume, release, set-rate, "
+               "wait)",
                cmd);
   }
 out:

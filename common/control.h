@@ -3,6 +3,7 @@
  * `ferry status|wait|pause|resume` commands and the migrator are its clients.
  *
  * Requests:  {"command":"status"} | {"command":"pause"} | {"command":"resume"}
+ *            | {"command":"release"} (ends a clone's hold, see clone_options.hold)
  *            | {"command":"set-rate","rate":BYTES_PER_SECOND} | {"command":"wait"}
  * Replies:   {"ok":true,"status":{...}}  or  {"ok":false,"error":"message"}
  * "wait" replies once the clone has converged (ok) or failed (ok=false, error=reason).
@@ -12,7 +13,7 @@
  * Status fields: state, size, region_size, regions_total, regions_hydrated, bytes_copied,
  * bytes_fetched, bytes_skipped, rate_limit, rate, eta, clients, last_error, program, pid,
  * plus percent (regions hydrated, 0..100) and control_clients (connections to this socket).
- * eta is null when unknown.
+ * eta is null when unknown.  A clone's status also has "held" (true until released).
  * A server over a plain volume (no clone) reports state "direct" and has no hydrator.
  */
 #ifndef FERRY_CONTROL_H

@@ -135,6 +135,13 @@ static const struct flag table[] = {
     "I<SRC>'s end the clone reads zeroes; the map keeps I<SRC>'s own size.  A qcow2 image file "
     "served as a guest's disk grows as qemu allocates clusters: C<ferry live-move> gives its "
     "clone room to grow with this." },
+  { "hold", 0, NULL, FRONTEND_CLONE, true, KIND_TRUE, FIELD(hold), 0, 0, NULL,
+    "keep nothing of the source until ferry release\n(it may still change: live migration)",
+    "Hold the copy back until C<ferry release> through B<--control>: the source may still "
+    "change (a live migration, while the source VM runs).  Until then reads of regions not on "
+    "the destination are served from the source and not kept, and the hydrator does not run; "
+    "writes are taken as usual (they can only come once the source has stopped).  "
+    "C<ferry resume> is refused while held." },
   { "source-identity", 0, "ID", FRONTEND_CLONE, true, KIND_STRING, FIELD(source_identity), 0, 0,
     NULL, "name recorded in MAP for the source (default: SRC)",
     "The name recorded in the map for the source and checked on every open (default: I<SRC> "
@@ -452,6 +459,7 @@ frontend_clone_options(const struct frontend_options *o, struct clone_options *c
   co->commit_interval = o->commit_interval;
   co->start_paused = o->paused;
   co->size = o->size;
+  co->hold = o->hold;
   co->source_identity = o->source_identity;
   co->source.connections = o->connections;
   co->source.direct = o->direct;

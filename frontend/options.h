@@ -46,6 +46,7 @@ struct frontend_options {
   uint64_t rate;          /* also FRONTEND_COPY: bytes/s (0: unlimited) */
   double commit_interval; /* seconds between map commits (0: default) */
   bool paused;            /* the hydrator starts paused */
+  bool hold;              /* the copy is held back until `ferry release` */
   const char *source_identity;
   uint64_t size; /* the clone's size when larger than the source (0: the source's) */
   /* FRONTEND_SERVE */

@@ -20,6 +20,7 @@ static const struct command {
   { "wait", cmd_wait, "wait until a running clone has converged" },
   { "pause", cmd_pause, "pause a running clone's hydrator" },
   { "resume", cmd_resume, "resume a paused hydrator" },
+  { "release", cmd_release, "end a held clone's hold: the copy starts (--hold)" },
   { "set-rate", cmd_set_rate, "change a running clone's copy rate limit (bytes/s, 50M, 0)" },
   { "migrate", cmd_migrate, "move a VM's disks to another datastore/cluster" },
   { "live-move", cmd_live_move, "move a running qemu guest's disk live (QMP)" },

@@ -102,9 +102,9 @@ try:
     expect_error(b'{"command":7}\n', 'field "command" must be a string')
     expect_error(b'{"command":null}\n', 'field "command" must be a string')
     expect_error(b'{"command":"reboot"}\n',
-                 'unknown command "reboot" (expected status, pause, resume, set-rate, wait)')
+                 'unknown command "reboot" (expected status, pause, resume, release, set-rate, wait)')
     expect_error(b'{"command":"STATUS"}\n',
-                 'unknown command "STATUS" (expected status, pause, resume, set-rate, wait)')
+                 'unknown command "STATUS" (expected status, pause, resume, release, set-rate, wait)')
     expect_error(b'{"command":"set-rate"}\n',
                  'set-rate: missing field "rate" (bytes/s, or a size like "50M")')
     expect_error(b'{"command":"set-rate","rate":"fast"}\n',

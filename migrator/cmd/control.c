@@ -1,5 +1,5 @@
-/* ferry status|wait|pause|resume|set-rate CONTROL: talk to a running ferry-nbd, ferry-fuse or
- * `ferry hydrate --control` through its control socket (common/control.h). */
+/* ferry status|wait|pause|resume|release|set-rate CONTROL: talk to a running ferry-nbd, ferry-fuse
+ * or `ferry hydrate --control` through its control socket (common/control.h). */
 #include "common/control.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -59,7 +59,8 @@ print_status(FILE *f, const char *path, json_t *st)
     fprintf(f, "  clients:     %.0f\n", num_field(st, "clients"));
     return;
   }
-  fprintf(f, "  state:       %s\n", state);
+  bool held = json_is_true(json_object_get(st, "held"));
+  fprintf(f, "  state:       %s%s\n", state, held ? " (held: ferry release starts the copy)" : "");
   format_size(b, sizeof b, num_field(st, "region_size"));
   fprintf(f, "  progress:    %.1f%% (%.0f of %.0f regions of %s)\n", num_field(st, "percent"),
           num_field(st, "regions_hydrated"), num_field(st, "regions_total"), b);
@@ -260,6 +261,19 @@ cmd_resume(int argc, char **argv)
   struct args a;
   int r = parse_args(argc, argv, resume_usage, false, false, &a);
   return r >= 0 ? r : simple_command(&a, "resume", NULL);
+}
+
+static const char release_usage[]
+    = "Usage: ferry release [--json] CONTROL\n"
+      "End the hold of a clone started with --hold (its source has stopped changing): reads\n"
+      "keep what they fetch again and the background copy starts.\n";
+
+int
+cmd_release(int argc, char **argv)
+{
+  struct args a;
+  int r = parse_args(argc, argv, release_usage, false, false, &a);
+  return r >= 0 ? r : simple_command(&a, "release", NULL);
 }
 
 static const char set_rate_usage[]
