@@ -10,6 +10,11 @@
  * lookup and the high-level API's inode table buy nothing; and we need the session in our
  * own hands to stop it in a deliberate order (see shutdown()) rather than from libfuse's
  * signal handlers.
+ *
+ * --supervise (supervise.c): the process that mounted keeps the FUSE device and forks the
+ * server described above, restarting it when it dies.  --publish PATH (publish.c): PATH is
+ * the clone until convergence, then the destination file; the server then exits once the
+ * disk is no longer open.
  */
 #include "backends/clone.h"
 #include "backends/volume.h"
@@ -21,7 +26,10 @@
 #include "frontend/options.h"
 #include "fuse-mount/fs.h"
 #include "fuse-mount/loop.h"
+#include "fuse-mount/mount.h"
 #include "fuse-mount/partitions.h"
+#include "fuse-mount/publish.h"
+#include "fuse-mount/supervise.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -32,15 +40,12 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
-#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
@@ -48,8 +53,8 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 /* The settings of one run, parsed from the command line before anything is done. */
 struct options {
   struct frontend_options f; /* --source --map ... --control --pidfile --foreground */
-  const char *volume, *mountpoint;
-  bool readonly, direct_io, loop, allow_other;
+  const char *volume, *mountpoint, *publish;
+  bool readonly, direct_io, loop, allow_other, supervise;
   unsigned threads;
 };
 
@@ -65,10 +70,13 @@ struct server {
   struct control_server *control;
   struct loop_device loop;
   bool loop_attached;
-  pthread_t main_thread, session_thread, watch_thread;
-  bool session_started, watch_started;
+  pthread_t main_thread, session_thread, watch_thread, converge_thread;
+  bool session_started, watch_started, converge_started;
   int watch_stop[2];
-  atomic_bool session_ended, mount_gone;
+  atomic_bool session_ended, mount_gone, stopping;
+  struct handoff *handoff; /* --supervise: the device and INIT from the supervisor */
+  struct publish publish;  /* --publish */
+  atomic_bool published;   /* --publish: the destination is at PATH now */
 };
 
 static void
@@ -88,6 +96,11 @@ usage(FILE *f)
   frontend_help_line(f, "    --loop", "attach a loop device to MOUNTPOINT/disk,\nprint /dev/loopN");
   frontend_help_line(f, "    --allow-other", "let other users access the mount");
   frontend_help_line(f, "    --threads N", "at most N FUSE worker threads (default 16)");
+  frontend_help_line(f, "    --publish PATH",
+                     "make PATH the clone (a symlink to the disk or\nloop device), at convergence "
+                     "the destination\nfile; exit once the disk is no longer open");
+  frontend_help_line(f, "    --supervise",
+                     "keep the mount when the server dies and start\nit again on its map");
   fprintf(f, "Clone:\n");
   frontend_options_help(f, FRONTEND_CLONE);
   fprintf(f, "Process:\n");
@@ -98,7 +111,15 @@ usage(FILE *f)
              "(with --loop: fusermount3 -u -z).  See ferry-fuse(1).\n");
 }
 
-enum { OPT_DIRECT = 256, OPT_NO_DIRECT, OPT_LOOP, OPT_ALLOW_OTHER, OPT_THREADS };
+enum {
+  OPT_DIRECT = 256,
+  OPT_NO_DIRECT,
+  OPT_LOOP,
+  OPT_ALLOW_OTHER,
+  OPT_THREADS,
+  OPT_PUBLISH,
+  OPT_SUPERVISE
+};
 
 /* ferry-fuse's own flags; the clone and process flags come from frontend/options.c. */
 static const struct option long_options[] = {
@@ -108,6 +129,8 @@ static const struct option long_options[] = {
   { "loop", no_argument, NULL, OPT_LOOP },
   { "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
   { "threads", required_argument, NULL, OPT_THREADS },
+  { "publish", required_argument, NULL, OPT_PUBLISH },
+  { "supervise", no_argument, NULL, OPT_SUPERVISE },
   { NULL, 0, NULL, 0 },
 };
 
@@ -131,6 +154,12 @@ take_option(void *opaque, int code, const char *arg)
     return 0;
   case OPT_ALLOW_OTHER:
     o->allow_other = true;
+    return 0;
+  case OPT_PUBLISH:
+    o->publish = arg;
+    return 0;
+  case OPT_SUPERVISE:
+    o->supervise = true;
     return 0;
   case OPT_THREADS:
     if (parse_uint("--threads", arg, 1, 256, &n) < 0)
@@ -179,6 +208,9 @@ parse_args(int argc, char **argv, struct options *o)
     error_set(EINVAL, "unexpected argument '%s'", argv[optind + 2]);
   else if (o->f.source && o->readonly)
     error_set(EINVAL, "--read-only cannot serve a clone (its destination is written)");
+  else if (o->publish && !o->f.source)
+    error_set(EINVAL, "--publish needs a clone (--source and --map): PATH becomes its "
+                      "destination file at convergence");
   else {
     o->volume = argv[optind];
     o->mountpoint = argv[optind + 1];
@@ -276,24 +308,6 @@ session_main(void *arg)
   return NULL;
 }
 
-/* Is our filesystem (by device number) still in the mount table? */
-static bool
-still_mounted(struct server *s)
-{
-  FILE *f = fopen("/proc/self/mountinfo", "re");
-  if (!f)
-    return true;
-  char line[4096];
-  bool found = false;
-  unsigned maj, min;
-  while (!found && fgets(line, sizeof line, f))
-    if (sscanf(line, "%*u %*u %u:%u", &maj, &min) == 2 && maj == major(s->mount_dev)
-        && min == minor(s->mount_dev))
-      found = true;
-  fclose(f);
-  return found;
-}
-
 /* With a loop device attached, `fusermount3 -u` is refused (the device holds the disk open)
  * and `fusermount3 -u -z` detaches the mount without the kernel telling us: the filesystem
  * lives on as long as the loop device holds it.  So watch the mount table and shut down when
@@ -316,7 +330,7 @@ watch_main(void *arg)
     }
     if (p[1].revents)
       break;
-    if ((p[0].revents & (POLLPRI | POLLERR)) && !still_mounted(s)) {
+    if ((p[0].revents & (POLLPRI | POLLERR)) && !mount_present(s->mount_dev)) {
       debug("fuse", "%s left the mount table", s->mountpoint);
       atomic_store(&s->mount_gone, true);
       pthread_kill(s->main_thread, SIGUSR1);
@@ -327,98 +341,38 @@ watch_main(void *arg)
   return NULL;
 }
 
-/* mountinfo escapes space, tab, newline and backslash in paths as \ooo. */
+/* The mount options; the supervisor mounts with the same ones its servers use. */
 static void
-escape_mount_path(const char *in, char *out, size_t size)
+mount_options(const struct options *o, char *opts, size_t size)
 {
-  size_t n = 0;
-  for (; *in && n + 5 < size; in++) {
-    if (*in == ' ' || *in == '\t' || *in == '\n' || *in == '\\')
-      n += (size_t)snprintf(out + n, size - n, "\\%03o", (unsigned char)*in);
-    else
-      out[n++] = *in;
-  }
-  out[n] = 0;
-}
-
-/* The device number of our new mount: the last mountinfo entry at our mountpoint. */
-static int
-find_mount_dev(struct server *s)
-{
-  char want[2 * PATH_MAX];
-  escape_mount_path(s->mountpoint, want, sizeof want);
-  FILE *f = fopen("/proc/self/mountinfo", "re");
-  if (!f)
-    return error_set_errno(errno, "/proc/self/mountinfo");
-  static char line[4 * PATH_MAX], path[4 * PATH_MAX];
-  unsigned maj, min;
-  bool found = false;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "%*u %*u %u:%u %*s %s", &maj, &min, path) == 3 && strcmp(path, want) == 0) {
-      s->mount_dev = makedev(maj, min);
-      found = true;
-    }
-  fclose(f);
-  if (!found)
-    return error_set(ENOENT, "%s: not in the mount table after mounting", s->mountpoint);
-  return 0;
+  snprintf(opts, size, "fsname=ferry,subtype=ferry,default_permissions,max_read=%u%s%s", 1u << 20,
+           o->readonly ? ",ro" : "", o->allow_other ? ",allow_other" : "");
 }
 
 static int
 start_session(struct server *s)
 {
-  struct options *o = s->o;
   char opts[256];
-  snprintf(opts, sizeof opts, "fsname=ferry,subtype=ferry,default_permissions,max_read=%u%s%s",
-           1u << 20, o->readonly ? ",ro" : "", o->allow_other ? ",allow_other" : "");
+  mount_options(s->o, opts, sizeof opts);
   char *argv[] = { "ferry-fuse", "-o", opts, NULL };
   struct fuse_args args = FUSE_ARGS_INIT(3, argv);
   s->se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, s->fs);
   fuse_opt_free_args(&args);
   if (!s->se)
     return error_set(EINVAL, "cannot create the FUSE session");
-  if (fuse_session_mount(s->se, s->mountpoint) != 0)
+  if (s->handoff) {
+    if (handoff_attach(s->handoff, s->se) < 0)
+      return -1;
+  } else if (fuse_session_mount(s->se, s->mountpoint) != 0)
     return error_set(EIO, "%s: mount failed (see the message above)", s->mountpoint);
   /* The mount table, not stat(): a stat of the mountpoint would be a FUSE request, and under
    * valgrind (which does not release its lock around stat) the session could never answer. */
-  if (find_mount_dev(s) < 0)
+  if (mount_find_dev(s->mountpoint, &s->mount_dev) < 0)
     return -1;
   if ((errno = pthread_create(&s->session_thread, NULL, session_main, s)) != 0)
     return error_set_errno(errno, "cannot start the FUSE session thread");
   s->session_started = true;
   return 0;
-}
-
-/* Unmount our filesystem: plainly when nothing holds it, else lazily (the kernel then keeps
- * it for those who have it open, and our workers serve them until they let go). */
-static void
-unmount_fs(struct server *s)
-{
-  if (!still_mounted(s))
-    return;
-  if (geteuid() == 0) {
-    if (umount2(s->mountpoint, 0) == 0)
-      return;
-    if (errno == EBUSY) {
-      log_warning("%s is busy: detaching it lazily; open files are served until closed",
-                  s->mountpoint);
-      if (umount2(s->mountpoint, MNT_DETACH) == 0)
-        return;
-    }
-    log_error("%s: unmount: %s", s->mountpoint, strerror(errno));
-    return;
-  }
-  /* Unprivileged: only the setuid helper may unmount. */
-  char *argv[] = { "fusermount3", "-u", "-z", "--", s->mountpoint, NULL };
-  pid_t pid;
-  extern char **environ;
-  if ((errno = posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ)) != 0) {
-    log_error("cannot run fusermount3 to unmount %s: %s", s->mountpoint, strerror(errno));
-    return;
-  }
-  int status;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-    ;
 }
 
 /* Wait for SIGUSR1 with session_ended set; a second SIGINT/SIGTERM gives up waiting. */
@@ -437,7 +391,53 @@ wait_session_end(struct server *s, const sigset_t *set)
   return true;
 }
 
+static void
+sleep_seconds(double seconds)
+{
+  struct timespec ts = { (time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9) };
+  nanosleep(&ts, NULL);
+}
+
+/* --publish: wait for convergence, then the destination over PATH and the source closed;
+ * main takes it from there (loop device, exit once unused). */
+static void *
+converge_main(void *arg)
+{
+  struct server *s = arg;
+  while (!atomic_load(&s->stopping)) {
+    int r = clone_wait(s->clone, 0.5);
+    if (r == -ETIMEDOUT)
+      continue;
+    if (r < 0) { /* failed: it may be resumed */
+      sleep_seconds(0.5);
+      continue;
+    }
+    if (publish_finish(&s->publish) < 0) {
+      log_error("%s (retrying in 5 s)", error_message());
+      sleep_seconds(5);
+      continue;
+    }
+    if (clone_release_source(s->clone) < 0)
+      log_warning("%s", error_message());
+    atomic_store(&s->published, true);
+    pthread_kill(s->main_thread, SIGUSR1);
+    break;
+  }
+  error_clear();
+  return NULL;
+}
+
+/* A release of the last open file (a session thread): main decides whether to exit. */
+static void
+on_idle(void *opaque)
+{
+  struct server *s = opaque;
+  if (atomic_load(&s->published))
+    pthread_kill(s->main_thread, SIGUSR1);
+}
+
 /* The shutdown order, deliberately:
+ *  0. stop the convergence watcher (--publish);
  *  1. stop the mount watcher;
  *  2. detach the loop device FIRST, from this (main) thread, while the FUSE workers still
  *     run: the kernel drains the device's in-flight I/O and closes MOUNTPOINT/disk, and both
@@ -452,6 +452,11 @@ wait_session_end(struct server *s, const sigset_t *set)
 static int
 shutdown_server(struct server *s, const sigset_t *set, int rc)
 {
+  atomic_store(&s->stopping, true);
+  if (s->converge_started) {
+    pthread_join(s->converge_thread, NULL);
+    s->converge_started = false;
+  }
   if (s->watch_started) {
     if (write(s->watch_stop[1], "x", 1) < 0)
       log_warning("cannot stop the mount watcher: %s", strerror(errno));
@@ -475,7 +480,7 @@ shutdown_server(struct server *s, const sigset_t *set, int rc)
   }
   if (s->session_started) {
     if (!atomic_load(&s->session_ended))
-      unmount_fs(s);
+      mount_unmount(s->mountpoint, s->mount_dev);
     if (!wait_session_end(s, set)) {
       /* Forced: keep what was acknowledged, leave the kernel to tear down the rest. */
       if (s->vol)
@@ -508,11 +513,83 @@ shutdown_server(struct server *s, const sigset_t *set, int rc)
   return rc;
 }
 
+/* --loop: a loop device over MOUNTPOINT/disk, printed on stdout; a restarted server
+ * (--supervise) keeps the one its predecessor attached when someone still holds it. */
+static int
+attach_loop(struct server *s)
+{
+  int r = s->handoff && s->handoff->start > 0 ? loop_adopt(s->disk_path, s->o->readonly, &s->loop)
+                                              : -ENOENT;
+  if (r == -ENOENT)
+    r = loop_attach(s->disk_path, s->o->readonly, &s->loop);
+  if (r < 0)
+    return r;
+  s->loop_attached = true;
+  printf("%s\n", s->loop.path);
+  fflush(stdout);
+  if (pipe2(s->watch_stop, O_CLOEXEC) < 0
+      || (errno = pthread_create(&s->watch_thread, NULL, watch_main, s)) != 0)
+    return error_set_errno(errno, "cannot start the mount watcher");
+  s->watch_started = true;
+  return 0;
+}
+
+/* Ready to serve: the pidfile and the parent (daemon.c), or the supervisor's first wait. */
+static int
+announce_ready(struct server *s, struct daemon *d)
+{
+  if (!s->handoff)
+    return daemon_ready(d);
+  if (s->handoff->ready_fd < 0)
+    return 0; /* a restart: nobody waits for it */
+  struct daemon child = { .ready_fd = -1 };
+  if (!s->o->f.foreground) {
+    child.ready_fd = s->handoff->ready_fd; /* daemon_ready detaches stdio, then says "R" */
+    s->handoff->ready_fd = -1;
+    return daemon_ready(&child);
+  }
+  if (write(s->handoff->ready_fd, "R", 1) < 0)
+    return error_set_errno(errno, "cannot notify the supervisor");
+  close(s->handoff->ready_fd);
+  s->handoff->ready_fd = -1;
+  return 0;
+}
+
+/* After SIGUSR1: what main's wait loop does next.  true: shut down. */
+static bool
+main_event(struct server *s)
+{
+  if (atomic_load(&s->session_ended)) {
+    debug("fuse", "%s was unmounted", s->mountpoint);
+    return true;
+  }
+  if (atomic_load(&s->mount_gone)) {
+    debug("fuse", "%s was detached lazily", s->mountpoint);
+    return true;
+  }
+  if (!atomic_load(&s->published))
+    return false;
+  if (s->loop_attached) {
+    /* Opens of PATH get the file now: the device goes with its last user (autoclear). */
+    bool busy;
+    if (loop_detach(&s->loop, &busy) < 0)
+      log_warning("%s", error_message());
+    s->loop_attached = false;
+  }
+  unsigned open_files = fs_open_files(s->fs);
+  debug("fuse", "%s published; %u file(s) open", s->publish.path, open_files);
+  return open_files == 0;
+}
+
 static int
 run(struct server *s, const sigset_t *set, struct daemon *d)
 {
   struct options *o = s->o;
   int r;
+  if (o->publish && publish_prepare(&s->publish, o->publish, &o->volume) < 0) {
+    log_error("%s", error_message());
+    return EXIT_FAIL;
+  }
   if ((r = open_volume(s)) < 0) {
     log_error("%s", error_message());
     return EXIT_FAIL;
@@ -527,7 +604,14 @@ run(struct server *s, const sigset_t *set, struct daemon *d)
   if (parts.scheme != PARTITIONS_NONE)
     debug("fuse", "%s: %s partition table, %zu partition(s)", o->volume,
           partitions_scheme_name(parts.scheme), parts.n);
-  struct fs_config fc = { .readonly = o->readonly, .direct_io = o->direct_io };
+  struct fs_config fc = {
+    .readonly = o->readonly,
+    .direct_io = o->direct_io,
+    .open_files = s->handoff ? s->handoff->open_files : NULL,
+    .on_init = s->handoff ? handoff_init_done : NULL,
+    .on_idle = on_idle,
+    .opaque = s,
+  };
   s->fs = fs_create(s->vol, &parts, &fc);
   partitions_free(&parts);
   if (!s->fs) {
@@ -548,30 +632,34 @@ run(struct server *s, const sigset_t *set, struct daemon *d)
     return EXIT_FAIL;
   }
   snprintf(s->disk_path, sizeof s->disk_path, "%s/disk", s->mountpoint);
-  if (o->loop) {
-    /* From main, while the session thread serves the FUSE requests this generates. */
-    if (loop_attach(s->disk_path, o->readonly, &s->loop) < 0) {
-      log_error("%s", error_message());
-      return EXIT_FAIL;
-    }
-    s->loop_attached = true;
-    printf("%s\n", s->loop.path);
-    fflush(stdout);
-    if (pipe2(s->watch_stop, O_CLOEXEC) < 0
-        || (errno = pthread_create(&s->watch_thread, NULL, watch_main, s)) != 0) {
-      log_error("cannot start the mount watcher: %s", strerror(errno));
-      return EXIT_FAIL;
-    }
-    s->watch_started = true;
-  }
-  debug("fuse", "serving %s (%" PRIu64 " bytes) at %s%s", o->volume, s->vol->size, s->mountpoint,
-        o->readonly ? " read-only" : "");
-  /* Mounted (and the loop device attached): pidfile, and the parent may exit. */
-  if (daemon_ready(d) < 0) {
+  /* From main, while the session thread serves the FUSE requests this generates. */
+  if (o->loop && attach_loop(s) < 0) {
     log_error("%s", error_message());
     return EXIT_FAIL;
   }
-
+  if (o->publish) {
+    if (s->publish.already)
+      atomic_store(&s->published, true);
+    else if (publish_link(&s->publish, o->loop ? s->loop.path : s->disk_path) < 0) {
+      log_error("%s", error_message());
+      return EXIT_FAIL;
+    }
+    if ((errno = pthread_create(&s->converge_thread, NULL, converge_main, s)) != 0) {
+      log_error("cannot start the convergence watcher: %s", strerror(errno));
+      return EXIT_FAIL;
+    }
+    s->converge_started = true;
+  }
+  debug("fuse", "serving %s (%" PRIu64 " bytes) at %s%s", o->volume, s->vol->size, s->mountpoint,
+        o->readonly ? " read-only" : "");
+  /* Mounted (and the loop device attached, PATH published): pidfile, and the parent may
+   * exit. */
+  if (announce_ready(s, d) < 0) {
+    log_error("%s", error_message());
+    return EXIT_FAIL;
+  }
+  if (main_event(s))
+    return EXIT_OK;
   for (;;) {
     int sig;
     if (sigwait(set, &sig) != 0)
@@ -580,16 +668,42 @@ run(struct server *s, const sigset_t *set, struct daemon *d)
       debug("fuse", "signal %d: shutting down", sig);
       break;
     }
-    if (atomic_load(&s->session_ended)) {
-      debug("fuse", "%s was unmounted", s->mountpoint);
+    if (main_event(s))
       break;
-    }
-    if (atomic_load(&s->mount_gone)) {
-      debug("fuse", "%s was detached lazily", s->mountpoint);
-      break;
-    }
   }
   return EXIT_OK;
+}
+
+/* One server: run, then the shutdown order above.  Also each server --supervise starts. */
+static int
+serve(struct server *s, const sigset_t *set, struct daemon *d)
+{
+  s->main_thread = pthread_self();
+  int rc = run(s, set, d);
+  rc = shutdown_server(s, set, rc);
+  fs_destroy(s->fs);
+  s->fs = NULL;
+  if (s->watch_stop[0] >= 0) {
+    close(s->watch_stop[0]);
+    close(s->watch_stop[1]);
+  }
+  return rc;
+}
+
+struct supervised {
+  struct server *s;
+  const sigset_t *set;
+};
+
+static int
+serve_supervised(void *opaque, struct handoff *h)
+{
+  struct supervised *sv = opaque;
+  sv->s->handoff = h;
+  if (h->start > 0)
+    log_info("server %u of %s starting on its map", h->start, sv->s->mountpoint);
+  struct daemon none = { .ready_fd = -1 };
+  return serve(sv->s, sv->set, &none);
 }
 
 int
@@ -626,15 +740,15 @@ main(int argc, char **argv)
   sigaddset(&set, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
-  s->main_thread = pthread_self();
 
-  int rc = run(s, &set, &d);
-  rc = shutdown_server(s, &set, rc);
-  fs_destroy(s->fs);
-  if (s->watch_stop[0] >= 0) {
-    close(s->watch_stop[0]);
-    close(s->watch_stop[1]);
-  }
+  int rc;
+  if (o.supervise) {
+    char opts[256];
+    mount_options(&o, opts, sizeof opts);
+    struct supervised sv = { s, &set };
+    rc = supervise_run(s->mountpoint, opts, &d, &set, serve_supervised, &sv);
+  } else
+    rc = serve(s, &set, &d);
   daemon_finish(&d);
   debug("fuse", "exit %d", rc);
   return rc;

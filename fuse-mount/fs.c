@@ -41,7 +41,8 @@ struct fs {
   uid_t uid;
   gid_t gid;
   struct timespec mtime;
-  atomic_uint open_files;
+  atomic_uint own_open_files;
+  atomic_uint *open_files;  /* &own_open_files, or the supervisor's shared counter */
   pthread_mutex_t rmw_lock; /* read-modify-write of partial blocks (min_block > 1) */
 };
 
@@ -72,7 +73,8 @@ fs_create(struct volume *vol, struct partition_table *parts, const struct fs_con
   fs->uid = getuid();
   fs->gid = getgid();
   clock_gettime(CLOCK_REALTIME, &fs->mtime);
-  atomic_init(&fs->open_files, 0);
+  atomic_init(&fs->own_open_files, 0);
+  fs->open_files = cfg->open_files ? cfg->open_files : &fs->own_open_files;
   pthread_mutex_init(&fs->rmw_lock, NULL);
   return fs;
 }
@@ -92,7 +94,7 @@ unsigned
 fs_open_files(void *opaque)
 {
   struct fs *fs = opaque;
-  return atomic_load(&fs->open_files);
+  return atomic_load(fs->open_files);
 }
 
 static const struct node *
@@ -136,13 +138,15 @@ fill_attr(struct fs *fs, fuse_ino_t ino, struct stat *st)
 static void
 fs_init(void *userdata, struct fuse_conn_info *conn)
 {
-  (void)userdata;
+  struct fs *fs = userdata;
   /* Large requests: 1 MiB per read/write (the kernel's limit is 256 pages). */
   conn->max_write = MAX_IO;
   conn->max_read = MAX_IO; /* must equal the max_read mount option */
   conn->max_readahead = MAX_IO;
   /* The disk changes only through us: no need for the kernel to recheck mtimes. */
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  if (fs->cfg.on_init)
+    fs->cfg.on_init();
 }
 
 static void
@@ -234,6 +238,13 @@ fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_f
 }
 
 static void
+release_one(struct fs *fs)
+{
+  if (atomic_fetch_sub(fs->open_files, 1) == 1 && fs->cfg.on_idle)
+    fs->cfg.on_idle(fs->cfg.opaque);
+}
+
+static void
 fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
   struct fs *fs = fuse_req_userdata(req);
@@ -248,9 +259,12 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   fi->direct_io = fs->cfg.direct_io;
   /* Without direct I/O the page cache may stay valid across opens: only we change the data. */
   fi->keep_cache = !fs->cfg.direct_io;
-  atomic_fetch_add(&fs->open_files, 1);
+  /* Counted before the reply and uncounted after it (release below): a server killed in
+   * between (--supervise) leaves the count too high, never too low — the mount then stays
+   * until it is stopped, instead of going while the disk is open. */
+  atomic_fetch_add(fs->open_files, 1);
   if (fuse_reply_open(req, fi) != 0)
-    atomic_fetch_sub(&fs->open_files, 1); /* the opener was interrupted: no release follows */
+    release_one(fs); /* the opener was interrupted: no release follows */
 }
 
 static void
@@ -259,8 +273,8 @@ fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   (void)ino;
   (void)fi;
   struct fs *fs = fuse_req_userdata(req);
-  atomic_fetch_sub(&fs->open_files, 1);
   fuse_reply_err(req, 0);
+  release_one(fs);
 }
 
 /* Reads and writes at any offset/length, even when the volume wants aligned requests. */

@@ -9,11 +9,20 @@
 #include "backends/volume.h"
 #include "fuse-mount/partitions.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 struct fs_config {
   bool readonly;
   bool direct_io; /* no page cache in front of the volume */
+  /* Files open through the mount: NULL to count in the fs, else a counter that outlives this
+   * process (--supervise: shared by every server of the mount). */
+  atomic_uint *open_files;
+  /* Called once libfuse has processed FUSE_INIT (may be NULL). */
+  void (*on_init)(void);
+  /* Called when the last open file is released (may be NULL), from a session thread. */
+  void (*on_idle)(void *opaque);
+  void *opaque;
 };
 
 struct fs;

@@ -3,6 +3,7 @@
 #include "common/error.h"
 #include "common/log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/loop.h>
@@ -74,6 +75,43 @@ out:
   /* The loop device holds its own reference to the file now. */
   if (file_fd >= 0)
     close(file_fd);
+  return r;
+}
+
+int
+loop_adopt(const char *file, bool readonly, struct loop_device *out)
+{
+  out->fd = -1;
+  DIR *d = opendir("/sys/block");
+  if (!d)
+    return error_set_errno(errno, "/sys/block");
+  struct dirent *e;
+  int r = -ENOENT;
+  while (r == -ENOENT && (e = readdir(d))) {
+    int n;
+    if (sscanf(e->d_name, "loop%d", &n) != 1)
+      continue;
+    char path[300], bound[4096];
+    snprintf(path, sizeof path, "/sys/block/%s/loop/backing_file", e->d_name);
+    FILE *f = fopen(path, "re");
+    if (!f)
+      continue;
+    bool same = fgets(bound, sizeof bound, f) && (bound[strcspn(bound, "\n")] = 0, 1)
+                && strcmp(bound, file) == 0;
+    fclose(f);
+    if (!same)
+      continue;
+    snprintf(out->path, sizeof out->path, "/dev/loop%d", n);
+    out->fd = open(out->path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (out->fd < 0)
+      r = error_set_errno(errno, "%s", out->path);
+    else {
+      out->number = n;
+      debug("loop", "%s: still attached to %s: kept", out->path, file);
+      r = 0;
+    }
+  }
+  closedir(d);
   return r;
 }
 

@@ -19,6 +19,11 @@ struct loop_device {
 /* Attach a free loop device to file (read-only when asked).  0 or -errno with a message. */
 int loop_attach(const char *file, bool readonly, struct loop_device *out);
 
+/* A loop device already bound to file (an earlier server of the same mount attached it and
+ * died while someone held it open): open and keep it as ours.  0, -ENOENT when there is
+ * none, or another -errno with a message. */
+int loop_adopt(const char *file, bool readonly, struct loop_device *out);
+
 /* Ask the kernel to detach and drop our reference.  The detach happens at once when nobody
  * else holds the device open; otherwise when its last user closes it (*still_in_use is then
  * set).  0 or -errno with a message. */
