@@ -1,0 +1,502 @@
+#!/usr/bin/env bash
+# The ferry transfer-manager driver's host side (docs/opennebula.md): what the actions on the
+# front-end run on a host, sent there as a file over ssh (ferry-common.sh host_run).
+#
+#   ferry-host.sh list DIR                  one line per entry of a VM directory:
+#                                           NAME TYPE SIZE ALLOCATED MTIME (TYPE file, dir,
+#                                           link, clone = a symlink to a clone here, other)
+#   ferry-host.sh free DIR                  bytes available on DIR's filesystem
+#   ferry-host.sh inspect DIR probe|- [DST_HOST DST_DIR [NAME SOCK]...]
+#                                           the source side of a move: .monitor, a probe file
+#                                           (shared storage?), the entries (as list); exports
+#   ferry-host.sh prepare DIR PROBE DS_DIR MONITOR NEED hold|-|none
+#                         [NAME SIZE IDENTITY SRC_HOST SW SOCK]...
+#                                           the destination side: shared?, room, .monitor, the
+#                                           clones' work directories and destination files;
+#                                           then clone-start unless "none"
+#   ferry-host.sh export-start [SW SRC DST_HOST DW SOCK]...
+#                                           export SRC read-only (ferry-nbd on SW/nbd.sock) and
+#                                           start the keeper: the tunnel to DST_HOST and the wait
+#   ferry-host.sh export-stop keep|remove SW...  stop exports (and remove the source disks)
+#   ferry-host.sh clone-start [DW hold|-]...  the clone at DW's disk path (ferry-fuse --publish),
+#                                           ready once its first block was read through it
+#   ferry-host.sh clone-stop keep|remove|none DW...  stop clones; tell their exports what to do
+#   ferry-host.sh clone-release DW          end the hold (live migration, postmigrate)
+#   ferry-host.sh clones DIR                the clones (DIR/.ferry/disk.N) and exports of DIR
+#   ferry-host.sh copy-rest SRC_DIR DST_HOST DST_DIR MUX copy|copykeep NAME...
+#                                           tar SRC_DIR without NAME... and .ferry to DST_HOST
+#                                           (over ssh connection MUX), "copy": then drop them
+#   ferry-host.sh remove-rest DIR NAME...   remove DIR's entries but NAME... and .ferry
+#   ferry-host.sh remove-names DIR NAME...  remove DIR/NAME... (and DIR when empty)
+#   ferry-host.sh monitor-get|monitor-set DS_DIR [TEXT]   the datastore's .monitor
+#   ferry-host.sh probe-make|probe-test|probe-remove PATH  is a directory shared storage?
+#   ferry-host.sh keeper SW                 (the keeper itself; started by export-start)
+#
+# Work directories: the clone's DST_DIR/.ferry/disk.N/ (disk = the destination file until
+# convergence, map, ctl, pid, log, mnt/, src.sock -> the tunnel's end (a socket in $TMPDIR),
+# source = where the
+# export is); the export's SRC_DIR/.ferry/export.N/ (nbd.sock, nbd.pid, keeper.pid,
+# keeper.log, ctl.sock = the clone's control socket through the tunnel, conf).
+#
+# Settings come from the environment (ferry-common.sh passes ferryrc's): FERRY_BIN_DIR,
+# FERRY_HOST_SSH (host to host), FERRY_RATE, FERRY_FRONTEND (fuse|loop), FERRY_KEEP_SOURCE,
+# FERRY_ALLOW_OTHER, FERRY_TUNNEL_TIMEOUT; FERRY_HOST_NAME is the host's name in OpenNebula.
+set -uo pipefail
+export LANG=C LC_ALL=C
+
+BIN=${FERRY_BIN_DIR:+$FERRY_BIN_DIR/}
+HOST_SSH=${FERRY_HOST_SSH:-ssh}
+HOSTNAME_=${FERRY_HOST_NAME:-$(hostname 2>/dev/null || echo host)}
+
+die() {
+  echo "$HOSTNAME_: $*" >&2
+  exit 1
+}
+
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
+
+# stop_pidfile FILE [SECONDS]: SIGTERM the process, wait for it to go (then SIGKILL).
+stop_pidfile() {
+  local f=$1 limit=${2:-60} pid i
+  [ -s "$f" ] || return 0
+  pid=$(cat "$f" 2>/dev/null) || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < limit * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  echo "$HOSTNAME_: pid $pid ($f) did not stop within $limit s: killing it" >&2
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+  return 0
+}
+
+# on_host HOST COMMAND...: run COMMAND on another host, with this host's settings.
+on_host() {
+  local host=$1 q="" a
+  shift
+  for a in "$@"; do q+=" $(printf %q "$a")"; done
+  # shellcheck disable=SC2086
+  $HOST_SSH -o BatchMode=yes "$host" "FERRY_HOST_NAME=$(printf %q "$host")" \
+    "FERRY_BIN_DIR=$(printf %q "${FERRY_BIN_DIR:-}")" "FERRY_HOST_SSH=$(printf %q "$HOST_SSH")" \
+    "FERRY_KEEP_SOURCE=$(printf %q "${FERRY_KEEP_SOURCE:-no}")$q"
+}
+
+# "disk.N" of a work directory ".../.ferry/disk.N" or ".../.ferry/export.N"
+disk_of() {
+  local b
+  b=$(basename "$1")
+  echo "disk.${b#*.}"
+}
+
+vm_dir_of() { dirname "$(dirname "$1")"; }
+
+# Is PATH a symlink into a clone of this host (a disk still hydrating here)?  Prints the clone's
+# work directory.
+clone_behind() {
+  local path=$1 target dw
+  [ -L "$path" ] || return 1
+  dw=$(dirname "$path")/.ferry/$(basename "$path")
+  target=$(readlink "$path")
+  case $target in "$dw"/* | /dev/loop*) ;; *) return 1 ;; esac
+  [ -d "$dw" ] || return 1
+  echo "$dw"
+}
+
+cmd_list() {
+  local dir=$1 e
+  [ -d "$dir" ] || die "$dir: no such directory"
+  for e in "$dir"/* "$dir"/.[!.]*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    local name type size blocks
+    name=$(basename "$e")
+    if [ -L "$e" ]; then
+      type=link
+      clone_behind "$e" >/dev/null && type=clone
+    elif [ -f "$e" ]; then type=file
+    elif [ -d "$e" ]; then type=dir
+    else type=other
+    fi
+    size=$(stat -L -c %s "$e" 2>/dev/null || echo 0)
+    blocks=$(stat -L -c '%b %B' "$e" 2>/dev/null | awk '{ print $1 * $2 }')
+    echo "$name $type $size ${blocks:-0} $(stat -L -c %Y "$e" 2>/dev/null || echo 0)"
+  done
+}
+
+# Bytes free where DIR is (or will be: its nearest existing parent).
+cmd_free() {
+  local d=$1
+  while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done
+  df -B1 --output=avail "$d" | tail -1 | tr -d ' '
+}
+
+# ---- the export (source host) ------------------------------------------------------------
+
+# export-start [SW SRC DST_HOST DW SOCK]...
+cmd_export_start() {
+  while [ $# -ge 5 ]; do
+    export_start_one "$1" "$2" "$3" "$4" "$5"
+    shift 5
+  done
+}
+
+export_start_one() {
+  local sw=$1 src=$2 dst_host=$3 dw=$4 sock=$5
+  [ -r "$src" ] || die "$src: cannot read the disk to move"
+  mkdir -p "$sw" || die "$sw: cannot create"
+  cp "$0" "$sw/ferry-host.sh" || die "$sw: cannot install the host script"
+  {
+    printf 'SRC=%q\nDST_HOST=%q\nDW=%q\nSOCK=%q\n' "$src" "$dst_host" "$dw" "$sock"
+    printf 'FERRY_BIN_DIR=%q\nFERRY_HOST_SSH=%q\nFERRY_KEEP_SOURCE=%q\n' "${FERRY_BIN_DIR:-}" \
+      "$HOST_SSH" "${FERRY_KEEP_SOURCE:-no}"
+  } >"$sw/conf"
+  if ! alive "$sw/nbd.pid"; then
+    rm -f "$sw/nbd.sock"
+    "${BIN}ferry-nbd" --read-only --socket "$sw/nbd.sock" --pidfile "$sw/nbd.pid" "$src" \
+      2>>"$sw/nbd.log" || die "ferry-nbd cannot export $src: $(tail -3 "$sw/nbd.log")"
+  fi
+  if ! alive "$sw/keeper.pid"; then
+    setsid bash "$sw/ferry-host.sh" keeper "$sw" </dev/null >>"$sw/keeper.log" 2>&1 &
+  fi
+  return 0
+}
+
+# The keeper: one ssh connection to the clone's host carrying the NBD export there (-R) and
+# the clone's control socket back here (-L); `ferry wait` through it; at convergence the
+# export stops and the source disk goes.  A lost connection is made again.
+cmd_keeper() {
+  local sw=$1
+  # shellcheck disable=SC1091
+  . "$sw/conf"
+  echo $$ >"$sw/keeper.pid"
+  local sshpid="" waitpid="" stop=0 backoff=1 rc
+  trap 'stop=1; [ -n "$waitpid" ] && kill $waitpid 2>/dev/null; [ -n "$sshpid" ] && kill $sshpid 2>/dev/null' TERM INT
+  echo "$(date '+%F %T') keeper $$: $SRC -> $DST_HOST:$DW"
+  while [ $stop = 0 ]; do
+    rm -f "$sw/ctl.sock"
+    # shellcheck disable=SC2086
+    $FERRY_HOST_SSH -N -o ControlMaster=yes -o "ControlPath=$sw/mux.sock" -o BatchMode=yes \
+      -o ExitOnForwardFailure=yes -o ServerAliveInterval=10 \
+      -o ServerAliveCountMax=3 -o StreamLocalBindUnlink=yes \
+      -R "$SOCK:$sw/nbd.sock" -L "$sw/ctl.sock:$DW/ctl" "$DST_HOST" &
+    sshpid=$!
+    # Until the clone answers through the tunnel (it starts after the tunnel is up).
+    local i answered=0
+    for ((i = 0; i < 600 && stop == 0; i++)); do
+      kill -0 "$sshpid" 2>/dev/null || break
+      "${BIN}ferry" status "$sw/ctl.sock" >/dev/null 2>&1 && answered=1 && break
+      sleep 0.1
+    done
+    if [ $answered = 0 ] && kill -0 "$sshpid" 2>/dev/null && [ $stop = 0 ] &&
+      ! on_host "$DST_HOST" test -d "$DW" 2>/dev/null; then
+      echo "$(date '+%F %T') the clone $DST_HOST:$DW is gone: export stopped, source kept"
+      kill "$sshpid" 2>/dev/null
+      stop_pidfile "$sw/nbd.pid"
+      rm -rf "$sw"
+      rmdir "$(vm_dir_of "$sw")/.ferry" 2>/dev/null
+      exit 0
+    fi
+    if [ $answered = 1 ] && [ $stop = 0 ]; then
+      "${BIN}ferry" wait "$sw/ctl.sock" &
+      waitpid=$!
+      wait "$waitpid"
+      rc=$?
+      waitpid=""
+      if [ $rc = 0 ] && [ $stop = 0 ]; then
+        echo "$(date '+%F %T') converged on $DST_HOST"
+        kill "$sshpid" 2>/dev/null
+        wait "$sshpid" 2>/dev/null
+        source_done "$sw"
+        exit 0
+      fi
+    fi
+    kill "$sshpid" 2>/dev/null
+    wait "$sshpid" 2>/dev/null
+    sshpid=""
+    [ $stop = 0 ] || break
+    echo "$(date '+%F %T') the connection to $DST_HOST was lost: again in $backoff s"
+    sleep "$backoff"
+    backoff=$((backoff < 30 ? backoff * 2 : 30))
+    # sshd does not replace an old socket of a remote forward: remove it first.
+    on_host "$DST_HOST" rm -f "$SOCK" 2>/dev/null
+  done
+  echo "$(date '+%F %T') keeper $$: stopped"
+}
+
+# The clone converged: the export stops, the source disk goes (or is kept as MIGRATED-...).
+source_done() {
+  local sw=$1
+  stop_pidfile "$sw/nbd.pid"
+  remove_source "$sw"
+}
+
+remove_source() {
+  local sw=$1 src dir dw
+  # shellcheck disable=SC1091
+  src=$(. "$sw/conf" && echo "$SRC")
+  dir=$(dirname "$src")
+  # A source that is itself a clone here (moved on before it converged): it is not needed.
+  if dw=$(clone_behind "$src"); then
+    echo "$(date '+%F %T') $src was still a clone: stopping it"
+    clone_stop_one "$dw" remove
+  fi
+  if [ "${FERRY_KEEP_SOURCE:-no}" = yes ]; then
+    mv -f "$src" "$dir/MIGRATED-$(basename "$src")" 2>/dev/null
+  else
+    rm -f "$src"
+  fi
+  rm -rf "$sw"
+  rmdir "$dir/.ferry" 2>/dev/null
+  rmdir "$dir" 2>/dev/null
+  return 0
+}
+
+# export-stop keep|remove SW...
+cmd_export_stop() {
+  local what=$1 sw
+  shift
+  for sw in "$@"; do export_stop_one "$sw" "$what"; done
+}
+
+export_stop_one() {
+  local sw=$1 what=$2
+  [ -d "$sw" ] || return 0
+  stop_pidfile "$sw/keeper.pid" 10
+  stop_pidfile "$sw/nbd.pid"
+  if [ "$what" = remove ]; then
+    remove_source "$sw"
+  else
+    local dir
+    dir=$(vm_dir_of "$sw")
+    rm -rf "$sw"
+    rmdir "$dir/.ferry" 2>/dev/null
+  fi
+  return 0
+}
+
+# ---- the clone (destination host) --------------------------------------------------------
+
+# prepare DIR PROBE DS_DIR MONITOR NEED hold|-|none [NAME SIZE IDENTITY SOURCE_HOST SW SOCK]...: the
+# destination side before anything starts.  Prints "shared" when PROBE (made in the source
+# directory) is visible here: nothing to copy.  Else checks the room (NEED bytes), keeps the
+# datastore's .monitor as the source host has it, and makes each clone's work directory with
+# its destination file (sparse; kept when a clone of the same source left it: the map resumes);
+# prints "serving NAME" for a clone already running, then "separate"; then, unless "none",
+# starts the clones (clone-start, held with "hold").
+cmd_prepare() {
+  local dir=$1 probe=$2 dsdir=$3 monitor=$4 need=$5 hold=$6 start=()
+  shift 6
+  if [ -n "$probe" ] && [ -e "$probe" ]; then
+    echo shared
+    return 0
+  fi
+  local avail
+  avail=$(cmd_free "$dir")
+  if [[ $avail =~ ^[0-9]+$ ]] && [ "$avail" -lt "$need" ]; then
+    die "$dsdir: not enough space: the VM's disks and files hold $need bytes, $avail are free here"
+  fi
+  cmd_monitor_set "$dsdir" "$monitor"
+  mkdir -p "$dir" || die "$dir: cannot create"
+  while [ $# -ge 6 ]; do
+    local name=$1 size=$2 identity=$3 shost=$4 ssw=$5 sock=$6 dw=$dir/.ferry/$1
+    shift 6
+    if alive "$dw/pid"; then
+      echo "serving $name"
+      continue
+    fi
+    start+=("$dw" "$hold")
+    if [ -e "$dw/identity" ] && [ "$(cat "$dw/identity")" != "$identity" ]; then
+      # A map of another source (or of this one before it changed): worthless, start afresh.
+      rm -rf "$dw"
+    fi
+    mkdir -p "$dw/mnt" || die "$dw: cannot create"
+    echo "$shost $ssw" >"$dw/source"
+    # A destination already renamed over the disk (converged before a crash) is kept as is.
+    if [ ! -e "$dw/disk" ] && { [ -L "$dir/$name" ] || [ ! -e "$dir/$name" ] || [ ! -e "$dw/identity" ]; }; then
+      truncate -s "$size" "$dw/disk" || die "$dw/disk: cannot create"
+    fi
+    echo "$identity" >"$dw/identity"
+    # The tunnel's end: a socket where the export's keeper can bind it before this directory
+    # exists (its ssh connection is made while this runs).
+    ln -sfn "$sock" "$dw/src.sock"
+  done
+  echo separate
+  [ "$hold" = none ] || [ ${#start[@]} = 0 ] || cmd_clone_start "${start[@]}"
+}
+
+# clone-start [DW hold|-]...: each clone at its disk path (ferry-fuse --publish), once the
+# export arrived through the tunnel; done when the first block was read through the path.
+cmd_clone_start() {
+  while [ $# -ge 2 ]; do
+    clone_start_one "$1" "$2"
+    shift 2
+  done
+}
+
+clone_start_one() {
+  local dw=$1 hold=$2 path i
+  path=$(vm_dir_of "$dw")/$(disk_of "$dw")
+  if ! alive "$dw/pid"; then
+    for ((i = 0; i < ${FERRY_TUNNEL_TIMEOUT:-20} * 10; i++)); do
+      [ -S "$dw/src.sock" ] && break
+      sleep 0.1
+    done
+    [ -S "$dw/src.sock" ] || die "$dw/src.sock: the export did not reach this host within ${FERRY_TUNNEL_TIMEOUT:-20} s"
+    local args=(--supervise --publish "$path" --control "$dw/ctl" --pidfile "$dw/pid"
+      --source "nbd+unix:///?socket=$dw/src.sock" --source-identity "$(cat "$dw/identity")"
+      --map "$dw/map")
+    [ "$hold" = hold ] && args+=(--hold)
+    [ -n "${FERRY_RATE:-}" ] && args+=(--rate "$FERRY_RATE")
+    [ "${FERRY_FRONTEND:-fuse}" = loop ] && args+=(--loop)
+    [ "${FERRY_ALLOW_OTHER:-no}" = yes ] && args+=(--allow-other)
+    "${BIN}ferry-fuse" "${args[@]}" "$dw/disk" "$dw/mnt" >/dev/null 2>>"$dw/log" ||
+      die "ferry-fuse cannot serve the clone at $path: $(tail -3 "$dw/log")"
+  fi
+  # What a booting VM does first: the first block, through the disk's path.
+  dd if="$path" of=/dev/null bs=4096 count=1 status=none ||
+    die "$path: the first block cannot be read through the clone"
+}
+
+# inspect DIR probe|- [DST_HOST DST_DIR [NAME SOCK]...]: the source side of a move:
+# "monitor TEXT" (the datastore's .monitor), with "probe" "probe PATH" (a file made in DIR, to
+# tell shared storage), "entry NAME TYPE SIZE ALLOCATED MTIME" lines; then each NAME that is a
+# file (or a clone here) is exported to DST_HOST at once ("exported NAME"): its tunnel gets up
+# while the destination prepares.
+cmd_inspect() {
+  local dir=$1 probe=$2
+  shift 2
+  [ -d "$dir" ] || die "$dir: no such directory"
+  echo "monitor $(cmd_monitor_get "$(dirname "$dir")")"
+  [ "$probe" = probe ] && echo "probe $(mktemp -p "$dir" .ferry-probe.XXXXXX 2>/dev/null)"
+  local listing
+  listing=$(cmd_list "$dir") || exit 1
+  sed 's/^/entry /' <<<"$listing"
+  [ $# -ge 2 ] || return 0
+  local dhost=$1 ddir=$2 name sock
+  shift 2
+  while [ $# -ge 2 ]; do
+    name=$1 sock=$2
+    shift 2
+    grep -qE "^$name (file|clone) " <<<"$listing" || continue
+    export_start_one "$dir/.ferry/export.${name#disk.}" "$dir/$name" "$dhost" "$ddir/.ferry/$name" "$sock"
+    echo "exported $name"
+  done
+}
+
+# clone-stop keep|remove|none DW...
+cmd_clone_stop() {
+  local upstream=$1 dw
+  shift
+  for dw in "$@"; do clone_stop_one "$dw" "$upstream"; done
+}
+
+clone_stop_one() {
+  local dw=$1 upstream=$2 path
+  [ -d "$dw" ] || return 0
+  path=$(vm_dir_of "$dw")/$(disk_of "$dw")
+  stop_pidfile "$dw/pid"
+  [ -L "$dw/src.sock" ] && rm -f "$(readlink "$dw/src.sock")"
+  if [ -L "$path" ]; then
+    case $(readlink "$path") in "$dw"/* | /dev/loop*) rm -f "$path" ;; esac
+  fi
+  if [ "$upstream" != none ] && [ -s "$dw/source" ]; then
+    local shost ssw
+    read -r shost ssw <"$dw/source"
+    on_host "$shost" bash "$ssw/ferry-host.sh" export-stop "$upstream" "$ssw" ||
+      echo "$HOSTNAME_: could not stop the export $shost:$ssw ($upstream the source there by hand)" >&2
+  fi
+  rm -rf "$dw"
+  rmdir "$(dirname "$dw")" 2>/dev/null
+  return 0
+}
+
+cmd_clone_release() {
+  local dw=$1
+  "${BIN}ferry" release "$dw/ctl" >/dev/null || die "$dw/ctl: ferry release failed"
+}
+
+cmd_clones() {
+  local dir=$1 w
+  for w in "$dir"/.ferry/disk.* "$dir"/.ferry/export.*; do
+    [ -d "$w" ] && echo "$w"
+  done
+  return 0
+}
+
+# copy-rest SRC_DIR DST_HOST DST_DIR MUX copy|copykeep NAME...: SRC_DIR but NAME..., ferry's
+# files and the probe, to DST_HOST:DST_DIR over the ssh connection MUX (a keeper's, when it is
+# up: no new connection); with "copy" the copied entries then leave SRC_DIR.
+cmd_copy_rest() {
+  local src=$1 dst_host=$2 dst=$3 mux=$4 mode=$5
+  shift 5
+  local ex=(--exclude=./.ferry "--exclude=./.ferry-probe.*") n
+  for n in "$@"; do ex+=("--exclude=./$n"); done
+  # shellcheck disable=SC2086
+  tar -C "$src" --sparse "${ex[@]}" -cf - . |
+    $HOST_SSH -o BatchMode=yes -o ControlMaster=no -o "ControlPath=$mux" "$dst_host" \
+      "mkdir -p '$dst' && tar -C '$dst' --sparse -xf -" ||
+    die "copying $src to $dst_host:$dst failed"
+  [ "$mode" = copy ] && cmd_remove_rest "$src" "$@"
+  [ "$mode" = copy ] || rm -f "$src"/.ferry-probe.*
+  return 0
+}
+
+cmd_remove_names() {
+  local dir=$1 n
+  shift
+  for n in "$@"; do [ -n "$n" ] && rm -rf "${dir:?}/$n"; done
+  rmdir "$dir" 2>/dev/null
+  return 0
+}
+
+cmd_remove_rest() {
+  local dir=$1 e keep n
+  shift
+  for e in "$dir"/* "$dir"/.[!.]*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    n=$(basename "$e")
+    [ "$n" = .ferry ] && continue
+    keep=0
+    for k in "$@"; do [ "$n" = "$k" ] && keep=1; done
+    [ $keep = 1 ] || rm -rf "$e"
+  done
+  rmdir "$dir" 2>/dev/null
+  return 0
+}
+
+# The datastore's .monitor (local monitoring, as the ssh driver keeps it).
+cmd_monitor_get() { cat "$1/.monitor" 2>/dev/null || true; }
+cmd_monitor_set() {
+  mkdir -p "$1" || die "$1: cannot create"
+  [ -z "$2" ] || [ "$(cat "$1/.monitor" 2>/dev/null)" = "$2" ] || echo "$2" >"$1/.monitor"
+}
+
+# Is PATH on this host the same file as on the host that made PROBE (shared storage)?
+cmd_probe_make() { mktemp -p "$1" .ferry-probe.XXXXXX; }
+cmd_probe_test() { [ -e "$1" ] && echo shared || echo separate; }
+cmd_probe_remove() { rm -f "$1"; }
+
+cmd=${1:-}
+shift || true
+case $cmd in
+list) cmd_list "$@" ;;
+free) cmd_free "$@" ;;
+export-start) cmd_export_start "$@" ;;
+export-stop) cmd_export_stop "$@" ;;
+keeper) cmd_keeper "$@" ;;
+clone-start) cmd_clone_start "$@" ;;
+prepare) cmd_prepare "$@" ;;
+inspect) cmd_inspect "$@" ;;
+clone-stop) cmd_clone_stop "$@" ;;
+clone-release) cmd_clone_release "$@" ;;
+clones) cmd_clones "$@" ;;
+copy-rest) cmd_copy_rest "$@" ;;
+remove-rest) cmd_remove_rest "$@" ;;
+remove-names) cmd_remove_names "$@" ;;
+monitor-get) cmd_monitor_get "$@" ;;
+monitor-set) cmd_monitor_set "$@" ;;
+probe-make) cmd_probe_make "$@" ;;
+keeper-log) tail -5 "$1/keeper.log" 2>/dev/null ;;
+probe-test) cmd_probe_test "$@" ;;
+probe-remove) cmd_probe_remove "$@" ;;
+*) die "ferry-host.sh: unknown command '$cmd'" ;;
+esac
