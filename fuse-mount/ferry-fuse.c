@@ -534,16 +534,14 @@ attach_loop(struct server *s)
   return 0;
 }
 
-/* Ready to serve: the pidfile and the parent (daemon.c), or the supervisor's first wait. */
+/* Ready to serve: the pidfile and the parent (daemon.c), or the supervisor. */
 static int
 announce_ready(struct server *s, struct daemon *d)
 {
   if (!s->handoff)
     return daemon_ready(d);
-  if (s->handoff->ready_fd < 0)
-    return 0; /* a restart: nobody waits for it */
   struct daemon child = { .ready_fd = -1 };
-  if (!s->o->f.foreground) {
+  if (!s->o->f.foreground && s->handoff->start == 0) {
     child.ready_fd = s->handoff->ready_fd; /* daemon_ready detaches stdio, then says "R" */
     s->handoff->ready_fd = -1;
     return daemon_ready(&child);

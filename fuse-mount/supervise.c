@@ -29,10 +29,14 @@
 #define NOTIFY_RESEND 7
 /* The kernel refuses reads of /dev/fuse into buffers smaller than 8 KiB; INIT is ~100 bytes. */
 #define INIT_BUFFER (64u << 10)
-/* A server that keeps dying is not restarted for ever: after this many restarts within
- * RESTART_WINDOW seconds the supervisor gives up (and unmounts: users get errors). */
-#define MAX_RESTARTS 5
-#define RESTART_WINDOW 60.0
+/* A server that dies after it served is started again at once, but not more than
+ * MAX_CRASHES times within CRASH_WINDOW seconds.  One that fails before it serves (its source
+ * is unreachable: an ssh tunnel being made again) is tried again after 0.25 s, 0.5 s, ... up to
+ * 8 s apart, for GIVE_UP seconds.  Meanwhile the kernel holds the requests: users wait.  Then
+ * the supervisor gives up and unmounts: users get errors. */
+#define MAX_CRASHES 10
+#define CRASH_WINDOW 60.0
+#define GIVE_UP 120.0
 
 /* ---- the server's end: the session over the handed-off descriptor ---- */
 
@@ -120,10 +124,15 @@ struct supervisor {
   void *init;
   size_t init_len;
   atomic_uint *open_files;
-  int sfd; /* signalfd */
-  pid_t child;
-  double restarts[MAX_RESTARTS];
-  unsigned nrestarts;
+  int sfd;      /* signalfd */
+  pid_t child;  /* the server, or -1 */
+  int ready_rd; /* its readiness pipe, until it said "R" */
+  bool serving; /* it said "R" */
+  double crashes[MAX_CRASHES];
+  unsigned ncrashes;
+  double failing_since; /* first of the current run of start failures, or 0 */
+  double retry_at;      /* when to start the next server (0: none pending) */
+  double delay;         /* the next start failure's pause */
 };
 
 static int
@@ -162,30 +171,38 @@ mount_and_capture(struct supervisor *v, const char *opts)
   return 0;
 }
 
-/* Fork a server; ready_fd is the write end of the readiness pipe (first start) or -1. */
+/* Fork a server with a readiness pipe ("R" once it serves). */
 static int
-start_server(struct supervisor *v, unsigned start, int ready_fd, int ready_rd,
-             supervise_serve_fn serve, void *opaque)
+start_server(struct supervisor *v, unsigned start, supervise_serve_fn serve, void *opaque)
 {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0)
+    return error_set_errno(errno, "pipe");
   fflush(NULL);
   pid_t pid = fork();
-  if (pid < 0)
-    return error_set_errno(errno, "fork");
+  if (pid < 0) {
+    int e = errno;
+    close(p[0]);
+    close(p[1]);
+    return error_set_errno(e, "fork");
+  }
   if (pid == 0) {
     close(v->sfd);
-    if (ready_rd >= 0)
-      close(ready_rd);
+    close(p[0]);
     struct handoff h = {
       .fd = fuse_session_fd(v->se),
       .init = v->init,
       .init_len = v->init_len,
       .start = start,
-      .ready_fd = ready_fd,
+      .ready_fd = p[1],
       .open_files = v->open_files,
     };
     exit(serve(opaque, &h));
   }
+  close(p[1]);
   v->child = pid;
+  v->ready_rd = p[0];
+  v->serving = false;
   debug("fuse", "server %u started (pid %d)", start, (int)pid);
   return 0;
 }
@@ -200,40 +217,47 @@ describe(int status, char *buf, size_t len)
     snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
 }
 
-/* May we start another server now?  Counts restarts within the window. */
+/* Another crash within the window: may it be restarted? */
 static bool
-restart_allowed(struct supervisor *v)
+crash_allowed(struct supervisor *v)
 {
   double now = now_seconds();
   unsigned kept = 0;
-  for (unsigned i = 0; i < v->nrestarts; i++)
-    if (now - v->restarts[i] < RESTART_WINDOW)
-      v->restarts[kept++] = v->restarts[i];
-  v->nrestarts = kept;
-  if (kept >= MAX_RESTARTS)
+  for (unsigned i = 0; i < v->ncrashes; i++)
+    if (now - v->crashes[i] < CRASH_WINDOW)
+      v->crashes[kept++] = v->crashes[i];
+  v->ncrashes = kept;
+  if (kept >= MAX_CRASHES)
     return false;
-  v->restarts[v->nrestarts++] = now;
+  v->crashes[v->ncrashes++] = now;
   return true;
 }
 
-/* Wait for a signal on the signalfd (and, when rd >= 0, for the readiness pipe).
- * Returns the signal number, or 0 when rd became readable. */
+/* Wait for a signal on the signalfd, the readiness pipe, or until retry_at.  Returns the
+ * signal number, 0 when the pipe became readable, -1 when retry_at came. */
 static int
-next_event(struct supervisor *v, int rd)
+next_event(struct supervisor *v)
 {
-  struct pollfd p[2] = { { v->sfd, POLLIN, 0 }, { rd, POLLIN, 0 } };
+  struct pollfd p[2] = { { v->sfd, POLLIN, 0 }, { v->ready_rd, POLLIN, 0 } };
   for (;;) {
-    if (poll(p, rd >= 0 ? 2 : 1, -1) < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
+    int timeout = -1;
+    if (v->retry_at > 0) {
+      double left = v->retry_at - now_seconds();
+      if (left <= 0)
+        return -1;
+      timeout = (int)(left * 1000) + 1;
     }
+    int n = poll(p, v->ready_rd >= 0 ? 2 : 1, timeout);
+    if (n < 0 && errno != EINTR)
+      return -2;
+    if (n <= 0)
+      continue;
     if (p[0].revents & POLLIN) {
       struct signalfd_siginfo si;
       if (read(v->sfd, &si, sizeof si) == (ssize_t)sizeof si)
         return (int)si.ssi_signo;
     }
-    if (rd >= 0 && p[1].revents)
+    if (v->ready_rd >= 0 && p[1].revents)
       return 0;
   }
 }
@@ -242,9 +266,10 @@ int
 supervise_run(const char *mountpoint, const char *opts, struct daemon *d, const sigset_t *signals,
               supervise_serve_fn serve, void *opaque)
 {
-  struct supervisor v = { .mountpoint = mountpoint, .sfd = -1, .child = -1 };
-  int rc = 1, rd = -1, wr = -1;
-  bool ready = false, stopping = false;
+  struct supervisor v = { .mountpoint = mountpoint, .sfd = -1, .child = -1, .ready_rd = -1 };
+  int rc = 1;
+  bool ever_served = false, stopping = false;
+  unsigned start = 0;
   sigset_t set = *signals;
   sigaddset(&set, SIGCHLD);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
@@ -252,53 +277,56 @@ supervise_run(const char *mountpoint, const char *opts, struct daemon *d, const 
     log_error("signalfd: %s", strerror(errno));
     return 1;
   }
-  if (mount_and_capture(&v, opts) < 0) {
+  if (mount_and_capture(&v, opts) < 0 || start_server(&v, start, serve, opaque) < 0) {
     log_error("%s", error_message());
     goto out;
   }
-  int p[2];
-  if (pipe2(p, O_CLOEXEC) < 0) {
-    log_error("pipe: %s", strerror(errno));
-    goto out;
-  }
-  rd = p[0];
-  wr = p[1];
-  unsigned start = 0;
-  if (start_server(&v, start, wr, rd, serve, opaque) < 0) {
-    log_error("%s", error_message());
-    goto out;
-  }
-  close(wr);
-  wr = -1;
   for (;;) {
-    int sig = next_event(&v, ready ? -1 : rd);
-    if (sig == 0) { /* the readiness pipe: "R", or the server's end closed */
+    int ev = next_event(&v);
+    if (ev == -2) {
+      log_error("poll: %s", strerror(errno));
+      goto out;
+    }
+    if (ev == -1) { /* the pause after a failed start is over */
+      v.retry_at = 0;
+      log_info("%s: starting server %u on its map", mountpoint, start + 1);
+      if (start_server(&v, ++start, serve, opaque) < 0) {
+        log_error("%s", error_message());
+        goto out;
+      }
+      continue;
+    }
+    if (ev == 0) { /* the readiness pipe: "R", or the server's end closed */
       char b;
-      if (read(rd, &b, 1) == 1) {
-        ready = true;
-        close(rd);
-        rd = -1;
+      bool ready = read(v.ready_rd, &b, 1) == 1;
+      close(v.ready_rd);
+      v.ready_rd = -1;
+      if (!ready)
+        continue; /* it died before serving: its SIGCHLD follows */
+      v.serving = true;
+      v.failing_since = 0;
+      v.delay = 0;
+      if (!ever_served) {
+        ever_served = true;
         if (daemon_ready(d) < 0) {
           log_error("%s", error_message());
           stopping = true;
           kill(v.child, SIGTERM);
         }
-      } else {
-        close(rd); /* it died before serving: its SIGCHLD follows */
-        rd = -1;
-        ready = false;
-        stopping = true;
-      }
+      } else
+        log_info("%s: server %u serves", mountpoint, start);
       continue;
     }
-    if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
-      debug("fuse", "signal %d: stopping server %d", sig, (int)v.child);
+    if (ev == SIGINT || ev == SIGTERM || ev == SIGHUP) {
+      debug("fuse", "signal %d: stopping server %d", ev, (int)v.child);
       if (v.child > 0)
         kill(v.child, stopping ? SIGKILL : SIGTERM);
+      else if (v.retry_at > 0) /* between two starts: nothing to stop */
+        goto out;
       stopping = true;
       continue;
     }
-    if (sig != SIGCHLD)
+    if (ev != SIGCHLD)
       continue;
     int status;
     pid_t pid;
@@ -306,15 +334,19 @@ supervise_run(const char *mountpoint, const char *opts, struct daemon *d, const 
       if (pid != v.child)
         continue;
       v.child = -1;
+      if (v.ready_rd >= 0) {
+        close(v.ready_rd);
+        v.ready_rd = -1;
+      }
       char how[64];
       describe(status, how, sizeof how);
       if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         rc = 0;
         goto out;
       }
-      if (stopping || !ready) {
+      if (stopping || !ever_served) {
         rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-        if (!ready)
+        if (!ever_served)
           log_error("%s: the server %s before serving", mountpoint, how);
         goto out;
       }
@@ -322,18 +354,36 @@ supervise_run(const char *mountpoint, const char *opts, struct daemon *d, const 
         log_error("%s: the server %s and the mount is gone", mountpoint, how);
         goto out;
       }
-      if (!restart_allowed(&v)) {
-        log_error("%s: the server %s, the %dth time within %.0f s: giving up (the disk's "
+      if (v.serving) {
+        if (!crash_allowed(&v)) {
+          log_error("%s: the server %s, the %dth time within %.0f s: giving up (the disk's "
+                    "users get I/O errors now)",
+                    mountpoint, how, MAX_CRASHES + 1, CRASH_WINDOW);
+          goto out;
+        }
+        log_warning("%s: the server %s: restarting it on its map (open files: %u)", mountpoint, how,
+                    atomic_load(v.open_files));
+        if (start_server(&v, ++start, serve, opaque) < 0) {
+          log_error("%s", error_message());
+          goto out;
+        }
+        continue;
+      }
+      /* It failed before serving: try again later, until GIVE_UP. */
+      double now = now_seconds();
+      if (v.failing_since == 0)
+        v.failing_since = now;
+      if (now - v.failing_since > GIVE_UP) {
+        log_error("%s: no server could start for %.0f s (the last %s): giving up (the disk's "
                   "users get I/O errors now)",
-                  mountpoint, how, MAX_RESTARTS + 1, RESTART_WINDOW);
+                  mountpoint, GIVE_UP, how);
         goto out;
       }
-      log_warning("%s: the server %s: restarting it on its map (open files: %u)", mountpoint, how,
-                  atomic_load(v.open_files));
-      if (start_server(&v, ++start, -1, -1, serve, opaque) < 0) {
-        log_error("%s", error_message());
-        goto out;
-      }
+      v.delay = v.delay > 0 ? (v.delay * 2 > 8 ? 8 : v.delay * 2) : 0.25;
+      v.retry_at = now + v.delay;
+      log_warning("%s: server %u %s before serving: again in %.2f s (open files: %u; their "
+                  "I/O waits)",
+                  mountpoint, start, how, v.delay, atomic_load(v.open_files));
     }
   }
 out:
@@ -347,10 +397,8 @@ out:
       mount_unmount(mountpoint, v.dev);
     fuse_session_destroy(v.se); /* closes the device */
   }
-  if (rd >= 0)
-    close(rd);
-  if (wr >= 0)
-    close(wr);
+  if (v.ready_rd >= 0)
+    close(v.ready_rd);
   if (v.open_files)
     munmap(v.open_files, sizeof *v.open_files);
   free(v.init);

@@ -38,7 +38,7 @@ struct handoff {
   const void *init; /* the kernel's FUSE_INIT request (header and body) */
   size_t init_len;
   unsigned start;          /* 0 for the first server, then 1, 2, ... */
-  int ready_fd;            /* first server: write "R" here once serving; else -1 */
+  int ready_fd;            /* write "R" here once serving */
   atomic_uint *open_files; /* files open through the mount, shared by every server */
 };
 
@@ -56,8 +56,9 @@ typedef int (*supervise_serve_fn)(void *opaque, struct handoff *h);
 
 /* The supervisor: mount `mountpoint` with mount options `opts` (as ferry-fuse passes them to
  * libfuse), read FUSE_INIT, start serve() in a child process and start it again whenever it
- * dies of a signal or fails after having served (at most a few times a minute).  Once the first
- * server is ready, daemon_ready(d).  SIGINT/SIGTERM/SIGHUP are passed on to the server.
+ * dies after having served (at once, at most 10 times a minute), or again later when a
+ * restarted one fails before serving (growing pauses, for two minutes; e.g. its source is
+ * being reconnected).  Once the first server is ready, daemon_ready(d).  SIGINT/SIGTERM/SIGHUP are passed on to the server.
  * Returns the exit code: the server's own, or 1.  Call with those signals blocked and no
  * thread running. */
 int supervise_run(const char *mountpoint, const char *opts, struct daemon *d,

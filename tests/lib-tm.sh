@@ -129,9 +129,14 @@ CFG
   echo "$port" >"$T/hosts/$h/port"
 }
 
+# host_down HOST: nobody reaches HOST by ssh any more: its sshd stops and so does every
+# connection into it (the sessions are the listener's children), the front-end's included.
 host_down() {
-  kill "${_tm_sshd_pid[$1]}" 2>/dev/null
-  wait "${_tm_sshd_pid[$1]}" 2>/dev/null || true
+  local listener=${_tm_sshd_pid[$1]} pid
+  "$T/bin/ssh" -o "ControlPath=$T/socks/%C" -O exit "$1" 2>/dev/null
+  for pid in $(pgrep -P "$listener"); do kill "$pid" 2>/dev/null; done
+  kill "$listener" 2>/dev/null
+  wait "$listener" 2>/dev/null || true
 }
 host_up() {
   _tm_start_sshd "$1"
@@ -347,4 +352,23 @@ while off < end:
     off = max(hole, pos)
 print(h.hexdigest())
 PY
+}
+
+# guest_on HOST NAME MODE [--append ARGS] -- QEMU_ARGS...: guest_start (lib-guest.sh) with
+# qemu running in HOST's namespace, where it sees HOST's datastore at $DS.
+guest_on() {
+  local h=$1
+  shift
+  mkdir -p "$T/qemu-$h"
+  cat >"$T/qemu-$h/qemu-system-x86_64" <<EOF2
+#!/bin/sh
+exec nsenter -t ${_tm_holder[$h]} -m -- /usr/bin/qemu-system-x86_64 "\$@"
+EOF2
+  chmod +x "$T/qemu-$h/qemu-system-x86_64"
+  PATH=$T/qemu-$h:$PATH guest_start "$@"
+}
+
+# ferry_json HOST CTL FIELD: one field of `ferry status --json CTL` on HOST.
+ferry_json() {
+  host_ferry "$1" status --json "$2" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$3"
 }

@@ -17,7 +17,8 @@ start_nbdkit "$T/src.sock" -r --filter=delay file "$src" rdelay=10ms
 uri="nbd+unix:///?socket=$T/src.sock"
 
 server_pid() {
-  "$FERRY" status --json "$ctl" 2>/dev/null | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])'
+  "$FERRY" status --json "$ctl" 2>/dev/null |
+    /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' 2>/dev/null
 }
 
 # --- without --supervise: what a reader sees when the server dies.

@@ -70,15 +70,37 @@ stop_pidfile() {
   return 0
 }
 
-# on_host HOST COMMAND...: run COMMAND on another host, with this host's settings.
+# on_host HOST COMMAND...: run COMMAND on another host, with this host's settings (over the
+# ssh connection MUX when it is set and up).
 on_host() {
   local host=$1 q="" a
   shift
   for a in "$@"; do q+=" $(printf %q "$a")"; done
+  local mux=()
+  [ -n "${MUX:-}" ] && [ -S "$MUX" ] && mux=(-o ControlMaster=no -o "ControlPath=$MUX")
   # shellcheck disable=SC2086
-  $HOST_SSH -o BatchMode=yes "$host" "FERRY_HOST_NAME=$(printf %q "$host")" \
+  $HOST_SSH -o BatchMode=yes "${mux[@]}" "$host" "FERRY_HOST_NAME=$(printf %q "$host")" \
     "FERRY_BIN_DIR=$(printf %q "${FERRY_BIN_DIR:-}")" "FERRY_HOST_SSH=$(printf %q "$HOST_SSH")" \
     "FERRY_KEEP_SOURCE=$(printf %q "${FERRY_KEEP_SOURCE:-no}")$q"
+}
+
+# start_logged PIDFILE LOG PROGRAM ARGS...: a ferry server in the background, in a session of
+# its own, its messages in LOG (not syslog: the work directory tells what happened); done once
+# it wrote PIDFILE (it is ready then), or failed when it exits first.
+start_logged() {
+  local pidfile=$1 log=$2 i pid
+  shift 2
+  rm -f "$pidfile"
+  setsid "$1" --foreground --pidfile "$pidfile" "${@:2}" </dev/null >>"$log" 2>&1 &
+  pid=$!
+  for ((i = 0; i < 600; i++)); do
+    [ -s "$pidfile" ] && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  echo "$HOSTNAME_: $1 did not get ready within 30 s" >>"$log"
+  kill "$pid" 2>/dev/null
+  return 1
 }
 
 # "disk.N" of a work directory ".../.ferry/disk.N" or ".../.ferry/export.N"
@@ -151,8 +173,8 @@ export_start_one() {
   } >"$sw/conf"
   if ! alive "$sw/nbd.pid"; then
     rm -f "$sw/nbd.sock"
-    "${BIN}ferry-nbd" --read-only --socket "$sw/nbd.sock" --pidfile "$sw/nbd.pid" "$src" \
-      2>>"$sw/nbd.log" || die "ferry-nbd cannot export $src: $(tail -3 "$sw/nbd.log")"
+    start_logged "$sw/nbd.pid" "$sw/nbd.log" "${BIN}ferry-nbd" --read-only \
+      --socket "$sw/nbd.sock" "$src" || die "ferry-nbd cannot export $src: $(tail -3 "$sw/nbd.log")"
   fi
   if ! alive "$sw/keeper.pid"; then
     setsid bash "$sw/ferry-host.sh" keeper "$sw" </dev/null >>"$sw/keeper.log" 2>&1 &
@@ -168,7 +190,7 @@ cmd_keeper() {
   # shellcheck disable=SC1091
   . "$sw/conf"
   echo $$ >"$sw/keeper.pid"
-  local sshpid="" waitpid="" stop=0 backoff=1 rc
+  local sshpid="" waitpid="" stop=0 backoff=1 rc silent
   trap 'stop=1; [ -n "$waitpid" ] && kill $waitpid 2>/dev/null; [ -n "$sshpid" ] && kill $sshpid 2>/dev/null' TERM INT
   echo "$(date '+%F %T') keeper $$: $SRC -> $DST_HOST:$DW"
   while [ $stop = 0 ]; do
@@ -179,23 +201,39 @@ cmd_keeper() {
       -o ServerAliveCountMax=3 -o StreamLocalBindUnlink=yes \
       -R "$SOCK:$sw/nbd.sock" -L "$sw/ctl.sock:$DW/ctl" "$DST_HOST" &
     sshpid=$!
-    # Until the clone answers through the tunnel (it starts after the tunnel is up).
-    local i answered=0
-    for ((i = 0; i < 600 && stop == 0; i++)); do
-      kill -0 "$sshpid" 2>/dev/null || break
-      "${BIN}ferry" status "$sw/ctl.sock" >/dev/null 2>&1 && answered=1 && break
-      sleep 0.1
-    done
-    if [ $answered = 0 ] && kill -0 "$sshpid" 2>/dev/null && [ $stop = 0 ] &&
-      ! on_host "$DST_HOST" test -d "$DW" 2>/dev/null; then
-      echo "$(date '+%F %T') the clone $DST_HOST:$DW is gone: export stopped, source kept"
-      kill "$sshpid" 2>/dev/null
-      stop_pidfile "$sw/nbd.pid"
-      rm -rf "$sw"
-      rmdir "$(vm_dir_of "$sw")/.ferry" 2>/dev/null
-      exit 0
-    fi
-    if [ $answered = 1 ] && [ $stop = 0 ]; then
+    silent=0
+    # While the connection lives: wait for convergence through it.  A clone that does not
+    # answer (starting, its server restarting) or that failed (it may be resumed) is asked
+    # again; one gone for a minute with its work directory is given up, the source kept.
+    while [ $stop = 0 ] && kill -0 "$sshpid" 2>/dev/null; do
+      if ! "${BIN}ferry" status "$sw/ctl.sock" >/dev/null 2>&1; then
+        # Silent for 2 s: ask the destination host what became of the clone.
+        silent=$((silent + 1))
+        if [ $silent -ge 10 ]; then
+          silent=0
+          case $(clone_state) in
+          converged)
+            echo "$(date '+%F %T') converged on $DST_HOST (the clone has exited)"
+            kill "$sshpid" 2>/dev/null
+            wait "$sshpid" 2>/dev/null
+            source_done "$sw"
+            exit 0
+            ;;
+          gone)
+            echo "$(date '+%F %T') the clone $DST_HOST:$DW is gone: export stopped, source kept"
+            kill "$sshpid" 2>/dev/null
+            stop_pidfile "$sw/nbd.pid"
+            rm -rf "$sw"
+            rmdir "$(vm_dir_of "$sw")/.ferry" 2>/dev/null
+            exit 0
+            ;;
+          esac
+        fi
+        sleep 0.2
+        continue
+      fi
+      silent=0
+      backoff=1
       "${BIN}ferry" wait "$sw/ctl.sock" &
       waitpid=$!
       wait "$waitpid"
@@ -208,7 +246,8 @@ cmd_keeper() {
         source_done "$sw"
         exit 0
       fi
-    fi
+      sleep 1
+    done
     kill "$sshpid" 2>/dev/null
     wait "$sshpid" 2>/dev/null
     sshpid=""
@@ -220,6 +259,18 @@ cmd_keeper() {
     on_host "$DST_HOST" rm -f "$SOCK" 2>/dev/null
   done
   echo "$(date '+%F %T') keeper $$: stopped"
+}
+
+# In the keeper: the state of its clone, asked on the destination host (over the keeper's own
+# connection): running, converged (the destination renamed over the disk: the clone is done
+# and may have exited), stopped (not running, not done), gone (no work directory), unknown.
+clone_state() {
+  local path
+  path=$(vm_dir_of "$DW")/$(disk_of "$DW")
+  MUX=$sw/mux.sock on_host "$DST_HOST" sh -c "if [ ! -d '$DW' ]; then echo gone;
+    elif [ -s '$DW/pid' ] && kill -0 \$(cat '$DW/pid') 2>/dev/null; then echo running;
+    elif [ -f '$path' ] && [ ! -L '$path' ] && [ ! -e '$DW/disk' ]; then echo converged;
+    else echo stopped; fi" 2>/dev/null || echo unknown
 }
 
 # The clone converged: the export stops, the source disk goes (or is kept as MIGRATED-...).
@@ -341,14 +392,14 @@ clone_start_one() {
       sleep 0.1
     done
     [ -S "$dw/src.sock" ] || die "$dw/src.sock: the export did not reach this host within ${FERRY_TUNNEL_TIMEOUT:-20} s"
-    local args=(--supervise --publish "$path" --control "$dw/ctl" --pidfile "$dw/pid"
+    local args=(--supervise --publish "$path" --control "$dw/ctl"
       --source "nbd+unix:///?socket=$dw/src.sock" --source-identity "$(cat "$dw/identity")"
       --map "$dw/map")
     [ "$hold" = hold ] && args+=(--hold)
     [ -n "${FERRY_RATE:-}" ] && args+=(--rate "$FERRY_RATE")
     [ "${FERRY_FRONTEND:-fuse}" = loop ] && args+=(--loop)
     [ "${FERRY_ALLOW_OTHER:-no}" = yes ] && args+=(--allow-other)
-    "${BIN}ferry-fuse" "${args[@]}" "$dw/disk" "$dw/mnt" >/dev/null 2>>"$dw/log" ||
+    start_logged "$dw/pid" "$dw/log" "${BIN}ferry-fuse" "${args[@]}" "$dw/disk" "$dw/mnt" ||
       die "ferry-fuse cannot serve the clone at $path: $(tail -3 "$dw/log")"
   fi
   # What a booting VM does first: the first block, through the disk's path.
