@@ -269,12 +269,14 @@ wait_plain() {
 }
 
 # tm_assert_clean [SECONDS]: no process of the driver left (ferry-fuse, ferry-nbd, keepers,
-# tunnels), no ferry FUSE mount and no loop device over one in any host; waits a little for
+# tunnels: anything but a guest's qemu naming the datastore), no ferry FUSE mount and no loop device over one in any host; waits a little for
 # processes that are on their way out.
 tm_assert_clean() {
   local limit=${1:-30} i left h
   for ((i = 0; i < limit * 10; i++)); do
-    left=$(pgrep -f -- "$DS/" | grep -vx $$ || true)
+    left=$(for p in $(pgrep -f -- "$DS/"); do
+      [ "$p" = $$ ] || [ "$(cat /proc/$p/comm 2>/dev/null)" = qemu-system-x86 ] || echo "$p"
+    done)
     [ -z "$left" ] && break
     sleep 0.1
   done
