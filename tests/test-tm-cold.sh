@@ -57,8 +57,7 @@ guest_wait_exit g 180
 guest_gaps g
 grep -q 'I/O error\|EXT4-fs error' "$(guest_log g)" && fail "the guest saw I/O errors"
 
-host_ferry hostB set-rate "$ctl" 0 >/dev/null
-host_ferry hostB wait --timeout 120 "$ctl" >/dev/null || fail "the clone did not converge"
+host_ferry hostB set-rate "$ctl" 0 >/dev/null 2>&1 || true # (it may have converged and exited)
 wait_plain hostB "$d/disk.0"
 tm_assert_clean
 wait_gone hostA "$d"

@@ -57,8 +57,8 @@ on_host hostB dd if="$DS/0/42/disk.0" bs=1M count=4 status=none | cmp - <(head -
 
 for id in 42 43; do
   d=$DS/0/$id
-  host_ferry hostB wait --timeout 120 "$d/.ferry/disk.0/ctl" >/dev/null || fail "VM $id's clone did not converge"
   wait_plain hostB "$d/disk.0"
+  wait_gone hostB "$d/.ferry" # the clone exited (nothing had it open) and tidied up
   wait_gone hostA "$d"
   [ "$(tm_sha "$T/hosts/hostB/ds/0/$id/disk.0")" = "${before[$id]}" ] || fail "VM $id: the destination differs from the source"
 done
@@ -72,7 +72,6 @@ sed -i 's|<TM_MAD><!\[CDATA\[ssh\]\]></TM_MAD>|<TM_MAD><![CDATA[ferry]]></TM_MAD
 tm_transfer_ok "MV ferry hostA:$DS/0/44/disk.0 hostB:$DS/0/44/disk.0 44 0" \
   "MV ferry hostA:$DS/0/44 hostB:$DS/0/44 44 0"
 on_host hostB test -L "$DS/0/44/disk.0" -a -f "$DS/0/44/disk.1" || fail "VM 44 was not moved"
-host_ferry hostB wait --timeout 60 "$DS/0/44/.ferry/disk.0/ctl" >/dev/null || fail "VM 44 did not converge"
 wait_gone hostA "$DS/0/44"
 wait_plain hostB "$DS/0/44/disk.0"
 tm_assert_clean

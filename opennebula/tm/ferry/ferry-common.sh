@@ -153,11 +153,11 @@ ferry_move() {
   probe=$(sed -n 's/^probe //p' <<<"$out")
   listing=$(sed -n 's/^entry //p' <<<"$out" | grep -v '^\.ferry-probe\.')
   mapfile -t MOVED < <(sed -n 's/^exported //p' <<<"$out")
-  declare -A SIZE MTIME
+  declare -A SIZE MTIME ALLOC
   while read -r name type size alloc mtime; do
     [ -n "$name" ] && [ "$name" != .ferry ] || continue
     need=$((need + alloc))
-    SIZE[$name]=$size MTIME[$name]=$mtime
+    SIZE[$name]=$size MTIME[$name]=$mtime ALLOC[$name]=$alloc
   done <<<"$listing"
   local sws=() dws=()
   for name in "${MOVED[@]}"; do
@@ -171,7 +171,7 @@ ferry_move() {
   args=()
   for name in "${MOVED[@]}"; do
     args+=("$name" "${SIZE[$name]}" "$shost:$sdir/$name:${SIZE[$name]}:${MTIME[$name]}"
-      "$shost" "$sdir/.ferry/export.${name#disk.}" "${SOCK[$name]}")
+      "$shost" "$sdir/.ferry/export.${name#disk.}" "${SOCK[$name]}" "${ALLOC[$name]}")
   done
   local why=""
   if ! out=$(host_run "$dhost" prepare "$ddir" "$probe" "$(dirname "$ddir")" "$monitor" "$need" \

@@ -10,7 +10,7 @@
 #                                           the source side of a move: .monitor, a probe file
 #                                           (shared storage?), the entries (as list); exports
 #   ferry-host.sh prepare DIR PROBE DS_DIR MONITOR NEED hold|-|none
-#                         [NAME SIZE IDENTITY SRC_HOST SW SOCK]...
+#                         [NAME SIZE IDENTITY SRC_HOST SW SOCK DISK_NEED]...
 #                                           the destination side: shared?, room, .monitor, the
 #                                           clones' work directories and destination files;
 #                                           then clone-start unless "none"
@@ -36,7 +36,9 @@
 # convergence, map, ctl, pid, log, mnt/, src.sock -> the tunnel's end (a socket in $TMPDIR),
 # source = where the
 # export is); the export's SRC_DIR/.ferry/export.N/ (nbd.sock, nbd.pid, keeper.pid,
-# keeper.log, ctl.sock = the clone's control socket through the tunnel, conf).
+# keeper.log, ctl.sock = the clone's control socket through the tunnel, mux.sock = the
+# tunnel's ssh connection, conf).  A clone's directory goes when its server exits after
+# convergence (run-clone); one left by a crash is kept for the next move (its map resumes).
 #
 # Settings come from the environment (ferry-common.sh passes ferryrc's): FERRY_BIN_DIR,
 # FERRY_HOST_SSH (host to host), FERRY_RATE, FERRY_FRONTEND (fuse|loop), FERRY_KEEP_SOURCE,
@@ -65,8 +67,11 @@ stop_pidfile() {
     kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.1
   done
-  echo "$HOSTNAME_: pid $pid ($f) did not stop within $limit s: killing it" >&2
-  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+  echo "$HOSTNAME_: pid $pid ($f) did not stop within $limit s: killing it and its group" >&2
+  local pgid
+  pgid=$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ')
+  [ -n "$pgid" ] && [ "$pgid" != "$(ps -o pgid= -p $$ | tr -d ' ')" ] && kill -KILL -- "-$pgid" 2>/dev/null
+  kill -KILL "$pid" 2>/dev/null
   return 0
 }
 
@@ -84,14 +89,15 @@ on_host() {
     "FERRY_KEEP_SOURCE=$(printf %q "${FERRY_KEEP_SOURCE:-no}")$q"
 }
 
-# start_logged PIDFILE LOG PROGRAM ARGS...: a ferry server in the background, in a session of
-# its own, its messages in LOG (not syslog: the work directory tells what happened); done once
-# it wrote PIDFILE (it is ready then), or failed when it exits first.
+# start_logged PIDFILE LOG COMMAND...: a ferry server in the background (COMMAND runs it in the
+# foreground and writes PIDFILE once ready), in a session of its own, its messages in LOG (not
+# syslog: the work directory tells what happened); done once PIDFILE is written, or failed when
+# COMMAND exits first.
 start_logged() {
   local pidfile=$1 log=$2 i pid
   shift 2
   rm -f "$pidfile"
-  setsid "$1" --foreground --pidfile "$pidfile" "${@:2}" </dev/null >>"$log" 2>&1 &
+  setsid "$@" </dev/null >>"$log" 2>&1 &
   pid=$!
   for ((i = 0; i < 600; i++)); do
     [ -s "$pidfile" ] && return 0
@@ -101,6 +107,37 @@ start_logged() {
   echo "$HOSTNAME_: $1 did not get ready within 30 s" >>"$log"
   kill "$pid" 2>/dev/null
   return 1
+}
+
+# run-clone DW FERRY_FUSE ARGS...: the clone's server, and when it ends having converged (the
+# destination renamed over the disk, the map committed) its work directory goes.
+cmd_run_clone() {
+  local dw=$1 path
+  shift
+  path=$(vm_dir_of "$dw")/$(disk_of "$dw")
+  "$@"
+  local rc=$?
+  echo "$(date '+%F %T') ferry-fuse exited ($rc)"
+  tidy_clone "$dw"
+  return $rc
+}
+
+# A clone that is done (not running; its destination renamed over the disk) leaves nothing.
+tidy_clone() {
+  local dw=$1 path
+  path=$(vm_dir_of "$dw")/$(disk_of "$dw")
+  alive "$dw/pid" && return 1
+  [ ! -e "$dw/disk" ] && [ -f "$path" ] && [ ! -L "$path" ] || return 1
+  [ -L "$dw/src.sock" ] && rm -f "$(readlink "$dw/src.sock")"
+  rm -rf "$dw"
+  rmdir "$(dirname "$dw")" 2>/dev/null
+  return 0
+}
+
+tidy_dir() {
+  local w
+  for w in "$1"/.ferry/disk.*; do [ -d "$w" ] && tidy_clone "$w"; done
+  return 0
 }
 
 # "disk.N" of a work directory ".../.ferry/disk.N" or ".../.ferry/export.N"
@@ -127,6 +164,7 @@ clone_behind() {
 cmd_list() {
   local dir=$1 e
   [ -d "$dir" ] || die "$dir: no such directory"
+  tidy_dir "$dir"
   for e in "$dir"/* "$dir"/.[!.]*; do
     [ -e "$e" ] || [ -L "$e" ] || continue
     local name type size blocks
@@ -139,7 +177,12 @@ cmd_list() {
     else type=other
     fi
     size=$(stat -L -c %s "$e" 2>/dev/null || echo 0)
-    blocks=$(stat -L -c '%b %B' "$e" 2>/dev/null | awk '{ print $1 * $2 }')
+    if [ $type = clone ]; then
+      # What the clone's own source holds (the FUSE file claims to be all there).
+      blocks=$(cat "$(clone_behind "$e")/need" 2>/dev/null || echo "$size")
+    else
+      blocks=$(stat -L -c '%b %B' "$e" 2>/dev/null | awk '{ print $1 * $2 }')
+    fi
     echo "$name $type $size ${blocks:-0} $(stat -L -c %Y "$e" 2>/dev/null || echo 0)"
   done
 }
@@ -173,8 +216,8 @@ export_start_one() {
   } >"$sw/conf"
   if ! alive "$sw/nbd.pid"; then
     rm -f "$sw/nbd.sock"
-    start_logged "$sw/nbd.pid" "$sw/nbd.log" "${BIN}ferry-nbd" --read-only \
-      --socket "$sw/nbd.sock" "$src" || die "ferry-nbd cannot export $src: $(tail -3 "$sw/nbd.log")"
+    start_logged "$sw/nbd.pid" "$sw/nbd.log" "${BIN}ferry-nbd" --foreground \
+      --pidfile "$sw/nbd.pid" --read-only --socket "$sw/nbd.sock" "$src" || die "ferry-nbd cannot export $src: $(tail -3 "$sw/nbd.log")"
   fi
   if ! alive "$sw/keeper.pid"; then
     setsid bash "$sw/ferry-host.sh" keeper "$sw" </dev/null >>"$sw/keeper.log" 2>&1 &
@@ -262,15 +305,16 @@ cmd_keeper() {
 }
 
 # In the keeper: the state of its clone, asked on the destination host (over the keeper's own
-# connection): running, converged (the destination renamed over the disk: the clone is done
-# and may have exited), stopped (not running, not done), gone (no work directory), unknown.
+# connection): running, converged (the destination renamed over the disk: the clone is done,
+# it may have exited and tidied up), stopped (not running, not done), gone (stopped and
+# removed, the disk's path with it), unknown.
 clone_state() {
   local path
   path=$(vm_dir_of "$DW")/$(disk_of "$DW")
-  MUX=$sw/mux.sock on_host "$DST_HOST" sh -c "if [ ! -d '$DW' ]; then echo gone;
-    elif [ -s '$DW/pid' ] && kill -0 \$(cat '$DW/pid') 2>/dev/null; then echo running;
+  MUX=$sw/mux.sock on_host "$DST_HOST" sh -c "if [ -s '$DW/pid' ] && kill -0 \$(cat '$DW/pid') 2>/dev/null; then echo running;
     elif [ -f '$path' ] && [ ! -L '$path' ] && [ ! -e '$DW/disk' ]; then echo converged;
-    else echo stopped; fi" 2>/dev/null || echo unknown
+    elif [ -d '$DW' ]; then echo stopped;
+    else echo gone; fi" 2>/dev/null || echo unknown
 }
 
 # The clone converged: the export stops, the source disk goes (or is kept as MIGRATED-...).
@@ -296,6 +340,7 @@ remove_source() {
     rm -f "$src"
   fi
   rm -rf "$sw"
+  tidy_dir "$dir"
   rmdir "$dir/.ferry" 2>/dev/null
   rmdir "$dir" 2>/dev/null
   return 0
@@ -326,7 +371,8 @@ export_stop_one() {
 
 # ---- the clone (destination host) --------------------------------------------------------
 
-# prepare DIR PROBE DS_DIR MONITOR NEED hold|-|none [NAME SIZE IDENTITY SOURCE_HOST SW SOCK]...: the
+# prepare DIR PROBE DS_DIR MONITOR NEED hold|-|none [NAME SIZE IDENTITY SOURCE_HOST SW SOCK
+# DISK_NEED]...: the
 # destination side before anything starts.  Prints "shared" when PROBE (made in the source
 # directory) is visible here: nothing to copy.  Else checks the room (NEED bytes), keeps the
 # datastore's .monitor as the source host has it, and makes each clone's work directory with
@@ -347,9 +393,10 @@ cmd_prepare() {
   fi
   cmd_monitor_set "$dsdir" "$monitor"
   mkdir -p "$dir" || die "$dir: cannot create"
-  while [ $# -ge 6 ]; do
-    local name=$1 size=$2 identity=$3 shost=$4 ssw=$5 sock=$6 dw=$dir/.ferry/$1
-    shift 6
+  tidy_dir "$dir"
+  while [ $# -ge 7 ]; do
+    local name=$1 size=$2 identity=$3 shost=$4 ssw=$5 sock=$6 dneed=$7 dw=$dir/.ferry/$1
+    shift 7
     if alive "$dw/pid"; then
       echo "serving $name"
       continue
@@ -366,6 +413,7 @@ cmd_prepare() {
       truncate -s "$size" "$dw/disk" || die "$dw/disk: cannot create"
     fi
     echo "$identity" >"$dw/identity"
+    echo "$dneed" >"$dw/need"
     # The tunnel's end: a socket where the export's keeper can bind it before this directory
     # exists (its ssh connection is made while this runs).
     ln -sfn "$sock" "$dw/src.sock"
@@ -399,7 +447,9 @@ clone_start_one() {
     [ -n "${FERRY_RATE:-}" ] && args+=(--rate "$FERRY_RATE")
     [ "${FERRY_FRONTEND:-fuse}" = loop ] && args+=(--loop)
     [ "${FERRY_ALLOW_OTHER:-no}" = yes ] && args+=(--allow-other)
-    start_logged "$dw/pid" "$dw/log" "${BIN}ferry-fuse" "${args[@]}" "$dw/disk" "$dw/mnt" ||
+    cp "$0" "$dw/ferry-host.sh" || die "$dw: cannot install the host script"
+    start_logged "$dw/pid" "$dw/log" bash "$dw/ferry-host.sh" run-clone "$dw" "${BIN}ferry-fuse" \
+      --foreground --pidfile "$dw/pid" "${args[@]}" "$dw/disk" "$dw/mnt" ||
       die "ferry-fuse cannot serve the clone at $path: $(tail -3 "$dw/log")"
   fi
   # What a booting VM does first: the first block, through the disk's path.
@@ -535,6 +585,7 @@ export-start) cmd_export_start "$@" ;;
 export-stop) cmd_export_stop "$@" ;;
 keeper) cmd_keeper "$@" ;;
 clone-start) cmd_clone_start "$@" ;;
+run-clone) cmd_run_clone "$@" ;;
 prepare) cmd_prepare "$@" ;;
 inspect) cmd_inspect "$@" ;;
 clone-stop) cmd_clone_stop "$@" ;;
