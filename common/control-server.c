@@ -284,6 +284,8 @@ handle_request(struct control_server *s, struct conn *c, const char *line, size_
   } else if (strcmp(cmd, "release") == 0) {
     if (needs_clone(s, c, id, cmd)) {
       clone_release(s->clone);
+      if (s->hooks.released)
+        s->hooks.released(s->hooks.opaque);
       send_status(s, c, id);
     }
   } else if (strcmp(cmd, "set-rate") == 0) {

@@ -25,6 +25,8 @@ struct control_server;
 struct control_hooks {
   /* Number of connected clients/openers, for status (may be NULL). */
   unsigned (*clients)(void *opaque);
+  /* After a "release" ended the clone's hold (may be NULL). */
+  void (*released)(void *opaque);
   void *opaque;
 };
 

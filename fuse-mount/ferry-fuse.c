@@ -270,6 +270,11 @@ open_volume(struct server *s)
   if (o->f.source) {
     struct clone_options co;
     frontend_clone_options(&o->f, &co);
+    /* A server started again after its predecessor ended the hold (--supervise). */
+    if (co.hold && s->handoff && atomic_load(s->handoff->released)) {
+      debug("fuse", "the hold was released by an earlier server");
+      co.hold = false;
+    }
     if ((r = clone_open(o->f.source, o->f.map, o->volume, &co, &s->clone)) < 0)
       return r;
     s->vol = clone_volume(s->clone);
@@ -425,6 +430,21 @@ converge_main(void *arg)
   }
   error_clear();
   return NULL;
+}
+
+static unsigned
+open_files(void *opaque)
+{
+  struct server *s = opaque;
+  return fs_open_files(s->fs);
+}
+
+/* --hold ended (control thread): servers started after this one start released. */
+static void
+on_released(void *opaque)
+{
+  struct server *s = opaque;
+  atomic_store(s->handoff->released, true);
 }
 
 /* A release of the last open file (a session thread): main decides whether to exit. */
@@ -617,7 +637,11 @@ run(struct server *s, const sigset_t *set, struct daemon *d)
     return EXIT_FAIL;
   }
   if (o->f.control) {
-    struct control_hooks hooks = { .clients = fs_open_files, .opaque = s->fs };
+    struct control_hooks hooks = {
+      .clients = open_files,
+      .released = s->handoff ? on_released : NULL,
+      .opaque = s,
+    };
     if (control_server_start(o->f.control, "ferry-fuse", s->clone, s->vol->size, &hooks,
                              &s->control)
         < 0) {

@@ -123,7 +123,10 @@ struct supervisor {
   struct fuse_session *se;
   void *init;
   size_t init_len;
-  atomic_uint *open_files;
+  struct shared {
+    atomic_uint open_files;
+    atomic_bool released;
+  } * shared;   /* what every server of the mount shares (MAP_SHARED) */
   int sfd;      /* signalfd */
   pid_t child;  /* the server, or -1 */
   int ready_rd; /* its readiness pipe, until it said "R" */
@@ -161,13 +164,14 @@ mount_and_capture(struct supervisor *v, const char *opts)
     return error_set(EPROTO, "%s: the first FUSE request is not INIT (%s)", v->mountpoint,
                      n < 0 ? strerror(errno) : "unexpected request");
   v->init_len = (size_t)n;
-  v->open_files = mmap(NULL, sizeof *v->open_files, PROT_READ | PROT_WRITE,
-                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (v->open_files == MAP_FAILED) {
-    v->open_files = NULL;
+  v->shared
+      = mmap(NULL, sizeof *v->shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (v->shared == MAP_FAILED) {
+    v->shared = NULL;
     return error_set_errno(errno, "mmap");
   }
-  atomic_init(v->open_files, 0);
+  atomic_init(&v->shared->open_files, 0);
+  atomic_init(&v->shared->released, false);
   return 0;
 }
 
@@ -195,7 +199,8 @@ start_server(struct supervisor *v, unsigned start, supervise_serve_fn serve, voi
       .init_len = v->init_len,
       .start = start,
       .ready_fd = p[1],
-      .open_files = v->open_files,
+      .open_files = &v->shared->open_files,
+      .released = &v->shared->released,
     };
     exit(serve(opaque, &h));
   }
@@ -362,7 +367,7 @@ supervise_run(const char *mountpoint, const char *opts, struct daemon *d, const 
           goto out;
         }
         log_warning("%s: the server %s: restarting it on its map (open files: %u)", mountpoint, how,
-                    atomic_load(v.open_files));
+                    atomic_load(&v.shared->open_files));
         if (start_server(&v, ++start, serve, opaque) < 0) {
           log_error("%s", error_message());
           goto out;
@@ -383,7 +388,7 @@ supervise_run(const char *mountpoint, const char *opts, struct daemon *d, const 
       v.retry_at = now + v.delay;
       log_warning("%s: server %u %s before serving: again in %.2f s (open files: %u; their "
                   "I/O waits)",
-                  mountpoint, start, how, v.delay, atomic_load(v.open_files));
+                  mountpoint, start, how, v.delay, atomic_load(&v.shared->open_files));
     }
   }
 out:
@@ -399,8 +404,8 @@ out:
   }
   if (v.ready_rd >= 0)
     close(v.ready_rd);
-  if (v.open_files)
-    munmap(v.open_files, sizeof *v.open_files);
+  if (v.shared)
+    munmap(v.shared, sizeof *v.shared);
   free(v.init);
   close(v.sfd);
   return rc;

@@ -40,6 +40,7 @@ struct handoff {
   unsigned start;          /* 0 for the first server, then 1, 2, ... */
   int ready_fd;            /* write "R" here once serving */
   atomic_uint *open_files; /* files open through the mount, shared by every server */
+  atomic_bool *released;   /* a server ended the clone's hold: the next ones start without */
 };
 
 /* In the server: run the session se over h (instead of fuse_session_mount).  0 or -1 with
@@ -58,9 +59,9 @@ typedef int (*supervise_serve_fn)(void *opaque, struct handoff *h);
  * libfuse), read FUSE_INIT, start serve() in a child process and start it again whenever it
  * dies after having served (at once, at most 10 times a minute), or again later when a
  * restarted one fails before serving (growing pauses, for two minutes; e.g. its source is
- * being reconnected).  Once the first server is ready, daemon_ready(d).  SIGINT/SIGTERM/SIGHUP are passed on to the server.
- * Returns the exit code: the server's own, or 1.  Call with those signals blocked and no
- * thread running. */
+ * being reconnected).  Once the first server is ready, daemon_ready(d).  SIGINT/SIGTERM/SIGHUP are
+ * passed on to the server. Returns the exit code: the server's own, or 1.  Call with those signals
+ * blocked and no thread running. */
 int supervise_run(const char *mountpoint, const char *opts, struct daemon *d,
                   const sigset_t *signals, supervise_serve_fn serve, void *opaque);
 

@@ -20,6 +20,11 @@
 #   tm_assert_clean                no ferry process, FUSE mount or loop device of this test
 requires_root
 requires ssh ssh-keygen unshare nsenter xmllint setsid
+# A command that fails under set -e says where (in the test or a helper).
+set -E
+_tm_err_said=0
+trap '[ $BASH_SUBSHELL != 0 ] || [ $_tm_err_said = 1 ] || { _tm_err_said=1;
+  echo "FAIL: ${BASH_SOURCE[0]##*/}:$LINENO: \`$BASH_COMMAND\` exited $?" >&2; }' ERR
 [ -x /usr/sbin/sshd ] || skip "openssh-server not installed"
 [ -c /dev/fuse ] || skip "/dev/fuse missing"
 [ -x "$FERRY_FUSE" ] || skip "ferry-fuse not built (no fuse3)"
@@ -39,7 +44,7 @@ _tm_cleanup() {
   done
   for h in "${TM_HOSTS[@]}"; do
     [ -n "${_tm_holder[$h]:-}" ] || continue
-    for mnt in $(nsenter -t "${_tm_holder[$h]}" -m -- awk '$9 == "fuse.ferry" { print $5 }' /proc/self/mountinfo 2>/dev/null); do
+    for mnt in $(nsenter -t "${_tm_holder[$h]}" -m -- awk -v t="$T/" '$9 == "fuse.ferry" && index($5, t) == 1 { print $5 }' /proc/self/mountinfo 2>/dev/null); do
       nsenter -t "${_tm_holder[$h]}" -m -- umount -l "$mnt" 2>/dev/null
     done
   done
@@ -135,7 +140,7 @@ host_down() {
   local listener=${_tm_sshd_pid[$1]} pid
   "$T/bin/ssh" -o "ControlPath=$T/socks/%C" -O exit "$1" 2>/dev/null
   for pid in $(pgrep -P "$listener"); do kill "$pid" 2>/dev/null; done
-  kill "$listener" 2>/dev/null
+  kill "$listener" 2>/dev/null || true
   wait "$listener" 2>/dev/null || true
 }
 host_up() {
@@ -281,8 +286,9 @@ tm_assert_clean() {
     sleep 0.1
   done
   [ -z "$left" ] || { ps -o pid,args -p $left >&2; fail "driver processes still running"; }
+  # (A namespace starts as a copy of this one: other tests' mounts, not under $T, are in it.)
   for h in "${TM_HOSTS[@]}"; do
-    if on_host "$h" grep -q " fuse.ferry " /proc/self/mountinfo; then
+    if on_host "$h" awk -v t="$T/" '$9 == "fuse.ferry" && index($5, t) == 1 { f = 1 } END { exit !f }' /proc/self/mountinfo; then
       on_host "$h" grep " fuse.ferry " /proc/self/mountinfo >&2
       fail "$h: a ferry FUSE mount is left"
     fi

@@ -22,6 +22,8 @@
 #                                           ready once its first block was read through it
 #   ferry-host.sh clone-stop keep|remove|none DW...  stop clones; tell their exports what to do
 #   ferry-host.sh clone-release DW          end the hold (live migration, postmigrate)
+#   ferry-host.sh clone-restart DW          a clone whose processes are gone serves again
+#   ferry-host.sh resume DS_DIR...          after a reboot: every export and clone there again
 #   ferry-host.sh clones DIR                the clones (DIR/.ferry/disk.N) and exports of DIR
 #   ferry-host.sh copy-rest SRC_DIR DST_HOST DST_DIR MUX copy|copykeep NAME...
 #                                           tar SRC_DIR without NAME... and .ferry to DST_HOST
@@ -55,7 +57,9 @@ die() {
   exit 1
 }
 
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
+# Is process PID running (a zombie is not: an init that does not reap would keep it)?
+running() { [ -n "$1" ] && [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+alive() { [ -s "$1" ] && running "$(cat "$1" 2>/dev/null)"; }
 
 # stop_pidfile FILE [SECONDS]: SIGTERM the process, wait for it to go (then SIGKILL).
 stop_pidfile() {
@@ -64,7 +68,7 @@ stop_pidfile() {
   pid=$(cat "$f" 2>/dev/null) || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
   for ((i = 0; i < limit * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    running "$pid" || return 0
     sleep 0.1
   done
   echo "$HOSTNAME_: pid $pid ($f) did not stop within $limit s: killing it and its group" >&2
@@ -101,7 +105,7 @@ start_logged() {
   pid=$!
   for ((i = 0; i < 600; i++)); do
     [ -s "$pidfile" ] && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
+    running "$pid" || return 1
     sleep 0.05
   done
   echo "$HOSTNAME_: $1 did not get ready within 30 s" >>"$log"
@@ -122,15 +126,18 @@ cmd_run_clone() {
   return $rc
 }
 
-# A clone that is done (not running; its destination renamed over the disk) leaves nothing.
+# A clone that is done (not running; its destination renamed over the disk, which may be gone
+# since, as the source of a later move) leaves nothing.
 tidy_clone() {
-  local dw=$1 path
-  path=$(vm_dir_of "$dw")/$(disk_of "$dw")
+  local dw=$1
   alive "$dw/pid" && return 1
-  [ ! -e "$dw/disk" ] && [ -f "$path" ] && [ ! -L "$path" ] || return 1
+  [ -e "$dw/identity" ] && [ ! -e "$dw/disk" ] || return 1
   [ -L "$dw/src.sock" ] && rm -f "$(readlink "$dw/src.sock")"
   rm -rf "$dw"
   rmdir "$(dirname "$dw")" 2>/dev/null
+  # A source directory whose last disk went before this clone exited (a chain: its export
+  # closed the file only then) goes now; a destination's holds the disk.
+  rmdir "$(vm_dir_of "$dw")" 2>/dev/null
   return 0
 }
 
@@ -208,7 +215,7 @@ export_start_one() {
   local sw=$1 src=$2 dst_host=$3 dw=$4 sock=$5
   [ -r "$src" ] || die "$src: cannot read the disk to move"
   mkdir -p "$sw" || die "$sw: cannot create"
-  cp "$0" "$sw/ferry-host.sh" || die "$sw: cannot install the host script"
+  [ "$0" -ef "$sw/ferry-host.sh" ] || cp "$0" "$sw/ferry-host.sh" || die "$sw: cannot install the host script"
   {
     printf 'SRC=%q\nDST_HOST=%q\nDW=%q\nSOCK=%q\n' "$src" "$dst_host" "$dw" "$sock"
     printf 'FERRY_BIN_DIR=%q\nFERRY_HOST_SSH=%q\nFERRY_KEEP_SOURCE=%q\n' "${FERRY_BIN_DIR:-}" \
@@ -233,7 +240,7 @@ cmd_keeper() {
   # shellcheck disable=SC1091
   . "$sw/conf"
   echo $$ >"$sw/keeper.pid"
-  local sshpid="" waitpid="" stop=0 backoff=1 rc silent
+  local sshpid="" waitpid="" stop=0 backoff=1 rc silent seen=0
   trap 'stop=1; [ -n "$waitpid" ] && kill $waitpid 2>/dev/null; [ -n "$sshpid" ] && kill $sshpid 2>/dev/null' TERM INT
   echo "$(date '+%F %T') keeper $$: $SRC -> $DST_HOST:$DW"
   while [ $stop = 0 ]; do
@@ -248,7 +255,7 @@ cmd_keeper() {
     # While the connection lives: wait for convergence through it.  A clone that does not
     # answer (starting, its server restarting) or that failed (it may be resumed) is asked
     # again; one gone for a minute with its work directory is given up, the source kept.
-    while [ $stop = 0 ] && kill -0 "$sshpid" 2>/dev/null; do
+    while [ $stop = 0 ] && running "$sshpid"; do
       if ! "${BIN}ferry" status "$sw/ctl.sock" >/dev/null 2>&1; then
         # Silent for 2 s: ask the destination host what became of the clone.
         silent=$((silent + 1))
@@ -261,6 +268,15 @@ cmd_keeper() {
             wait "$sshpid" 2>/dev/null
             source_done "$sw"
             exit 0
+            ;;
+          stopped)
+            # It ran and its processes are gone (the host rebooted, they were killed): serve
+            # it again on its map.
+            if [ $seen = 1 ]; then
+              echo "$(date '+%F %T') the clone on $DST_HOST stopped: restarting it"
+              MUX=$sw/mux.sock on_host "$DST_HOST" bash "$DW/ferry-host.sh" clone-restart "$DW" ||
+                echo "$(date '+%F %T') the restart failed"
+            fi
             ;;
           gone)
             echo "$(date '+%F %T') the clone $DST_HOST:$DW is gone: export stopped, source kept"
@@ -276,6 +292,7 @@ cmd_keeper() {
         continue
       fi
       silent=0
+      seen=1
       backoff=1
       "${BIN}ferry" wait "$sw/ctl.sock" &
       waitpid=$!
@@ -311,7 +328,8 @@ cmd_keeper() {
 clone_state() {
   local path
   path=$(vm_dir_of "$DW")/$(disk_of "$DW")
-  MUX=$sw/mux.sock on_host "$DST_HOST" sh -c "if [ -s '$DW/pid' ] && kill -0 \$(cat '$DW/pid') 2>/dev/null; then echo running;
+  MUX=$sw/mux.sock on_host "$DST_HOST" sh -c "p=\$(cat '$DW/pid' 2>/dev/null);
+    if [ -n \"\$p\" ] && [ -r /proc/\$p/status ] && ! grep -q '^State:[[:space:]]*Z' /proc/\$p/status; then echo running;
     elif [ -f '$path' ] && [ ! -L '$path' ] && [ ! -e '$DW/disk' ]; then echo converged;
     elif [ -d '$DW' ]; then echo stopped;
     else echo gone; fi" 2>/dev/null || echo unknown
@@ -432,14 +450,18 @@ cmd_clone_start() {
 }
 
 clone_start_one() {
-  local dw=$1 hold=$2 path i
+  local dw=$1 hold=$2 path i lock
   path=$(vm_dir_of "$dw")/$(disk_of "$dw")
+  # One start at a time (the front-end's and a keeper's restart may meet).
+  exec {lock}>"$dw/lock"
+  flock "$lock"
   if ! alive "$dw/pid"; then
-    for ((i = 0; i < ${FERRY_TUNNEL_TIMEOUT:-20} * 10; i++)); do
-      [ -S "$dw/src.sock" ] && break
-      sleep 0.1
-    done
-    [ -S "$dw/src.sock" ] || die "$dw/src.sock: the export did not reach this host within ${FERRY_TUNNEL_TIMEOUT:-20} s"
+    # Held until released (postmigrate): a restart after a crash is held again until then.
+    if [ "$hold" = hold ]; then : >"$dw/hold"; else rm -f "$dw/hold"; fi
+    # The settings of this host's ferry, for a restart by a keeper or after a reboot.
+    printf 'FERRY_BIN_DIR=%q\nFERRY_RATE=%q\nFERRY_FRONTEND=%q\nFERRY_ALLOW_OTHER=%q\nFERRY_TUNNEL_TIMEOUT=%q\n' \
+      "${FERRY_BIN_DIR:-}" "${FERRY_RATE:-}" "${FERRY_FRONTEND:-fuse}" "${FERRY_ALLOW_OTHER:-no}" \
+      "${FERRY_TUNNEL_TIMEOUT:-20}" >"$dw/settings"
     local args=(--supervise --publish "$path" --control "$dw/ctl"
       --source "nbd+unix:///?socket=$dw/src.sock" --source-identity "$(cat "$dw/identity")"
       --map "$dw/map")
@@ -447,11 +469,28 @@ clone_start_one() {
     [ -n "${FERRY_RATE:-}" ] && args+=(--rate "$FERRY_RATE")
     [ "${FERRY_FRONTEND:-fuse}" = loop ] && args+=(--loop)
     [ "${FERRY_ALLOW_OTHER:-no}" = yes ] && args+=(--allow-other)
-    cp "$0" "$dw/ferry-host.sh" || die "$dw: cannot install the host script"
-    start_logged "$dw/pid" "$dw/log" bash "$dw/ferry-host.sh" run-clone "$dw" "${BIN}ferry-fuse" \
-      --foreground --pidfile "$dw/pid" "${args[@]}" "$dw/disk" "$dw/mnt" ||
+    [ "$0" -ef "$dw/ferry-host.sh" ] || cp "$0" "$dw/ferry-host.sh" || die "$dw: cannot install the host script"
+    # Until the export arrives through the tunnel: the socket there and answering (a socket
+    # left by an earlier tunnel refuses connections until the keeper's new one is bound).
+    local deadline=$((SECONDS + ${FERRY_TUNNEL_TIMEOUT:-20})) ok=0
+    while [ $SECONDS -le $deadline ]; do
+      if [ -S "$dw/src.sock" ]; then
+        if start_logged "$dw/pid" "$dw/log" bash "$dw/ferry-host.sh" run-clone "$dw" \
+          "${BIN}ferry-fuse" --foreground --pidfile "$dw/pid" "${args[@]}" "$dw/disk" "$dw/mnt"; then
+          ok=1
+          break
+        fi
+        [[ $(tail -3 "$dw/log") == *"cannot connect"* || $(tail -3 "$dw/log") == *"server disconnected"* ]] ||
+          die "ferry-fuse cannot serve the clone at $path: $(tail -3 "$dw/log")"
+      fi
+      sleep 0.2
+    done
+    if [ $ok = 0 ]; then
+      [ -S "$dw/src.sock" ] || die "$dw/src.sock: the export did not reach this host within ${FERRY_TUNNEL_TIMEOUT:-20} s"
       die "ferry-fuse cannot serve the clone at $path: $(tail -3 "$dw/log")"
+    fi
   fi
+  flock -u "$lock"
   # What a booting VM does first: the first block, through the disk's path.
   dd if="$path" of=/dev/null bs=4096 count=1 status=none ||
     die "$path: the first block cannot be read through the clone"
@@ -513,6 +552,52 @@ clone_stop_one() {
 cmd_clone_release() {
   local dw=$1
   "${BIN}ferry" release "$dw/ctl" >/dev/null || die "$dw/ctl: ferry release failed"
+  rm -f "$dw/hold"
+}
+
+# clone-restart DW: a clone whose server is gone (the host rebooted, every process of it was
+# killed) serves again on its map, held if it was.  Nothing when it runs or is done.
+cmd_clone_restart() {
+  local dw=$1 path
+  path=$(vm_dir_of "$dw")/$(disk_of "$dw")
+  alive "$dw/pid" && return 0
+  tidy_clone "$dw" && return 0
+  [ -e "$dw/disk" ] || [ -f "$path" ] || die "$dw: no destination file to resume"
+  # A mount left by the dead server (no reboot): gone, so that the mountpoint is free.
+  umount -l "$dw/mnt" 2>/dev/null || fusermount3 -u -z "$dw/mnt" 2>/dev/null
+  echo "$(date '+%F %T') restarting the clone on its map" >>"$dw/log"
+  (
+    # shellcheck disable=SC1091
+    [ -f "$dw/settings" ] && . "$dw/settings"
+    BIN=${FERRY_BIN_DIR:+$FERRY_BIN_DIR/}
+    clone_start_one "$dw" "$([ -e "$dw/hold" ] && echo hold || echo -)"
+  )
+}
+
+# resume DS_DIR...: after a reboot, every export and clone of these datastore directories that
+# is not done starts again where its map says (see docs/opennebula.md).
+cmd_resume() {
+  local ds w
+  for ds in "$@"; do
+    for w in "$ds"/*/.ferry/export.*; do
+      [ -f "$w/conf" ] || continue
+      alive "$w/keeper.pid" && alive "$w/nbd.pid" && continue
+      (
+        # shellcheck disable=SC1091
+        . "$w/conf"
+        export FERRY_BIN_DIR FERRY_HOST_SSH FERRY_KEEP_SOURCE
+        BIN=${FERRY_BIN_DIR:+$FERRY_BIN_DIR/} HOST_SSH=${FERRY_HOST_SSH:-ssh}
+        export_start_one "$w" "$SRC" "$DST_HOST" "$DW" "$SOCK"
+      ) && echo "export $w: started again"
+    done
+    for w in "$ds"/*/.ferry/disk.*; do
+      [ -d "$w" ] || continue
+      alive "$w/pid" && continue
+      tidy_clone "$w" && continue
+      cmd_clone_restart "$w" && echo "clone $w: started again"
+    done
+  done
+  return 0
 }
 
 cmd_clones() {
@@ -590,6 +675,8 @@ prepare) cmd_prepare "$@" ;;
 inspect) cmd_inspect "$@" ;;
 clone-stop) cmd_clone_stop "$@" ;;
 clone-release) cmd_clone_release "$@" ;;
+clone-restart) cmd_clone_restart "$@" ;;
+resume) cmd_resume "$@" ;;
 clones) cmd_clones "$@" ;;
 copy-rest) cmd_copy_rest "$@" ;;
 remove-rest) cmd_remove_rest "$@" ;;
