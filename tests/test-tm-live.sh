@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Live migration to another host and its own storage through the ferry TM driver, as
+# Live migration to another host and its own storage (system datastore 0 on hostA to 100 on
+# hostB: the KVM driver's DS_LIVE_MIGRATION) through the ferry TM driver, as
 # one_vmm_exec.rb drives it: premigrate (the VM's XML in base64 on stdin), the hypervisor's
 # migration, then postmigrate, or failmigrate when the migration fails.  Two qemu processes: the
 # source guest keeps writing on hostA; the destination qemu is started on hostB with -incoming on
@@ -16,17 +17,20 @@
 tm_setup
 tm_config FERRY_RATE 2M
 
-d=$DS/0/42 ctl=$DS/0/42/.ferry/disk.0/ctl
+s=$DS/0/42 d=$DS/100/42 ctl=$DS/100/42/.ferry/disk.0/ctl
 mkdir -p "$T/hosts/hostA/ds/0/42"
 guest_disk "$T/hosts/hostA/ds/0/42/disk.0" 256M 16
 head -c 65536 /dev/urandom >"$T/hosts/hostA/ds/0/42/disk.1"
 vm_xml 42
+# The migration's history record (oned adds it before the hypervisor's migrate): to hostB and
+# system datastore 100; the driver finds the directory it leaves in the record before.
+sed -i 's|</HISTORY></HISTORY_RECORDS>|</HISTORY><HISTORY><SEQ>1</SEQ><HOSTNAME>hostB</HOSTNAME><DS_ID>100</DS_ID><TM_MAD><![CDATA[ferry]]></TM_MAD></HISTORY></HISTORY_RECORDS>|' "$T/vm-42.xml"
 xml64=$(base64 -w0 "$T/vm-42.xml")
-guest_on hostA src loop -- -drive "file=$d/disk.0,format=raw,cache=none,if=virtio"
+guest_on hostA src loop -- -drive "file=$s/disk.0,format=raw,cache=none,if=virtio"
 guest_wait src 'ferry-guest: ack 10' 180
 
 migrate_action() { # ACTION: one of the TM's migrate actions, as one_vmm_exec.rb runs it
-  tm "$1" hostA hostB "$d" 42 0 <<<"$xml64"
+  tm "$1" hostA hostB "$d" 42 100 <<<"$xml64"
 }
 acks() { grep -c ' ferry-guest: ack ' "$(guest_log "$1")"; }
 still_writing() { # the source guest goes on writing
@@ -40,10 +44,10 @@ nothing_on_hostB() {
 }
 
 # --- the destination full (a 24 MiB datastore for 36 MiB of disk data).
-on_host hostB mkdir -p "$DS/0"
-on_host hostB mount -t tmpfs -o size=24m ferry-test "$DS/0"
+on_host hostB mkdir -p "$DS/100"
+on_host hostB mount -t tmpfs -o size=24m ferry-test "$DS/100"
 migrate_action premigrate
-on_host hostB umount "$DS/0"
+on_host hostB umount "$DS/100"
 [ "$TM_RC" != 0 ] || fail "premigrate to a full datastore succeeded"
 grep -qF "not enough space" "$T/tm.err" || { cat "$T/tm.err"; fail "the message does not say the destination is full"; }
 echo "ok: destination full: $(grep ERROR "$T/tm.err" | tail -1)"
@@ -82,7 +86,7 @@ migrate_action failmigrate
 [ "$TM_RC" = 0 ] || { cat "$T/tm.err"; fail "failmigrate failed"; }
 still_writing
 nothing_on_hostB
-on_host hostA test -f "$d/disk.1" -a ! -e "$d/.ferry" || fail "hostA's VM directory was changed"
+on_host hostA test -f "$s/disk.1" -a ! -e "$s/.ferry" || fail "hostA's VM directory was changed"
 echo "ok: a failed migration: hostB cleaned, the guest writes on at hostA"
 
 # --- the live migration.
@@ -112,7 +116,7 @@ guest_wait dst "ferry-guest: ack $((last + 30))\$" 120
 state=$(ferry_json hostB "$ctl" state)
 echo "migrated after write $last: the guest wrote $(acks dst) more records on hostB; its clone is $state"
 [ "$state" = hydrating ] || fail "the disk did not hydrate after the release ($state)"
-on_host hostA test ! -e "$d/disk.1" || fail "postmigrate left hostA's copied files"
+on_host hostA test ! -e "$s/disk.1" || fail "postmigrate left hostA's copied files"
 last_src=$(awk '$3 == "hb" { t = $1 } END { print t }' "$(guest_log src)")
 first_dst=$(awk '$3 == "hb" { print $1; exit }' "$(guest_log dst)")
 echo "heartbeats: last on hostA $last_src, first on hostB $first_dst: $(awk -v a="$last_src" -v b="$first_dst" 'BEGIN { printf "%.3f", b - a }') s apart (figure, not asserted)"
@@ -122,8 +126,8 @@ guest_wait_exit dst 180
 host_ferry hostB set-rate "$ctl" 0 >/dev/null 2>&1 || true # (it may have converged and exited)
 wait_plain hostB "$d/disk.0"
 tm_assert_clean
-wait_gone hostA "$d"
+wait_gone hostA "$s"
 cat "$(guest_log src)" "$(guest_log dst)" >"$T/both.serial"
 _guest_log[both]=$T/both.serial
-guest_check_disk both "$T/hosts/hostB/ds/0/42/disk.0"
+guest_check_disk both "$T/hosts/hostB/ds/100/42/disk.0"
 echo "ok: live migration hostA -> hostB with its disk; converged, nothing left"

@@ -214,6 +214,23 @@ ferry_move() {
   return 0
 }
 
+# migration_source_dir DIR VMID DSID: the VM directory on the source host of a live migration.
+# oned gives pre/post/failmigrate the new system directory only (TransferManager.cc
+# migrate_transfer_command: get_system_dir()), but a live migration may change the system
+# datastore (DS_LIVE_MIGRATION=yes of the KVM driver, RequestManagerVirtualMachine.cc): the
+# previous history record (onevm show -x has them all) names the datastore it leaves; every
+# host has its datastores at the same place.
+migration_source_dir() {
+  local dir=$1 vmid=$2 dsid=$3 xml prev
+  xml=$(onevm show -x "$vmid" 2>/dev/null) || { echo "$dir"; return 0; }
+  prev=$(printf '%s' "$xml" | xmllint --xpath 'string(/VM/HISTORY_RECORDS/HISTORY[last()-1]/DS_ID)' - 2>/dev/null)
+  if [ -n "$prev" ] && [ "$prev" != "$dsid" ] && [ "$(basename "$dir")" = "$vmid" ]; then
+    echo "$(dirname "$(dirname "$dir")")/$prev/$vmid"
+  else
+    echo "$dir"
+  fi
+}
+
 # migrate_other ACTION ARGS...: the same pre/post/failmigrate of every other driver among the
 # VM's disks (as tm_common.sh's migrate_other does for the system datastore's driver), with
 # "ferry" as the 6th argument so that they do not call back.  postmigrate skips the drivers
