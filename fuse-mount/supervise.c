@@ -98,21 +98,22 @@ handoff_attach(struct handoff *h, struct fuse_session *se)
 void
 handoff_init_done(void)
 {
+  /* The requests the dead server had read and not answered: queue them again, before the
+   * other session threads read (what they took would be queued again too). */
+  if (chan.h && chan.h->start > 0) {
+    struct fuse_out_header oh = { .len = sizeof oh, .error = NOTIFY_RESEND, .unique = 0 };
+    if (write(chan.h->fd, &oh, sizeof oh) == (ssize_t)sizeof oh)
+      log_info("restarted server: the kernel resends the requests the previous server had "
+               "taken");
+    else
+      log_warning("the kernel cannot resend the requests the killed server had taken (%s; "
+                  "FUSE_NOTIFY_RESEND needs Linux 6.9): their callers wait for ever",
+                  strerror(errno));
+  }
   pthread_mutex_lock(&chan.lock);
   chan.init_done = true;
   pthread_cond_broadcast(&chan.cond);
   pthread_mutex_unlock(&chan.lock);
-  if (!chan.h || chan.h->start == 0)
-    return;
-  /* The requests the dead server had read and not answered: queue them again. */
-  struct fuse_out_header oh = { .len = sizeof oh, .error = NOTIFY_RESEND, .unique = 0 };
-  if (write(chan.h->fd, &oh, sizeof oh) == (ssize_t)sizeof oh)
-    log_info("restarted server: the kernel resends the requests the previous server had "
-             "taken");
-  else
-    log_warning("the kernel cannot resend the requests the killed server had taken (%s; "
-                "FUSE_NOTIFY_RESEND needs Linux 6.9): their callers wait for ever",
-                strerror(errno));
 }
 
 /* ---- the supervisor ---- */

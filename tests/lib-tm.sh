@@ -23,8 +23,9 @@ requires ssh ssh-keygen unshare nsenter xmllint setsid
 # A command that fails under set -e says where (in the test or a helper).
 set -E
 _tm_err_said=0
-trap '[ $BASH_SUBSHELL != 0 ] || [ $_tm_err_said = 1 ] || { _tm_err_said=1;
-  echo "FAIL: ${BASH_SOURCE[0]##*/}:$LINENO: \`$BASH_COMMAND\` exited $?" >&2; }' ERR
+trap '_tm_rc=$?; [ $_tm_rc = 0 ] || [ $BASH_SUBSHELL != 0 ] || [ $_tm_err_said = 1 ] ||
+  [[ $BASH_COMMAND == exit* ]] || { _tm_err_said=1;
+  echo "FAIL: ${BASH_SOURCE[0]##*/}:$LINENO: \`$BASH_COMMAND\` exited $_tm_rc" >&2; }' ERR
 [ -x /usr/sbin/sshd ] || skip "openssh-server not installed"
 [ -c /dev/fuse ] || skip "/dev/fuse missing"
 [ -x "$FERRY_FUSE" ] || skip "ferry-fuse not built (no fuse3)"
@@ -35,7 +36,15 @@ TM_HOSTS=(fe hostA hostB)
 declare -A _tm_holder _tm_sshd_pid
 
 _tm_cleanup() {
-  local h pid mnt i
+  local h pid mnt i f
+  # A failed test shows what the driver's processes said (rc: functions.sh's _teardown).
+  if [ "${rc:-0}" != 0 ]; then
+    for f in "$T"/hosts/*/ds/*/*/.ferry/*/log "$T"/hosts/*/ds/*/*/.ferry/*/keeper.log; do
+      [ -s "$f" ] || continue
+      echo "--- ${f#"$T"/hosts/}" >&2
+      tail -15 "$f" >&2
+    done
+  fi
   # Whatever of ours still runs (every process the driver started names $T in its arguments).
   for pid in $(pgrep -f -- "$T/" 2>/dev/null); do
     [ "$pid" = $$ ] && continue
