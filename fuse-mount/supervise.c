@@ -398,10 +398,13 @@ out:
     waitpid(v.child, NULL, 0);
   }
   if (v.se) {
-    /* Normally the server unmounted; after a failure this ends the connection. */
+    /* Normally the server unmounted; after a failure this ends the connection.  libfuse's
+     * own unmount then closes the device (and finds the mount gone: it polls the device for
+     * POLLERR first). */
     if (v.dev)
       mount_unmount(mountpoint, v.dev);
-    fuse_session_destroy(v.se); /* closes the device */
+    fuse_session_unmount(v.se);
+    fuse_session_destroy(v.se);
   }
   if (v.ready_rd >= 0)
     close(v.ready_rd);

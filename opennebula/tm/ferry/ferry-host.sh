@@ -244,7 +244,7 @@ cmd_keeper() {
   trap 'stop=1; [ -n "$waitpid" ] && kill $waitpid 2>/dev/null; [ -n "$sshpid" ] && kill $sshpid 2>/dev/null' TERM INT
   echo "$(date '+%F %T') keeper $$: $SRC -> $DST_HOST:$DW"
   while [ $stop = 0 ]; do
-    rm -f "$sw/ctl.sock"
+    rm -f "$sw/ctl.sock" "$sw/mux.sock" # an earlier keeper's, if it was killed
     # shellcheck disable=SC2086
     $FERRY_HOST_SSH -N -o ControlMaster=yes -o "ControlPath=$sw/mux.sock" -o BatchMode=yes \
       -o ExitOnForwardFailure=yes -o ServerAliveInterval=10 \
@@ -472,16 +472,18 @@ clone_start_one() {
     [ "$0" -ef "$dw/ferry-host.sh" ] || cp "$0" "$dw/ferry-host.sh" || die "$dw: cannot install the host script"
     # Until the export arrives through the tunnel: the socket there and answering (a socket
     # left by an earlier tunnel refuses connections until the keeper's new one is bound).
-    local deadline=$((SECONDS + ${FERRY_TUNNEL_TIMEOUT:-20})) ok=0
+    local deadline=$((SECONDS + ${FERRY_TUNNEL_TIMEOUT:-20})) ok=0 at said
     while [ $SECONDS -le $deadline ]; do
       if [ -S "$dw/src.sock" ]; then
+        at=$(stat -c %s "$dw/log" 2>/dev/null || echo 0)
         if start_logged "$dw/pid" "$dw/log" bash "$dw/ferry-host.sh" run-clone "$dw" \
           "${BIN}ferry-fuse" --foreground --pidfile "$dw/pid" "${args[@]}" "$dw/disk" "$dw/mnt"; then
           ok=1
           break
         fi
-        [[ $(tail -3 "$dw/log") == *"cannot connect"* || $(tail -3 "$dw/log") == *"server disconnected"* ]] ||
-          die "ferry-fuse cannot serve the clone at $path: $(tail -3 "$dw/log")"
+        said=$(tail -c +$((at + 1)) "$dw/log")
+        [[ $said == *"cannot connect"* || $said == *"server disconnected"* ]] ||
+          die "ferry-fuse cannot serve the clone at $path: $(grep -m3 . <<<"$said")"
       fi
       sleep 0.2
     done
