@@ -10,6 +10,7 @@ _cleanups=()
 _teardown() {
   local rc=$?
   set +e
+  trap - ERR # a test's ERR trap (lib-tm.sh) has nothing to say about the cleanup
   local i
   for ((i = ${#_cleanups[@]} - 1; i >= 0; i--)); do eval "${_cleanups[i]}"; done
   for pid in "${_pids[@]}"; do

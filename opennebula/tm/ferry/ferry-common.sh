@@ -129,8 +129,10 @@ copy_dir() {
 # source is as it was, and the action fails with the reason.
 #
 # Three rounds: the source lists the directory and starts the exports (their ssh tunnels come
-# up meanwhile); the destination checks shared storage and room, makes the work directories
-# and starts the clones; the source copies the rest over a tunnel's connection and drops it.
+# up meanwhile); then at once the destination checks shared storage and room, makes the work
+# directories and starts the clones, and the source copies the rest into a staging directory
+# there over a tunnel's connection; then at once the staged files take their places and the
+# source drops them.
 ferry_move() {
   local shost=$1 sdir=$2 dhost=$3 ddir=$4 hold=$5 copy=$6
   shift 6
@@ -173,9 +175,30 @@ ferry_move() {
     args+=("$name" "${SIZE[$name]}" "$shost:$sdir/$name:${SIZE[$name]}:${MTIME[$name]}"
       "$shost" "$sdir/.ferry/export.${name#disk.}" "${SOCK[$name]}" "${ALLOC[$name]}")
   done
-  local why=""
-  if ! out=$(host_run "$dhost" prepare "$ddir" "$probe" "$(dirname "$ddir")" "$monitor" "$need" \
-    "$hold" "${args[@]}" 2>&1); then
+  # Round 2, both hosts at once: the destination prepares and starts the clones while the
+  # source copies the rest into a staging directory there (over the first tunnel's connection
+  # once it is up).
+  local tmp copied=() ex=() staging=$ddir/.ferry/incoming
+  tmp=$(mktemp -d)
+  host_run "$dhost" prepare "$ddir" "$probe" "$(dirname "$ddir")" "$monitor" "$need" "$hold" \
+    "${args[@]}" >"$tmp/prepare" 2>&1 &
+  local prepare_pid=$! copy_pid=""
+  if [ "$copy" != - ]; then
+    while read -r name type size alloc mtime; do
+      [ -n "$name" ] && [ "$name" != .ferry ] || continue
+      if [[ " ${MOVED[*]} " == *" $name "* ]]; then ex+=("$name"); else copied+=("$name"); fi
+    done <<<"$listing"
+    if [ ${#copied[@]} -gt 0 ]; then
+      host_run "$shost" copy-rest "$sdir" "$dhost" "$staging" "${sws[0]}/mux.sock" "${ex[@]}" \
+        >"$tmp/copy" 2>&1 &
+      copy_pid=$!
+    fi
+  fi
+  local why="" prc=0 crc=0
+  wait "$prepare_pid" || prc=$?
+  [ -z "$copy_pid" ] || wait "$copy_pid" || crc=$?
+  out=$(cat "$tmp/prepare")
+  if [ $prc != 0 ]; then
     why="$dhost:$ddir: $(reason "$out" "$dhost")"
     if [[ $out == *"did not reach this host"* ]]; then
       why+=" (the tunnel from $shost: $(host_run "$shost" keeper-log "${sws[0]}" 2>/dev/null | tail -2 | tr '\n' ' '))"
@@ -183,30 +206,41 @@ ferry_move() {
   elif grep -qx shared <<<"$out"; then
     host_run "$shost" export-stop keep "${sws[@]}" >/dev/null 2>&1
     host_run "$shost" probe-remove "$probe" >/dev/null 2>&1
+    [ -z "$copy_pid" ] || host_run "$dhost" remove-names "$ddir/.ferry" incoming >/dev/null 2>&1
+    rm -rf "$tmp"
     return 2
+  elif [ $crc != 0 ]; then
+    why="copying $shost:$sdir to $dhost:$ddir failed: $(reason "$(cat "$tmp/copy")" "$shost")"
   fi
-  local copied=()
-  if [ -z "$why" ] && [ "$copy" != - ]; then
-    local ex=()
-    while read -r name type size alloc mtime; do
-      [ -n "$name" ] && [ "$name" != .ferry ] || continue
-      if [[ " ${MOVED[*]} " == *" $name "* ]]; then ex+=("--exclude=./$name"); else copied+=("$name"); fi
-    done <<<"$listing"
-    # From the source host over the first export's ssh connection (its tunnel is up), and,
-    # for a move, the copied files then leave the source in the same round.
-    if ! out=$(host_run "$shost" copy-rest "$sdir" "$dhost" "$ddir" "${sws[0]}/mux.sock" "$copy" \
-      "${MOVED[@]}" 2>&1); then
-      why="copying $shost:$sdir to $dhost:$ddir failed: $(reason "$out" "$shost")"
-    fi
-  fi
+  rm -rf "$tmp"
   if [ -n "$why" ]; then
     host_run "$dhost" clone-stop none "${dws[@]}" >/dev/null 2>&1 || log "could not stop the clones on $dhost"
     host_run "$shost" export-stop keep "${sws[@]}" >/dev/null 2>&1 || log "could not stop the exports on $shost"
-    [ ${#copied[@]} = 0 ] || host_run "$dhost" remove-names "$ddir" "${copied[@]}" >/dev/null 2>&1
+    [ -z "$copy_pid" ] || host_run "$dhost" remove-names "$ddir/.ferry" incoming >/dev/null 2>&1
+    host_run "$dhost" remove-names "$ddir" >/dev/null 2>&1 # the directory, if left empty
     host_run "$shost" probe-remove "$probe" >/dev/null 2>&1
     fail "$why (the VM's disks on $shost are as they were)"
   fi
-  [ "$copy" != - ] || host_run "$shost" probe-remove "$probe" >/dev/null 2>&1
+  # Round 3, both hosts at once: the staged files take their places; for a move the source
+  # drops them (it keeps only the exported disks, each until its clone converged).
+  if [ -n "$copy_pid" ]; then
+    host_run "$dhost" install-rest "$ddir" "$staging" >"$tmp.install" 2>&1 &
+    local install_pid=$! irc=0
+    if [ "$copy" = copy ]; then
+      out=$(host_run "$shost" remove-rest "$sdir" "${MOVED[@]}" 2>&1) ||
+        log "could not remove the moved files from $shost:$sdir: $out"
+    else
+      host_run "$shost" probe-remove "$probe" >/dev/null 2>&1
+    fi
+    wait "$install_pid" || irc=$?
+    out=$(cat "$tmp.install")
+    rm -f "$tmp.install"
+    [ $irc = 0 ] || fail "$dhost:$ddir: the VM's files could not be put in place: $(reason "$out" "$dhost")"
+  elif [ "$copy" = copy ]; then
+    host_run "$shost" remove-rest "$sdir" "${MOVED[@]}" >/dev/null 2>&1
+  else
+    host_run "$shost" probe-remove "$probe" >/dev/null 2>&1
+  fi
   for name in "${MOVED[@]}"; do
     log "$dhost:$ddir/$name is a clone of $shost:$sdir/$name (${SIZE[$name]} bytes)${hold/#-/}"
   done

@@ -25,9 +25,10 @@
 #   ferry-host.sh clone-restart DW          a clone whose processes are gone serves again
 #   ferry-host.sh resume DS_DIR...          after a reboot: every export and clone there again
 #   ferry-host.sh clones DIR                the clones (DIR/.ferry/disk.N) and exports of DIR
-#   ferry-host.sh copy-rest SRC_DIR DST_HOST DST_DIR MUX copy|copykeep NAME...
-#                                           tar SRC_DIR without NAME... and .ferry to DST_HOST
-#                                           (over ssh connection MUX), "copy": then drop them
+#   ferry-host.sh copy-rest SRC_DIR DST_HOST STAGING MUX NAME...
+#                                           tar SRC_DIR without NAME... and .ferry to
+#                                           DST_HOST:STAGING (over the ssh connection MUX)
+#   ferry-host.sh install-rest DIR STAGING  the staged files into DIR
 #   ferry-host.sh remove-rest DIR NAME...   remove DIR's entries but NAME... and .ferry
 #   ferry-host.sh remove-names DIR NAME...  remove DIR/NAME... (and DIR when empty)
 #   ferry-host.sh monitor-get|monitor-set DS_DIR [TEXT]   the datastore's .monitor
@@ -610,21 +611,35 @@ cmd_clones() {
   return 0
 }
 
-# copy-rest SRC_DIR DST_HOST DST_DIR MUX copy|copykeep NAME...: SRC_DIR but NAME..., ferry's
-# files and the probe, to DST_HOST:DST_DIR over the ssh connection MUX (a keeper's, when it is
-# up: no new connection); with "copy" the copied entries then leave SRC_DIR.
+# copy-rest SRC_DIR DST_HOST STAGING MUX NAME...: SRC_DIR but NAME..., ferry's files and the
+# probe, into DST_HOST:STAGING (made afresh) over the ssh connection MUX — a keeper's: it is
+# waited for a moment, as the keeper connects while the destination prepares; without it, a
+# connection of its own.
 cmd_copy_rest() {
-  local src=$1 dst_host=$2 dst=$3 mux=$4 mode=$5
-  shift 5
+  local src=$1 dst_host=$2 staging=$3 mux=$4 i
+  shift 4
   local ex=(--exclude=./.ferry "--exclude=./.ferry-probe.*") n
   for n in "$@"; do ex+=("--exclude=./$n"); done
+  for ((i = 0; i < 50; i++)); do [ -S "$mux" ] && break; sleep 0.1; done
   # shellcheck disable=SC2086
   tar -C "$src" --sparse "${ex[@]}" -cf - . |
     $HOST_SSH -o BatchMode=yes -o ControlMaster=no -o "ControlPath=$mux" "$dst_host" \
-      "mkdir -p '$dst' && tar -C '$dst' --sparse -xf -" ||
-    die "copying $src to $dst_host:$dst failed"
-  [ "$mode" = copy ] && cmd_remove_rest "$src" "$@"
-  [ "$mode" = copy ] || rm -f "$src"/.ferry-probe.*
+      "rm -rf '$staging' && mkdir -p '$staging' && tar -C '$staging' --sparse -xf -" ||
+    die "copying $src to $dst_host:$staging failed"
+}
+
+# install-rest DIR STAGING: the staged files into DIR (replacing what is there), STAGING gone.
+cmd_install_rest() {
+  local dir=$1 staging=$2 e
+  [ -d "$staging" ] || die "$staging: nothing was staged"
+  mkdir -p "$dir" || die "$dir: cannot create"
+  for e in "$staging"/* "$staging"/.[!.]*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    rm -rf "${dir:?}/$(basename "$e")"
+    mv "$e" "$dir/" || die "$e: cannot move into $dir"
+  done
+  rmdir "$staging"
+  rmdir "$(dirname "$staging")" 2>/dev/null
   return 0
 }
 
@@ -683,6 +698,7 @@ clones) cmd_clones "$@" ;;
 copy-rest) cmd_copy_rest "$@" ;;
 remove-rest) cmd_remove_rest "$@" ;;
 remove-names) cmd_remove_names "$@" ;;
+install-rest) cmd_install_rest "$@" ;;
 monitor-get) cmd_monitor_get "$@" ;;
 monitor-set) cmd_monitor_set "$@" ;;
 probe-make) cmd_probe_make "$@" ;;
