@@ -54,11 +54,16 @@ for k in 1 2; do
 done
 guest_send g stop
 guest_wait_exit g 180
+# What the guest last saw, read through DST_PATH (the clone, if it has not converged yet).
+seen=$(on_host hostB sha256sum "$d/disk.0" | cut -d' ' -f1)
 guest_gaps g
 grep -q 'I/O error\|EXT4-fs error' "$(guest_log g)" && fail "the guest saw I/O errors"
 
 host_ferry hostB set-rate "$ctl" 0 >/dev/null 2>&1 || true # (it may have converged and exited)
 wait_plain hostB "$d/disk.0"
+[ "$(on_host hostB sha256sum "$d/disk.0" | cut -d' ' -f1)" = "$seen" ] ||
+  fail "the plain file differs from what the guest last saw through the clone"
+echo "ok: hostB:$d/disk.0 is a plain file, byte-identical to what the guest last saw"
 tm_assert_clean
 wait_gone hostA "$d"
 guest_check_disk g "$T/hosts/hostB/ds/0/42/disk.0"

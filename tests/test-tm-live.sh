@@ -122,9 +122,14 @@ first_dst=$(awk '$3 == "hb" { print $1; exit }' "$(guest_log dst)")
 echo "heartbeats: last on hostA $last_src, first on hostB $first_dst: $(awk -v a="$last_src" -v b="$first_dst" 'BEGIN { printf "%.3f", b - a }') s apart (figure, not asserted)"
 guest_send dst stop
 guest_wait_exit dst 180
+# What the guest last saw, read through DST_PATH (the clone, if it has not converged yet).
+seen=$(on_host hostB sha256sum "$d/disk.0" | cut -d' ' -f1)
 
 host_ferry hostB set-rate "$ctl" 0 >/dev/null 2>&1 || true # (it may have converged and exited)
 wait_plain hostB "$d/disk.0"
+[ "$(on_host hostB sha256sum "$d/disk.0" | cut -d' ' -f1)" = "$seen" ] ||
+  fail "the plain file differs from what the guest last saw through the clone"
+echo "ok: hostB:$d/disk.0 is a plain file, byte-identical to what the guest last saw"
 tm_assert_clean
 wait_gone hostA "$s"
 cat "$(guest_log src)" "$(guest_log dst)" >"$T/both.serial"

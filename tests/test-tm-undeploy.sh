@@ -75,9 +75,14 @@ guest_wait g 'ferry-guest: verified' 180
 echo "the guest verified its files on hostB: clone $(ferry_json hostB "$ctl" state), the front-end's $(ferry_json fe "$DS/0/42/.ferry/disk.0/ctl" state)"
 [ "$(ferry_json hostB "$ctl" state)" = hydrating ] || fail "hostB's disk was not hydrating while the guest verified"
 guest_wait_exit g 180
+# What the guest last saw, read through DST_PATH (the clone, if it has not converged yet).
+seen=$(on_host hostB sha256sum "$d/disk.0" | cut -d' ' -f1)
 
 host_ferry hostB set-rate "$ctl" 0 >/dev/null 2>&1 || true # (it may have converged and exited)
 wait_plain hostB "$d/disk.0"
+[ "$(on_host hostB sha256sum "$d/disk.0" | cut -d' ' -f1)" = "$seen" ] ||
+  fail "the plain file differs from what the guest last saw through the clone"
+echo "ok: hostB:$d/disk.0 is a plain file, byte-identical to what the guest last saw"
 wait_gone fe "$DS/0/42"
 wait_gone hostA "$DS/0/42"
 tm_assert_clean
