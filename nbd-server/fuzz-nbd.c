@@ -1,7 +1,9 @@
 /* ferry-nbd: libFuzzer target for the handshake and the transmission parsing.
  *
  * The input is what a client sends: its first byte picks the export configuration
- * (read-only, --export-name, minimum block size), the rest is fed byte by byte to the
+ * (read-only, --export-name, minimum block size, --tls mode and whether the STARTTLS
+ * upgrade "succeeds": the in-memory transport pretends it did and carries on in clear, so the
+ * post-TLS paths are reached too), the rest is fed byte by byte to the
  * handshake and then to the request loop, exactly as the server reads a socket.  Replies
  * are discarded.  The volume is 1 MiB of memory that claims every capability, so every
  * command path (including hole chunks and block status) is reachable.
@@ -133,7 +135,24 @@ in_sendv(void *opaque, const struct iovec *iov, int n)
   return 0;
 }
 
-static const struct conn_io in_io = { .recv = in_recv, .sendv = in_sendv };
+static int
+in_starttls_ok(void *opaque)
+{
+  (void)opaque;
+  return 0;
+}
+
+static int
+in_starttls_fail(void *opaque)
+{
+  (void)opaque;
+  return -1;
+}
+
+static const struct conn_io in_io_tls_ok
+    = { .recv = in_recv, .sendv = in_sendv, .starttls = in_starttls_ok };
+static const struct conn_io in_io_tls_fail
+    = { .recv = in_recv, .sendv = in_sendv, .starttls = in_starttls_fail };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -141,8 +160,10 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   static struct volume vol;
+  static struct nbd_budget *budget;
   static bool init;
   if (!init) {
+    budget = nbd_budget_new(64u << 20);
     log_init("fuzz-nbd");
     vol.ops = &mem_ops;
     vol.name = (char *)"mem";
@@ -166,17 +187,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     .min_block = (cfg & 8) ? 512 : 1,
     .preferred_block = 4096,
     .max_block = NBD_MAX_REQUEST,
+    .tls_mode = ((cfg >> 4) & 3) == 0   ? NBD_TLS_OFF
+                : ((cfg >> 4) & 3) == 1 ? NBD_TLS_ON
+                                        : NBD_TLS_REQUIRE,
+    .budget = budget,
   };
   struct input in = { data + 1, size - 1 };
   struct conn c;
-  conn_init(&c, &exp, &in_io, &in, "fuzz");
+  conn_init(&c, &exp, (cfg & 0x40) ? &in_io_tls_fail : &in_io_tls_ok, &in, "fuzz");
   if (nbd_handshake(&c) == 1) {
     struct worker w = { 0 };
     struct request req;
     while (nbd_read_request(&c, &w, &req) == 1)
       if (nbd_handle_request(&c, &w, &req) < 0)
         break;
-    worker_free(&w);
+    worker_free(&c, &w);
   }
   conn_destroy(&c);
   return 0;

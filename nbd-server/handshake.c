@@ -291,6 +291,29 @@ opt_export_name(struct conn *c, const uint8_t *data, uint32_t len)
   return 1;
 }
 
+/* NBD_OPT_STARTTLS: ACK, then the TLS handshake; every option negotiated before it is
+ * forgotten (it travelled in clear and may have been injected). */
+static int
+opt_starttls(struct conn *c, uint32_t opt, uint32_t len)
+{
+  if (c->exp->tls_mode == NBD_TLS_OFF || !c->io->starttls)
+    return send_error(c, opt, NBD_REP_ERR_POLICY, "TLS is not enabled on this server");
+  if (len != 0)
+    return send_error(c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+  if (c->tls)
+    return send_error(c, opt, NBD_REP_ERR_INVALID, "TLS is already negotiated");
+  if (send_reply(c, opt, NBD_REP_ACK, NULL, 0) < 0)
+    return -1;
+  if (c->io->starttls(c->io_opaque) < 0)
+    return -1; /* too late for plaintext: the session ends */
+  c->tls = true;
+  c->structured = false;
+  c->meta_base = c->meta_hydrated = false;
+  free(c->meta_export);
+  c->meta_export = NULL;
+  return 0;
+}
+
 int
 nbd_handshake(struct conn *c)
 {
@@ -345,6 +368,22 @@ nbd_handshake(struct conn *c)
     }
     debug("nbd", "%s: option %s, %" PRIu32 " bytes", c->peer, nbd_option_name(opt), len);
     int s;
+    if (c->exp->tls_mode == NBD_TLS_REQUIRE && !c->tls && opt != NBD_OPT_STARTTLS
+        && opt != NBD_OPT_ABORT) {
+      /* FORCEDTLS: nothing but STARTTLS and ABORT before TLS; EXPORT_NAME has no error
+       * reply, so the session ends. */
+      if (opt == NBD_OPT_EXPORT_NAME) {
+        log_warning("%s: NBD_OPT_EXPORT_NAME without TLS (--tls=require), dropping the "
+                    "connection",
+                    c->peer);
+        goto out;
+      }
+      s = send_error(c, opt, NBD_REP_ERR_TLS_REQD,
+                     "this server requires TLS: send NBD_OPT_STARTTLS first (e.g. an nbds:// URI)");
+      if (s < 0)
+        break;
+      continue;
+    }
     switch (opt) {
     case NBD_OPT_EXPORT_NAME:
       r = opt_export_name(c, data, len);
@@ -379,7 +418,7 @@ nbd_handshake(struct conn *c)
       s = opt_meta_context(c, opt, data, len);
       break;
     case NBD_OPT_STARTTLS:
-      s = send_error(c, opt, NBD_REP_ERR_UNSUP, "this server does not support TLS");
+      s = opt_starttls(c, opt, len);
       break;
     default:
       s = send_error(c, opt, NBD_REP_ERR_UNSUP, "option %" PRIu32 " is not supported", opt);

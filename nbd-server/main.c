@@ -4,6 +4,7 @@
 #include "nbd-server/nbd.h"
 #include "nbd-server/protocol.h"
 #include "nbd-server/serve.h"
+#include "nbd-server/tls.h"
 #include "backends/clone.h"
 #include "backends/volume.h"
 #include "common/control.h"
@@ -42,6 +43,18 @@ usage(FILE *f)
   frontend_help_line(f, "    --max-clients N",
                      "refuse connections beyond N at once\n(default 128, 0 = no limit)");
   frontend_help_line(f, "    --threads N", "worker threads per connection (default 16)");
+  frontend_help_line(f, "    --handshake-timeout S",
+                     "seconds a client gets to finish its handshake\n(default 10)");
+  frontend_help_line(f, "    --buffer-memory SIZE",
+                     "request buffers shared by all clients\n(default 2G)");
+  fprintf(f, "TLS (as nbdkit and qemu-nbd; clients use nbds:// URIs):\n");
+  frontend_help_line(f, "    --tls off|on|require",
+                     "STARTTLS refused, offered, or required\n(default: require with "
+                     "credentials, else off)");
+  frontend_help_line(f, "    --tls-certificates DIR",
+                     "server-cert.pem, server-key.pem [, ca-cert.pem:\nclients must present "
+                     "certificates it signed]");
+  frontend_help_line(f, "    --tls-psk FILE", "pre-shared keys (psktool format)");
   fprintf(f, "Export:\n");
   frontend_help_line(f, "    --export-name NAME",
                      "the export's name; clients asking for another\nare refused");
@@ -68,7 +81,9 @@ struct options {
   const char **tcp, **sockets;
   size_t ntcp, nsockets;
   bool readonly;
-  uint64_t max_clients, threads, min_block;
+  uint64_t max_clients, threads, min_block, buffer_memory;
+  double handshake_timeout;
+  const char *tls, *tls_certificates, *tls_psk;
 };
 
 static struct server srv;
@@ -99,6 +114,11 @@ enum {
   OPT_EXPORT_NAME,
   OPT_DESCRIPTION,
   OPT_MIN_BLOCK,
+  OPT_TLS,
+  OPT_TLS_CERTIFICATES,
+  OPT_TLS_PSK,
+  OPT_HANDSHAKE_TIMEOUT,
+  OPT_BUFFER_MEMORY,
 };
 
 /* ferry-nbd's own flags; the clone, process and volume flags come from frontend/options.c. */
@@ -111,6 +131,11 @@ static const struct option long_options[] = {
   { "description", required_argument, NULL, OPT_DESCRIPTION },
   { "read-only", no_argument, NULL, 'r' },
   { "min-block-size", required_argument, NULL, OPT_MIN_BLOCK },
+  { "tls", required_argument, NULL, OPT_TLS },
+  { "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
+  { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+  { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+  { "buffer-memory", required_argument, NULL, OPT_BUFFER_MEMORY },
   { NULL, 0, NULL, 0 },
 };
 
@@ -145,6 +170,30 @@ take_option(void *opaque, int code, const char *arg)
       return -1;
     if (!is_power_of_two(o->min_block) || o->min_block > 65536)
       return error_set(EINVAL, "--min-block-size: %s is not a power of two between 1 and 64K", arg);
+    return 0;
+  case OPT_TLS:
+    if (strcmp(arg, "off") && strcmp(arg, "on") && strcmp(arg, "require"))
+      return error_set(EINVAL, "--tls: '%s' is not off, on or require", arg);
+    o->tls = arg;
+    return 0;
+  case OPT_TLS_CERTIFICATES:
+    o->tls_certificates = arg;
+    return 0;
+  case OPT_TLS_PSK:
+    o->tls_psk = arg;
+    return 0;
+  case OPT_HANDSHAKE_TIMEOUT: {
+    uint64_t v;
+    if (parse_uint("--handshake-timeout", arg, 1, 3600, &v) < 0)
+      return -1;
+    o->handshake_timeout = (double)v;
+    return 0;
+  }
+  case OPT_BUFFER_MEMORY:
+    if (parse_size("--buffer-memory", arg, &o->buffer_memory) < 0)
+      return -1;
+    if (o->buffer_memory < NBD_MAX_REQUEST)
+      return error_set(EINVAL, "--buffer-memory: %s is less than one request (32M)", arg);
     return 0;
   }
   return error_set(EINVAL, "option code %d is not understood", code);
@@ -181,6 +230,21 @@ parse_options(int argc, char **argv, struct options *o)
     return frontend_usage_error(&program);
   }
   o->uri = argv[optind];
+  if (o->tls_certificates && o->tls_psk) {
+    error_set(EINVAL, "--tls-certificates and --tls-psk: give one of them");
+    return frontend_usage_error(&program);
+  }
+  bool creds = o->tls_certificates || o->tls_psk;
+  if (!o->tls)
+    o->tls = creds ? "require" : "off";
+  if (strcmp(o->tls, "off") != 0 && !creds) {
+    error_set(EINVAL, "--tls=%s needs --tls-certificates DIR or --tls-psk FILE", o->tls);
+    return frontend_usage_error(&program);
+  }
+  if (strcmp(o->tls, "off") == 0 && creds) {
+    error_set(EINVAL, "--tls=off with --tls-certificates/--tls-psk: say --tls=on or require");
+    return frontend_usage_error(&program);
+  }
   return -1;
 }
 
@@ -248,7 +312,7 @@ open_volume(const struct options *o, struct volume **vol, struct clone **clone)
 
 static void
 export_init(const struct options *o, struct volume *vol, struct clone *clone,
-            struct nbd_export *exp)
+            const struct tls_config *tls, struct nbd_budget *budget, struct nbd_export *exp)
 {
   *exp = (struct nbd_export){
     .vol = vol,
@@ -260,6 +324,11 @@ export_init(const struct options *o, struct volume *vol, struct clone *clone,
     .min_block = vol->min_block > o->min_block ? vol->min_block : (uint32_t)o->min_block,
     .preferred_block = vol->preferred_block,
     .max_block = NBD_MAX_REQUEST,
+    .tls_mode = strcmp(o->tls, "require") == 0 ? NBD_TLS_REQUIRE
+                : strcmp(o->tls, "on") == 0    ? NBD_TLS_ON
+                                               : NBD_TLS_OFF,
+    .tls = tls,
+    .budget = budget,
   };
   if (exp->min_block == 0)
     exp->min_block = 1;
@@ -277,8 +346,19 @@ run(struct options *o)
   struct clone *clone = NULL;
   struct control_server *ctl = NULL;
   struct daemon d = { .ready_fd = -1 };
+  struct tls_config *tls = NULL;
+  struct nbd_budget *budget = NULL;
   bool srv_ok = false;
 
+  /* Credentials first: a bad certificate is a startup error, not every client's. */
+  if (strcmp(o->tls, "off") != 0 && tls_config_load(o->tls_certificates, o->tls_psk, &tls) < 0) {
+    log_error("%s", error_message());
+    goto out;
+  }
+  if (!(budget = nbd_budget_new(o->buffer_memory))) {
+    log_error("out of memory");
+    goto out;
+  }
   int r = start_listening(o, &l);
   if (r >= 0) {
     rc = r;
@@ -290,8 +370,9 @@ run(struct options *o)
     goto out;
   }
   struct nbd_export exp;
-  export_init(o, vol, clone, &exp);
-  if (server_init(&srv, &exp, (unsigned)o->threads, (unsigned)o->max_clients) < 0) {
+  export_init(o, vol, clone, tls, budget, &exp);
+  if (server_init(&srv, &exp, (unsigned)o->threads, (unsigned)o->max_clients, o->handshake_timeout)
+      < 0) {
     log_error("%s", error_message());
     goto out;
   }
@@ -311,6 +392,8 @@ run(struct options *o)
   }
   debug("nbd", "serving %s (%" PRIu64 " bytes%s%s) on %zu socket(s)", vol->name, vol->size,
         exp.readonly ? ", read-only" : "", clone ? ", clone" : "", l.n);
+  if (tls)
+    debug("nbd", "TLS %s: %s", o->tls, tls_config_describe(tls));
   /* Listening, volume open: write the pidfile, and the parent may exit and scripts connect. */
   if (daemon_ready(&d) < 0) {
     log_error("%s", error_message());
@@ -346,6 +429,8 @@ out:
     server_destroy(&srv);
   }
   daemon_finish(&d);
+  tls_config_free(tls);
+  nbd_budget_free(budget);
   return rc;
 }
 

@@ -16,6 +16,12 @@
 #include <sys/uio.h>
 
 struct clone;
+struct tls_config;
+struct nbd_budget;
+
+/* --tls: off (STARTTLS refused), on (offered, plaintext allowed), require (nothing but
+ * NBD_OPT_STARTTLS and NBD_OPT_ABORT before TLS: the spec's FORCEDTLS mode). */
+enum nbd_tls_mode { NBD_TLS_OFF, NBD_TLS_ON, NBD_TLS_REQUIRE };
 
 /* What every connection serves (read-only after startup). */
 struct nbd_export {
@@ -26,7 +32,23 @@ struct nbd_export {
   const char *description; /* NULL: none */
   bool readonly;
   uint32_t min_block, preferred_block, max_block;
+  enum nbd_tls_mode tls_mode;
+  const struct tls_config *tls; /* used by serve.c's starttls (NULL with NBD_TLS_OFF) */
+  struct nbd_budget *budget;    /* request buffer memory shared by all connections */
 };
+
+/* Request buffer memory: each connection may hold NBD_CONN_FLOOR bytes of its own (never
+ * waits for anyone else), up to NBD_CONN_CAP in all (beyond it, it waits for its own
+ * requests to finish); what lies between comes from the shared budget (a wait of at most
+ * NBD_BUDGET_WAIT seconds, then ENOMEM).  So a client that pipelines huge reads and never
+ * reads the replies, or many idle ones, cannot starve a new client's small requests. */
+#define NBD_CONN_FLOOR (8u << 20)
+#define NBD_CONN_CAP (128u << 20)
+#define NBD_BUDGET_WAIT 10
+#define NBD_DEFAULT_BUDGET (2ULL << 30)
+/* A budget of `bytes` shared by every connection (0: NBD_DEFAULT_BUDGET). */
+struct nbd_budget *nbd_budget_new(uint64_t bytes);
+void nbd_budget_free(struct nbd_budget *b);
 
 /* Transport: full-length receive/send.  0 on success; -1 when the peer went away or the
  * transport failed (the connection is then finished). */
@@ -35,6 +57,10 @@ struct conn_io {
   int (*sendv)(void *opaque, const struct iovec *iov, int n);
   /* Stop the reading side (wakes a blocked recv); may be NULL. */
   void (*shutdown)(void *opaque);
+  /* Run the TLS handshake on the transport; from then on recv/sendv go through TLS.
+   * 0, or -1 (the connection must end: the ACK is sent, plaintext is no longer possible).
+   * NULL: no TLS. */
+  int (*starttls)(void *opaque);
 };
 
 /* Meta context ids handed out by SET_META_CONTEXT. */
@@ -52,10 +78,17 @@ struct conn {
   char *meta_export;             /* export name of the last SET_META_CONTEXT */
   uint16_t tflags;               /* transmission flags sent to the client */
   unsigned options_seen;
+  bool tls; /* NBD_OPT_STARTTLS succeeded */
 
   /* Transmission: one reader at a time, one reply writer at a time. */
   pthread_mutex_t read_lock, write_lock;
-  _Atomic bool quit; /* no more requests will be read (DISC, EOF, error, shutdown) */
+  _Atomic bool quit;   /* no more requests will be read (DISC, EOF, error, shutdown) */
+  _Atomic bool broken; /* a reply could not be sent: requests still queued are dropped */
+
+  /* Request buffers held by this connection's workers (see NBD_CONN_FLOOR). */
+  pthread_mutex_t mem_lock;
+  pthread_cond_t mem_freed;
+  uint64_t mem_used, floor_left;
 };
 
 /* One request as read from the wire; data points into the reading worker's buffer. */
@@ -75,12 +108,13 @@ struct worker {
   size_t iov_cap;
   uint8_t *hdrs; /* chunk headers for multi-chunk read replies */
   size_t hdrs_cap;
+  uint64_t paid_floor, paid_shared; /* how buf's cap was accounted */
 };
 
 void conn_init(struct conn *c, const struct nbd_export *exp, const struct conn_io *io, void *opaque,
                const char *peer);
 void conn_destroy(struct conn *c);
-void worker_free(struct worker *w);
+void worker_free(struct conn *c, struct worker *w);
 
 /* Handshake (handshake.c): 1 = transmission phase entered, 0 = the client ended the session
  * (ABORT or a clean close), -1 = protocol violation or transport failure (drop). */

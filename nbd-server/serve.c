@@ -3,11 +3,19 @@
  * time under conn.read_lock) and execute and answer them concurrently, so requests are
  * pipelined and answered out of order.  Workers are started on demand: a client that
  * keeps one request in flight costs one thread, one that keeps 32 in flight gets up to
- * --threads.  Reply writes are serialised per connection (conn.write_lock). */
+ * --threads.  Reply writes are serialised per connection (conn.write_lock).
+ *
+ * Fairness: a connection still in its handshake holds a slot, so it gets --handshake-timeout
+ * seconds in all (the accept loop is its watchdog: it shuts the socket down, which ends any
+ * blocked read, write or TLS handshake), and when every slot is taken a new connection
+ * evicts the oldest one still in its handshake rather than being refused: silent
+ * connections cannot lock clients out.  Memory per connection: NBD_CONN_FLOOR in nbd.h. */
 #include "nbd-server/serve.h"
 #include "nbd-server/nbd.h"
+#include "nbd-server/tls.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,7 +41,11 @@ struct client {
   struct server *srv;
   int fd;
   char peer[96];
+  struct tls_session *tls; /* after NBD_OPT_STARTTLS */
   struct client *prev, *next;
+  /* Handshake watchdog (under srv->lock). */
+  bool handshaking, cut;
+  double deadline;
   /* Worker accounting (under srv->lock). */
   unsigned workers, busy;
   pthread_cond_t done; /* workers reached 0 */
@@ -45,6 +57,8 @@ static int
 sock_recv(void *opaque, void *buf, size_t len)
 {
   struct client *cl = opaque;
+  if (cl->tls)
+    return tls_recv(cl->tls, buf, len);
   char *p = buf;
   while (len > 0) {
     ssize_t n = recv(cl->fd, p, len, MSG_WAITALL);
@@ -62,6 +76,8 @@ static int
 sock_sendv(void *opaque, const struct iovec *iov_in, int n)
 {
   struct client *cl = opaque;
+  if (cl->tls)
+    return tls_sendv(cl->tls, iov_in, n);
   struct iovec local[64];
   struct iovec *iov = n <= 64 ? local : malloc(sizeof *iov * (size_t)n);
   if (!iov)
@@ -101,10 +117,22 @@ sock_shutdown(void *opaque)
   shutdown(cl->fd, SHUT_RDWR);
 }
 
+static int
+sock_starttls(void *opaque)
+{
+  struct client *cl = opaque;
+  if (tls_session_start(cl->srv->exp->tls, cl->fd, cl->peer, &cl->tls) < 0) {
+    log_warning("%s", error_message());
+    return -1;
+  }
+  return 0;
+}
+
 static const struct conn_io sock_io = {
   .recv = sock_recv,
   .sendv = sock_sendv,
   .shutdown = sock_shutdown,
+  .starttls = sock_starttls,
 };
 
 /* ---- workers ---- */
@@ -161,7 +189,7 @@ work(struct client *cl)
     if (s < 0)
       break;
   }
-  worker_free(&w);
+  worker_free(c, &w);
   pthread_mutex_lock(&srv->lock);
   if (--cl->workers == 0)
     pthread_cond_broadcast(&cl->done);
@@ -196,6 +224,8 @@ client_remove(struct client *cl)
 static void
 client_close_fd(struct client *cl)
 {
+  tls_session_end(cl->tls, cl->fd);
+  cl->tls = NULL;
   pthread_mutex_lock(&cl->srv->lock);
   int fd = cl->fd;
   cl->fd = -1; /* server_run's shutdown loop skips it from now on */
@@ -209,6 +239,11 @@ client_main(void *arg)
   struct client *cl = arg;
   struct server *srv = cl->srv;
   int r = nbd_handshake(&cl->conn);
+  pthread_mutex_lock(&srv->lock);
+  cl->handshaking = false;
+  if (cl->cut)
+    r = -1; /* the watchdog already shut the socket down */
+  pthread_mutex_unlock(&srv->lock);
   if (r == 1) {
     debug("nbd", "%s: transmission (flags 0x%x, structured %d)", cl->peer, cl->conn.tflags,
           cl->conn.structured);
@@ -251,6 +286,55 @@ describe_peer(int fd, char *buf, size_t len)
   }
 }
 
+/* Shut a client's socket down (srv->lock held); its thread sees EOF and ends. */
+static void
+cut_client(struct client *cl)
+{
+  cl->cut = true;
+  if (cl->fd >= 0)
+    shutdown(cl->fd, SHUT_RDWR);
+}
+
+/* Every slot is taken: make room by evicting the oldest connection still in its handshake
+ * (srv->lock held).  false when all are serving. */
+static bool
+evict_oldest_handshake(struct server *srv)
+{
+  struct client *oldest = NULL;
+  for (struct client *cl = srv->clients; cl; cl = cl->next) /* newest first */
+    if (cl->handshaking && !cl->cut)
+      oldest = cl;
+  if (!oldest)
+    return false;
+  log_warning("%s: dropped: all %u client slots are taken and it has not finished its "
+              "handshake (a new client needs the slot)",
+              oldest->peer, srv->max_clients);
+  cut_client(oldest);
+  return true;
+}
+
+/* The handshake watchdog: seconds until the next deadline (-1: none). */
+static double
+cut_slow_handshakes(struct server *srv)
+{
+  double now = now_seconds(), next = -1;
+  pthread_mutex_lock(&srv->lock);
+  for (struct client *cl = srv->clients; cl; cl = cl->next) {
+    if (!cl->handshaking || cl->cut)
+      continue;
+    if (cl->deadline <= now) {
+      log_warning("%s: handshake not finished within %g s (--handshake-timeout), dropping the "
+                  "connection",
+                  cl->peer, srv->handshake_timeout);
+      cut_client(cl);
+    } else if (next < 0 || cl->deadline - now < next) {
+      next = cl->deadline - now;
+    }
+  }
+  pthread_mutex_unlock(&srv->lock);
+  return next;
+}
+
 static void
 accept_one(struct server *srv, int lfd)
 {
@@ -274,7 +358,7 @@ accept_one(struct server *srv, int lfd)
   describe_peer(fd, cl->peer, sizeof cl->peer);
   debug("nbd", "%s: connected", cl->peer);
   pthread_mutex_lock(&srv->lock);
-  if (srv->max_clients && srv->nclients >= srv->max_clients) {
+  if (srv->max_clients && srv->nclients >= srv->max_clients && !evict_oldest_handshake(srv)) {
     pthread_mutex_unlock(&srv->lock);
     log_warning("%s: refused: already serving the maximum of %u clients", cl->peer,
                 srv->max_clients);
@@ -282,6 +366,8 @@ accept_one(struct server *srv, int lfd)
     free(cl);
     return;
   }
+  cl->handshaking = true;
+  cl->deadline = now_seconds() + srv->handshake_timeout;
   conn_init(&cl->conn, srv->exp, &sock_io, cl, cl->peer);
   pthread_cond_init(&cl->done, NULL);
   cl->next = srv->clients;
@@ -309,10 +395,11 @@ accept_one(struct server *srv, int lfd)
 
 int
 server_init(struct server *srv, const struct nbd_export *exp, unsigned threads,
-            unsigned max_clients)
+            unsigned max_clients, double handshake_timeout)
 {
   memset(srv, 0, sizeof *srv);
   srv->exp = exp;
+  srv->handshake_timeout = handshake_timeout > 0 ? handshake_timeout : 10;
   srv->threads = threads ? threads : 1;
   srv->max_clients = max_clients;
   pthread_mutex_init(&srv->lock, NULL);
@@ -350,7 +437,8 @@ server_run(struct server *srv, const int *fds, size_t nfds)
     p[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
   p[nfds] = (struct pollfd){ .fd = srv->wake[0], .events = POLLIN };
   for (;;) {
-    int n = poll(p, nfds + 1, -1);
+    double next = cut_slow_handshakes(srv);
+    int n = poll(p, nfds + 1, next < 0 ? -1 : (int)(next * 1000) + 10);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0) {

@@ -10,8 +10,9 @@ struct client;
 
 struct server {
   const struct nbd_export *exp;
-  unsigned threads;     /* worker threads per connection */
-  unsigned max_clients; /* 0: unlimited */
+  unsigned threads;         /* worker threads per connection */
+  unsigned max_clients;     /* 0: unlimited */
+  double handshake_timeout; /* seconds from accept to the end of the handshake */
   pthread_mutex_t lock;
   pthread_cond_t cond; /* nclients changed */
   struct client *clients;
@@ -21,7 +22,7 @@ struct server {
 };
 
 int server_init(struct server *srv, const struct nbd_export *exp, unsigned threads,
-                unsigned max_clients);
+                unsigned max_clients, double handshake_timeout);
 /* Serve until server_stop(); then stop reading requests, let in-flight ones finish and
  * wait for every connection to close. */
 int server_run(struct server *srv, const int *fds, size_t nfds);

@@ -29,49 +29,142 @@
 /* Most chunks in one read reply before the rest of the request is sent as data. */
 #define MAX_READ_CHUNKS 1024
 
-/* Request buffers of every connection share one budget, so pipelined 32 MiB requests
- * from many (or hostile) clients cannot exhaust memory: a worker waits for room, and after
- * BUDGET_WAIT seconds its request fails instead (ENOMEM, or a dropped connection for a
- * write whose payload cannot be received). */
-#define BUFFER_BUDGET (2ULL << 30)
-#define BUDGET_WAIT 10
-static pthread_mutex_t budget_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t budget_cond = PTHREAD_COND_INITIALIZER;
-static uint64_t budget_used;
+/* ---- request buffer memory (NBD_CONN_FLOOR in nbd.h) ---- */
 
-static int
-budget_acquire(uint64_t n)
-{
-  struct timespec deadline;
-  clock_gettime(CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += BUDGET_WAIT;
-  int r = 0;
-  pthread_mutex_lock(&budget_lock);
-  /* One request always fits when nothing else is held. */
-  while (budget_used > 0 && budget_used + n > BUFFER_BUDGET && r == 0)
-    r = pthread_cond_timedwait(&budget_cond, &budget_lock, &deadline);
-  if (r == 0)
-    budget_used += n;
-  pthread_mutex_unlock(&budget_lock);
-  return r == 0 ? 0 : -1;
-}
+struct nbd_budget {
+  pthread_mutex_t lock;
+  pthread_cond_t freed;
+  uint64_t limit, used;
+};
 
-static void
-budget_release(uint64_t n)
+struct nbd_budget *
+nbd_budget_new(uint64_t bytes)
 {
-  if (n == 0)
-    return;
-  pthread_mutex_lock(&budget_lock);
-  budget_used -= n;
-  pthread_cond_broadcast(&budget_cond);
-  pthread_mutex_unlock(&budget_lock);
+  struct nbd_budget *b = calloc(1, sizeof *b);
+  if (!b)
+    return NULL;
+  pthread_mutex_init(&b->lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&b->freed, &ca);
+  pthread_condattr_destroy(&ca);
+  b->limit = bytes ? bytes : NBD_DEFAULT_BUDGET;
+  return b;
 }
 
 void
-worker_free(struct worker *w)
+nbd_budget_free(struct nbd_budget *b)
+{
+  if (!b)
+    return;
+  pthread_mutex_destroy(&b->lock);
+  pthread_cond_destroy(&b->freed);
+  free(b);
+}
+
+static void
+deadline_in(struct timespec *ts, double seconds)
+{
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += (time_t)seconds;
+  ts->tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+}
+
+/* From the shared budget, waiting at most NBD_BUDGET_WAIT seconds (less when the
+ * connection breaks meanwhile).  One request always fits when nothing else is held. */
+static int
+shared_acquire(struct conn *c, uint64_t n)
+{
+  struct nbd_budget *b = c->exp->budget;
+  if (!b || n == 0)
+    return 0;
+  struct timespec deadline, slice;
+  deadline_in(&deadline, NBD_BUDGET_WAIT);
+  int r = 0;
+  pthread_mutex_lock(&b->lock);
+  while (b->used > 0 && b->used + n > b->limit && r == 0 && !c->broken) {
+    deadline_in(&slice, 1.0);
+    bool last = slice.tv_sec > deadline.tv_sec
+                || (slice.tv_sec == deadline.tv_sec && slice.tv_nsec >= deadline.tv_nsec);
+    r = pthread_cond_timedwait(&b->freed, &b->lock, last ? &deadline : &slice);
+    if (r == ETIMEDOUT && !last)
+      r = 0;
+  }
+  bool ok = r == 0 && !c->broken;
+  if (ok)
+    b->used += n;
+  pthread_mutex_unlock(&b->lock);
+  return ok ? 0 : -1;
+}
+
+static void
+shared_release(struct nbd_budget *b, uint64_t n)
+{
+  if (!b || n == 0)
+    return;
+  pthread_mutex_lock(&b->lock);
+  b->used -= n;
+  pthread_cond_broadcast(&b->freed);
+  pthread_mutex_unlock(&b->lock);
+}
+
+/* Account n more bytes for a buffer of worker w: within the connection's cap (waiting for
+ * its own requests to finish), from its floor first, the rest from the shared budget. */
+static int
+mem_acquire(struct conn *c, struct worker *w, uint64_t n)
+{
+  pthread_mutex_lock(&c->mem_lock);
+  while (c->mem_used > 0 && c->mem_used + n > NBD_CONN_CAP && !c->quit) {
+    struct timespec ts;
+    deadline_in(&ts, 1.0); /* re-check quit: a shutdown does not signal us */
+    pthread_cond_timedwait(&c->mem_freed, &c->mem_lock, &ts);
+  }
+  if (c->mem_used > 0 && c->mem_used + n > NBD_CONN_CAP) {
+    pthread_mutex_unlock(&c->mem_lock);
+    return -1;
+  }
+  uint64_t from_floor = n < c->floor_left ? n : c->floor_left;
+  c->floor_left -= from_floor;
+  c->mem_used += n;
+  pthread_mutex_unlock(&c->mem_lock);
+  if (shared_acquire(c, n - from_floor) < 0) {
+    pthread_mutex_lock(&c->mem_lock);
+    c->floor_left += from_floor;
+    c->mem_used -= n;
+    pthread_cond_broadcast(&c->mem_freed);
+    pthread_mutex_unlock(&c->mem_lock);
+    return -1;
+  }
+  w->paid_floor += from_floor;
+  w->paid_shared += n - from_floor;
+  return 0;
+}
+
+/* Give back everything w's buffer holds. */
+static void
+mem_release_all(struct conn *c, struct worker *w)
+{
+  if (w->paid_floor + w->paid_shared == 0)
+    return;
+  shared_release(c->exp->budget, w->paid_shared);
+  pthread_mutex_lock(&c->mem_lock);
+  c->floor_left += w->paid_floor;
+  c->mem_used -= w->paid_floor + w->paid_shared;
+  pthread_cond_broadcast(&c->mem_freed);
+  pthread_mutex_unlock(&c->mem_lock);
+  w->paid_floor = w->paid_shared = 0;
+}
+
+void
+worker_free(struct conn *c, struct worker *w)
 {
   free(w->buf);
-  budget_release(w->cap);
+  mem_release_all(c, w);
   extent_list_free(&w->extents);
   free(w->iov);
   free(w->hdrs);
@@ -80,17 +173,21 @@ worker_free(struct worker *w)
 
 /* Make w->buf at least len bytes; keep_data: preserve the first w->cap bytes. */
 static int
-reserve_buf(struct worker *w, size_t len, bool keep_data)
+reserve_buf(struct conn *c, struct worker *w, size_t len, bool keep_data)
 {
   if (w->cap >= len && w->buf)
     return 0;
   if (len == 0)
     len = 1;
-  if (budget_acquire(len - w->cap) < 0)
+  if (mem_acquire(c, w, len - w->cap) < 0)
     return -1;
   void *p = keep_data ? realloc(w->buf, len) : malloc(len);
   if (!p) {
-    budget_release(len - w->cap);
+    /* The request fails anyway: drop the old buffer too, so the accounting stays whole. */
+    free(w->buf);
+    w->buf = NULL;
+    w->cap = 0;
+    mem_release_all(c, w);
     return -1;
   }
   if (!keep_data)
@@ -101,19 +198,21 @@ reserve_buf(struct worker *w, size_t len, bool keep_data)
 }
 
 static int
-reserve(struct worker *w, size_t len)
+reserve(struct conn *c, struct worker *w, size_t len)
 {
-  return reserve_buf(w, len, false);
+  return reserve_buf(c, w, len, false);
 }
 
+/* After a request: keep a buffer for the next one only when it is small and paid from the
+ * connection's own floor, so idle connections never sit on shared memory. */
 static void
-trim_buffer(struct worker *w)
+trim_buffer(struct conn *c, struct worker *w)
 {
-  if (w->cap > KEEP_BUFFER) {
+  if (w->cap > KEEP_BUFFER || w->paid_shared > 0) {
     free(w->buf);
-    budget_release(w->cap);
     w->buf = NULL;
     w->cap = 0;
+    mem_release_all(c, w);
   }
 }
 
@@ -147,7 +246,7 @@ nbd_read_request(struct conn *c, struct worker *w, struct request *req)
                   c->peer, req->length, NBD_MAX_REQUEST);
       return -1;
     }
-    if (reserve(w, req->length) < 0) {
+    if (reserve(c, w, req->length) < 0) {
       log_error("%s: no memory for a %" PRIu32 " byte write, dropping the connection", c->peer,
                 req->length);
       return -1;
@@ -234,6 +333,7 @@ send_locked(struct conn *c, const struct iovec *iov, int n)
   pthread_mutex_unlock(&c->write_lock);
   if (r < 0) {
     /* The client is gone: stop reading too, so the connection winds down. */
+    c->broken = true;
     c->quit = true;
     if (c->io->shutdown)
       c->io->shutdown(c->io_opaque);
@@ -307,7 +407,7 @@ reason(uint32_t err)
 static int
 read_simple(struct conn *c, struct worker *w, const struct request *r)
 {
-  if (reserve(w, r->length) < 0)
+  if (reserve(c, w, r->length) < 0)
     return send_error(c, r, NBD_ENOMEM, "out of memory");
   int e = volume_pread(c->exp->vol, w->buf, r->length, r->offset);
   if (e < 0)
@@ -344,7 +444,7 @@ read_structured(struct conn *c, struct worker *w, const struct request *r)
     struct iovec iov = { h, sizeof h };
     return send_locked(c, &iov, 1);
   }
-  if (reserve(w, r->length) < 0)
+  if (reserve(c, w, r->length) < 0)
     return send_error(c, r, NBD_ENOMEM, "out of memory");
   extent_list_reset(&w->extents);
   bool sparse = !(r->flags & NBD_CMD_FLAG_DF) && r->length >= SPARSE_READ_MIN
@@ -447,7 +547,7 @@ block_status_chunk(struct conn *c, struct worker *w, const struct request *r, ui
   bool one = r->flags & NBD_CMD_FLAG_REQ_ONE;
   size_t n = one ? 1 : (l->n < MAX_DESCRIPTORS ? l->n : MAX_DESCRIPTORS);
   size_t need = *pos + NBD_CHUNK_HEADER_SIZE + 4 + 8 * n;
-  if (reserve_buf(w, need, true) < 0)
+  if (reserve_buf(c, w, need, true) < 0)
     return error_set(ENOMEM, "out of memory for block status");
   uint8_t *out = (uint8_t *)w->buf + *pos;
   chunk_header(out, last_chunk ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_BLOCK_STATUS, r->handle,
@@ -497,6 +597,10 @@ int
 nbd_handle_request(struct conn *c, struct worker *w, const struct request *r)
 {
   struct volume *v = c->exp->vol;
+  /* Nobody will see the reply: do not spend memory and I/O on it (an unacknowledged write
+   * may or may not happen, as after any dropped connection). */
+  if (c->broken)
+    return -1;
   uint32_t err = nbd_validate_request(c, r);
   if (err) {
     /* Keep the message: the client sees why. */
@@ -511,12 +615,12 @@ nbd_handle_request(struct conn *c, struct worker *w, const struct request *r)
   switch (r->type) {
   case NBD_CMD_READ:
     rc = c->structured ? read_structured(c, w, r) : read_simple(c, w, r);
-    trim_buffer(w);
+    trim_buffer(c, w);
     return rc;
   case NBD_CMD_WRITE:
     /* FUA: volume_pwrite returns only once the data is durable (or flushes for us). */
     e = volume_pwrite(v, r->data, r->length, r->offset, fua);
-    trim_buffer(w);
+    trim_buffer(c, w);
     break;
   case NBD_CMD_FLUSH:
     /* Every write we already answered has returned from the volume: this makes it durable. */
@@ -566,6 +670,13 @@ conn_init(struct conn *c, const struct nbd_export *exp, const struct conn_io *io
   c->peer = peer;
   pthread_mutex_init(&c->read_lock, NULL);
   pthread_mutex_init(&c->write_lock, NULL);
+  pthread_mutex_init(&c->mem_lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->mem_freed, &ca);
+  pthread_condattr_destroy(&ca);
+  c->floor_left = NBD_CONN_FLOOR;
 }
 
 void
@@ -575,6 +686,8 @@ conn_destroy(struct conn *c)
   c->meta_export = NULL;
   pthread_mutex_destroy(&c->read_lock);
   pthread_mutex_destroy(&c->write_lock);
+  pthread_mutex_destroy(&c->mem_lock);
+  pthread_cond_destroy(&c->mem_freed);
 }
 
 uint32_t

@@ -37,6 +37,12 @@ seeds = {
     "options": b"\x06" + struct.pack(">I", 1) + opt(3) + opt(9, struct.pack(">II", 0, 0)) +
                opt(6, struct.pack(">I", 4) + b"fuzz" + struct.pack(">HHH", 2, 1, 2)) + opt(2),
     "readonly": b"\x09" + struct.pack(">I", 3) + opt(8) + go + cmds,
+    # --tls=require: refused options, then STARTTLS (the fake upgrade succeeds), twice.
+    "tls": b"\x20" + struct.pack(">I", 3) + opt(8) + opt(3) + opt(5) + opt(5) + opt(8) + meta +
+           go + cmds,
+    "tls-export-name": b"\x20" + struct.pack(">I", 3) + opt(1, b""),
+    "tls-fails": b"\x60" + struct.pack(">I", 3) + opt(5) + go,
+    "tls-on": b"\x10" + struct.pack(">I", 3) + opt(5, b"x") + opt(8) + go + cmds,
 }
 for name, data in seeds.items():
     open(os.path.join(d, name), "wb").write(data)

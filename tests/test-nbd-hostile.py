@@ -23,7 +23,7 @@ REQ_MAGIC, SIMPLE_MAGIC, CHUNK_MAGIC = 0x25609513, 0x67446698, 0x668e33ef
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO = 1, 2, 3, 6, 7
 OPT_STRUCTURED, OPT_LIST_META, OPT_SET_META = 8, 9, 10
 REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
-ERR_UNSUP, ERR_INVALID, ERR_UNKNOWN = 0x80000001, 0x80000003, 0x80000006
+ERR_UNSUP, ERR_POLICY, ERR_INVALID, ERR_UNKNOWN = 0x80000001, 0x80000002, 0x80000003, 0x80000006
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH = 0, 1, 2, 3
 EINVAL, ENOSPC = 22, 28
 
@@ -140,8 +140,8 @@ def _():
     opt, typ, msg = r.reply()
     assert opt == 0x4242 and typ == ERR_UNSUP, (opt, hex(typ))
     assert b"not supported" in msg, msg
-    r.option(5)  # STARTTLS: unsupported too
-    assert r.reply()[1] == ERR_UNSUP
+    r.option(5)  # STARTTLS without --tls: refused by policy (the spec's NOTLS mode)
+    assert r.reply()[1] == ERR_POLICY
     r.option(OPT_LIST)
     opt, typ, data = r.reply()
     assert typ == REP_SERVER and data[4:7] == b"vol", data
