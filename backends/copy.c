@@ -338,6 +338,9 @@ worker_main(void *arg)
 {
   struct worker *w = arg;
   struct engine *e = w->e;
+  /* A driver waiting for a lost connection gives up when the copy is stopped (pause). */
+  struct volume_wait_bounds bounds = { 0, w->c.stop };
+  volume_set_wait_bounds(&bounds);
   for (;;) {
     uint64_t off = 0, len = 0;
     int r = 0;

@@ -10,6 +10,11 @@
  * (200 with the whole body) is refused, never read from offset 0 by mistake.  Connection
  * errors, timeouts, truncated bodies and 5xx are retried with exponential backoff; 4xx and
  * the protocol violations above are not (retrying cannot help).
+ *
+ * A server that comes back: once the volume is open, a request whose connection failed
+ * (refused, reset, timed out: curl then connects anew on the next attempt) keeps being
+ * retried beyond `retries` for up to volume_options.reconnect_wait seconds (default 60),
+ * within the calling thread's volume_wait_bounds.
  */
 #include "backends/volume.h"
 #include "common/error.h"
@@ -32,6 +37,7 @@
 #define DEFAULT_TIMEOUT 30.0
 #define FIRST_BACKOFF 0.1 /* seconds; doubles per attempt */
 #define MAX_BACKOFF 5.0
+#define DEFAULT_RECONNECT_WAIT 60.0
 
 struct handle {
   CURL *curl;
@@ -43,6 +49,12 @@ struct http_volume {
   char *url; /* as given, with any password: v.name has it masked */
   unsigned retries;
   long timeout_ms;
+  double reconnect_wait;
+  bool opened; /* the reconnection window applies once the volume has worked */
+  /* Health for status: a connection failure not yet followed by a success (under lock). */
+  bool down;
+  double down_since;
+  char down_reason[256];
   pthread_mutex_t lock;
   pthread_cond_t available;
   struct handle *handles;
@@ -65,8 +77,8 @@ struct response {
   bool ranged;
 };
 
-/* Result of one attempt. */
-enum outcome { DONE, RETRY, FAIL };
+/* Result of one attempt: RETRY_CONN is a failed connection (retried for reconnect_wait). */
+enum outcome { DONE, RETRY, RETRY_CONN, FAIL };
 
 static bool
 http_matches(const char *uri)
@@ -220,7 +232,7 @@ body_cb(char *data, size_t size, size_t n, void *opaque)
   return len;
 }
 
-static bool
+static enum outcome
 transient_curl_error(CURLcode rc)
 {
   switch (rc) {
@@ -231,12 +243,13 @@ transient_curl_error(CURLcode rc)
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
   case CURLE_PARTIAL_FILE:
+  case CURLE_SSL_CONNECT_ERROR:
+    return RETRY_CONN;
   case CURLE_HTTP2:
   case CURLE_HTTP2_STREAM:
-  case CURLE_SSL_CONNECT_ERROR:
-    return true;
+    return RETRY;
   default:
-    return false;
+    return FAIL;
   }
 }
 
@@ -304,7 +317,7 @@ attempt(struct http_volume *hv, struct handle *h, bool head, uint64_t off, size_
     snprintf(why, whylen, "%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
     if (rc == CURLE_OPERATION_TIMEDOUT)
       *err = ETIMEDOUT;
-    return transient_curl_error(rc) ? RETRY : FAIL;
+    return transient_curl_error(rc);
   }
   if (r->code >= 500 || r->code == 408 || r->code == 429) {
     snprintf(why, whylen, "HTTP %ld %s", r->code, reason);
@@ -348,6 +361,31 @@ attempt(struct http_volume *hv, struct handle *h, bool head, uint64_t off, size_
   return DONE;
 }
 
+static void
+set_down(struct http_volume *hv, bool down, const char *why)
+{
+  pthread_mutex_lock(&hv->lock);
+  if (down && !hv->down)
+    hv->down_since = now_seconds();
+  if (down)
+    snprintf(hv->down_reason, sizeof hv->down_reason, "%s", why);
+  hv->down = down;
+  pthread_mutex_unlock(&hv->lock);
+}
+
+static int
+http_health(struct volume *v, char *reason, size_t len)
+{
+  struct http_volume *hv = (struct http_volume *)v;
+  pthread_mutex_lock(&hv->lock);
+  int r = hv->down;
+  if (r)
+    snprintf(reason, len, "connection failed %.0f s ago: %s; retrying",
+             now_seconds() - hv->down_since, hv->down_reason);
+  pthread_mutex_unlock(&hv->lock);
+  return r;
+}
+
 /* Attempt, and retry transient failures with exponential backoff.  The message names the
  * URL, what was asked, why it failed and how often we tried. */
 static int
@@ -356,21 +394,41 @@ request(struct http_volume *hv, bool head, uint64_t off, size_t len, void *buf, 
   struct handle *h = take_handle(hv);
   char why[256];
   int err = EIO;
-  double backoff = FIRST_BACKOFF;
+  double backoff = FIRST_BACKOFF, t0 = now_seconds();
+  struct volume_wait_bounds b = volume_wait_bounds();
+  double window_end = hv->opened ? t0 + hv->reconnect_wait : t0;
+  if (b.deadline > 0 && b.deadline < window_end)
+    window_end = b.deadline;
+  /* A caller's deadline also bounds one attempt (curl's own timeouts are per stall). */
+  long total_ms = b.deadline > 0 ? (long)((b.deadline - t0) * 1000) + 1 : 0;
+  curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, total_ms > 0 ? total_ms : 0L);
   unsigned tries = 0;
   enum outcome o;
   for (;;) {
     tries++;
     o = attempt(hv, h, head, off, len, buf, r, why, sizeof why, &err);
-    if (o != RETRY || tries > hv->retries)
+    if (hv->opened && (o == DONE || o == RETRY_CONN))
+      set_down(hv, o == RETRY_CONN, why);
+    if (o != RETRY && o != RETRY_CONN)
       break;
-    debug("http", "%s: %s, retrying in %.1f s (attempt %u of %u)", hv->v.name, why, backoff,
-          tries + 1, hv->retries + 1);
+    double now = now_seconds();
+    bool more = tries <= hv->retries || (o == RETRY_CONN && now + backoff < window_end);
+    if (b.deadline > 0 && now + backoff >= b.deadline)
+      more = false;
+    if (!more || (b.cancel && *b.cancel))
+      break;
+    debug("http", "%s: %s, retrying in %.1f s (attempt %u)", hv->v.name, why, backoff, tries + 1);
     struct timespec ts = { (time_t)backoff, (long)((backoff - (double)(time_t)backoff) * 1e9) };
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
       ;
     backoff = backoff * 2 > MAX_BACKOFF ? MAX_BACKOFF : backoff * 2;
+    if (total_ms > 0) {
+      long left = (long)((b.deadline - now_seconds()) * 1000) + 1;
+      curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, left > 1 ? left : 1L);
+    }
   }
+  if (total_ms > 0)
+    curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, 0L);
   give_handle(hv, h);
   if (o == DONE)
     return 0;
@@ -378,7 +436,10 @@ request(struct http_volume *hv, bool head, uint64_t off, size_t len, void *buf, 
   char what[96] = "";
   if (!head)
     snprintf(what, sizeof what, "read %zu bytes at offset %" PRIu64 ": ", len, off);
-  if (o == RETRY)
+  if (o == RETRY_CONN && now_seconds() - t0 >= 1.0)
+    return error_set(err, "%s: %s%s (gave up after %u attempts in %.0f s)", hv->v.name, what, why,
+                     tries, now_seconds() - t0);
+  if (o == RETRY || o == RETRY_CONN)
     return error_set(err, "%s: %s%s (gave up after %u attempts)", hv->v.name, what, why, tries);
   return error_set(err, "%s: %s%s", hv->v.name, what, why);
 }
@@ -411,6 +472,7 @@ static const struct volume_ops http_ops = {
   .driver = "http",
   .pread = http_pread,
   .close = http_close,
+  .health = http_health,
 };
 
 static int
@@ -508,6 +570,7 @@ http_open(const char *uri, const struct volume_options *o, struct volume **out)
     goto fail;
   }
   hv->retries = o->retries ? o->retries : DEFAULT_RETRIES;
+  hv->reconnect_wait = o->reconnect_wait > 0 ? o->reconnect_wait : DEFAULT_RECONNECT_WAIT;
   hv->timeout_ms = (long)((o->timeout > 0 ? o->timeout : DEFAULT_TIMEOUT) * 1000);
   for (unsigned i = 0; i < n; i++) {
     hv->nhandles = i + 1;
@@ -518,6 +581,7 @@ http_open(const char *uri, const struct volume_options *o, struct volume **out)
   if ((r = learn_size(hv)) < 0)
     goto fail;
 
+  hv->opened = true;
   char *name = hv->v.name;
   hv->v.name = NULL;
   hv->v.max_request = 32u << 20;

@@ -268,6 +268,30 @@ volume_cache(struct volume *v, uint64_t len, uint64_t off)
 }
 
 int
+volume_health(struct volume *v, char *reason, size_t len)
+{
+  if (len)
+    reason[0] = 0;
+  return v->ops->health ? v->ops->health(v, reason, len) : 0;
+}
+
+static _Thread_local struct volume_wait_bounds thread_bounds;
+
+struct volume_wait_bounds
+volume_set_wait_bounds(const struct volume_wait_bounds *b)
+{
+  struct volume_wait_bounds old = thread_bounds;
+  thread_bounds = b ? *b : (struct volume_wait_bounds){ 0, NULL };
+  return old;
+}
+
+struct volume_wait_bounds
+volume_wait_bounds(void)
+{
+  return thread_bounds;
+}
+
+int
 extent_list_add(struct extent_list *l, uint64_t offset, uint64_t length, uint32_t flags)
 {
   if (length == 0)

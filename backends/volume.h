@@ -77,6 +77,9 @@ struct volume_ops {
   int (*extents)(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out);
   int (*cache)(struct volume *v, uint64_t len, uint64_t off);
   void (*close)(struct volume *v); /* frees the volume */
+  /* Optional: 0 when the volume can serve now, 1 while it waits for a lost connection to
+   * come back (reason filled: "connection lost: ...; reconnecting"). */
+  int (*health)(struct volume *v, char *reason, size_t len);
 };
 
 /* Drivers embed this as their first member. */
@@ -108,6 +111,10 @@ struct volume_options {
   unsigned retries;     /* http, nbd: attempts after a transient failure (0 = default) */
   bool sequential;      /* zst: a plain (non-seekable) .zst may be opened for in-order reads
                          * (VOLUME_SEQUENTIAL) instead of being refused */
+  /* nbd, http: seconds a request waits for a lost connection to come back (nbd reconnects
+   * in the background with backoff and retries the requests that were in flight; http
+   * retries its connection failures) before it fails (0 = 60 s). */
+  double reconnect_wait;
 };
 
 void volume_options_init(struct volume_options *o);
@@ -139,6 +146,23 @@ int volume_trim(struct volume *v, uint64_t len, uint64_t off, unsigned flags);
 int volume_flush(struct volume *v);
 int volume_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out);
 int volume_cache(struct volume *v, uint64_t len, uint64_t off);
+
+/* 0, or 1 with reason while the volume reconnects (see volume_ops.health). */
+int volume_health(struct volume *v, char *reason, size_t len);
+
+/* Bounds on how long driver calls made by THIS thread may block waiting for a lost
+ * connection (or for the reply of a request on a link gone silent): an absolute deadline
+ * (now_seconds() clock, 0 = none) and a cancel flag (non-zero = stop waiting now).  The
+ * clone's on-demand reads set a deadline (--source-timeout), the copy engine's workers set
+ * their stop flag.  A call that hits a bound fails with ETIMEDOUT or ECANCELED. */
+struct volume_wait_bounds {
+  double deadline;
+  volatile int *cancel;
+};
+/* Set (b != NULL) or clear the calling thread's bounds; returns the previous ones. */
+struct volume_wait_bounds volume_set_wait_bounds(const struct volume_wait_bounds *b);
+/* The calling thread's bounds (zeroes when none). */
+struct volume_wait_bounds volume_wait_bounds(void);
 
 static inline bool
 volume_can(const struct volume *v, unsigned cap)

@@ -44,9 +44,10 @@ start_nbdkit "$T/werr.sock" --filter=error memory size=1M error=ENOSPC error-pwr
 expect_fail "nbd+unix:///?socket=$T/werr.sock: write 4096 bytes at offset 0: No space left on device" \
   "${V[@]}" write "nbd+unix:///?socket=$T/werr.sock" 0 < <(head -c 4096 /dev/zero)
 
-# A server killed mid-transfer: every request in flight fails, nothing hangs.
+# A server killed mid-transfer and not coming back: requests in flight wait for the
+# connection (--reconnect-wait 2), then fail; nothing hangs.
 start_nbdkit "$T/die.sock" --filter=delay memory size=64M rdelay=20ms
-"$VOLTOOL" cat -t 16 -r 64K "nbd+unix:///?socket=$T/die.sock" >"$T/partial" 2>"$T/die.err" &
+"$VOLTOOL" --reconnect-wait 2 cat -t 16 -r 64K "nbd+unix:///?socket=$T/die.sock" >"$T/partial" 2>"$T/die.err" &
 cat_pid=$!
 sleep 0.3 # let reads be in flight (any moment will do)
 kill -9 "$NBDKIT_PID"
@@ -58,10 +59,11 @@ rc=0; wait "$cat_pid" || rc=$?
 grep -qF "connection to the NBD server lost" "$T/die.err" || fail "message: $(cat "$T/die.err")"
 
 # A server that goes silent (every read takes 10 s): with --timeout 1 the connection is
-# dropped after ~1 s and the read fails saying so.
+# dropped after ~1 s, the read is tried again on a new connection until --reconnect-wait,
+# and fails saying so.
 start_nbdkit "$T/silent.sock" --filter=delay memory size=1M rdelay=10
 t0=$(date +%s)
-expect_fail "nbd+unix:///?socket=$T/silent.sock: read 4096 bytes at offset 0: the NBD server stopped answering (connection dropped)" \
-  "$VOLTOOL" --timeout 1 read "nbd+unix:///?socket=$T/silent.sock" 0 4096
+expect_fail "nbd+unix:///?socket=$T/silent.sock: read 4096 bytes at offset 0: connection to the NBD server lost (the NBD server stopped answering (connection dropped))" \
+  "$VOLTOOL" --timeout 1 --reconnect-wait 2 read "nbd+unix:///?socket=$T/silent.sock" 0 4096
 [ $(($(date +%s) - t0)) -lt 8 ] || fail "the watchdog took too long"
 echo "nbd driver errors ok"

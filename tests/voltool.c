@@ -47,6 +47,7 @@ usage(FILE *f)
              "      --readonly        open read-only\n"
              "      --retries N       driver retries (http)\n"
              "      --timeout S       driver timeout in seconds (http)\n"
+             "      --reconnect-wait S  seconds a request waits for a lost connection (nbd, http)\n"
              "      --fua --may-trim --fast-zero   request flags\n"
              "  -v, --verbose         debug messages\n");
 }
@@ -185,7 +186,15 @@ get_u64(const char *what, const char *text, uint64_t *out)
 int
 main(int argc, char **argv)
 {
-  enum { OPT_READONLY = 256, OPT_RETRIES, OPT_TIMEOUT, OPT_FUA, OPT_MAY_TRIM, OPT_FAST_ZERO };
+  enum {
+    OPT_READONLY = 256,
+    OPT_RETRIES,
+    OPT_TIMEOUT,
+    OPT_RECONNECT_WAIT,
+    OPT_FUA,
+    OPT_MAY_TRIM,
+    OPT_FAST_ZERO
+  };
   static const struct option longopts[] = {
     { "connections", required_argument, NULL, 'c' },
     { "threads", required_argument, NULL, 't' },
@@ -193,6 +202,7 @@ main(int argc, char **argv)
     { "readonly", no_argument, NULL, OPT_READONLY },
     { "retries", required_argument, NULL, OPT_RETRIES },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
+    { "reconnect-wait", required_argument, NULL, OPT_RECONNECT_WAIT },
     { "fua", no_argument, NULL, OPT_FUA },
     { "may-trim", no_argument, NULL, OPT_MAY_TRIM },
     { "fast-zero", no_argument, NULL, OPT_FAST_ZERO },
@@ -233,6 +243,11 @@ main(int argc, char **argv)
       if (parse_uint("--timeout", optarg, 1, 3600, &n) < 0)
         goto bad;
       vo.timeout = (double)n;
+      break;
+    case OPT_RECONNECT_WAIT:
+      if (parse_uint("--reconnect-wait", optarg, 1, 3600, &n) < 0)
+        goto bad;
+      vo.reconnect_wait = (double)n;
       break;
     case OPT_FUA:
       opt.flags |= VOLUME_FUA;
