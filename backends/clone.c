@@ -22,7 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FETCH_ATTEMPTS 3
+#define DEFAULT_SOURCE_TIMEOUT 60.0
+/* Pauses between on-demand source reads that failed: 50 ms doubling to 1 s. */
+#define FETCH_BACKOFF_FIRST 0.05
+#define FETCH_BACKOFF_MAX 1.0
 
 void
 clone_options_init(struct clone_options *o)
@@ -59,6 +62,8 @@ clone_state_name(enum clone_state s)
     return "converged";
   case CLONE_FAILED:
     return "failed";
+  case CLONE_RECONNECTING:
+    return "reconnecting";
   }
   return "unknown";
 }
@@ -158,24 +163,66 @@ clone_commit(struct clone *c)
 
 /* ---- region helpers ---- */
 
-/* Read from the source, retrying transient failures with a short backoff.  A reader gets
- * either the source's bytes or an error, never anything else. */
-static int
-fetch(struct clone *c, void *buf, uint64_t len, uint64_t off)
+/* Seconds an on-demand request may wait for the source (--source-timeout). */
+static double
+source_timeout(const struct clone *c)
 {
-  int r = 0;
-  for (int attempt = 0; attempt < FETCH_ATTEMPTS; attempt++) {
-    if (attempt)
-      nanosleep(&(struct timespec){ 0, 20000000L << (attempt - 1) }, NULL);
+  return c->opts.source_timeout > 0 ? c->opts.source_timeout : DEFAULT_SOURCE_TIMEOUT;
+}
+
+/* Read from the source, retrying failures with a growing pause until `deadline` (the same
+ * time-bounded retry the hydrator gets from the copy engine and the driver's reconnection):
+ * the driver waits for a lost connection within the same deadline.  A reader gets either
+ * the source's bytes or an error, never anything else. */
+static int
+fetch(struct clone *c, void *buf, uint64_t len, uint64_t off, double deadline)
+{
+  struct volume_wait_bounds bounds = { deadline, NULL };
+  struct volume_wait_bounds old = volume_set_wait_bounds(&bounds);
+  double t0 = now_seconds(), pause = FETCH_BACKOFF_FIRST;
+  unsigned attempt = 0;
+  int r;
+  for (;;) {
+    attempt++;
     r = volume_pread(c->src, buf, len, off);
-    if (r == 0)
-      return 0;
-    debug("clone", "source read at %" PRIu64 " failed (attempt %d): %s", off, attempt + 1,
+    double now = now_seconds();
+    if (r == 0 || r == -ERANGE || r == -EINVAL || now >= deadline)
+      break;
+    debug("clone", "source read at %" PRIu64 " failed (attempt %u): %s", off, attempt,
           error_message());
+    double nap = deadline - now < pause ? deadline - now : pause;
+    nanosleep(&(struct timespec){ (time_t)nap, (long)((nap - (double)(time_t)nap) * 1e9) }, NULL);
+    pause = pause * 2 > FETCH_BACKOFF_MAX ? FETCH_BACKOFF_MAX : pause * 2;
   }
-  char msg[512];
-  snprintf(msg, sizeof msg, "%s: source read of %" PRIu64 " bytes at %" PRIu64 " failed: %s",
-           c->v.name, len, off, error_message());
+  volume_set_wait_bounds(&old);
+  if (r == 0)
+    return 0;
+  char msg[700];
+  snprintf(msg, sizeof msg,
+           "%s: source read of %" PRIu64 " bytes at %" PRIu64
+           " failed (%u attempts in %.1f s, --source-timeout %g): %s",
+           c->v.name, len, off, attempt, now_seconds() - t0, source_timeout(c), error_message());
+  clone_set_error(c, false, msg);
+  return error_set(EIO, "%s", msg);
+}
+
+/* Take a region's lock, waiting no longer than the request's deadline: another request may
+ * hold it while it waits for a lost source. */
+static int
+lock_region_until(struct clone *c, uint64_t region, double deadline)
+{
+  pthread_mutex_t *lk = clone_region_lock(c, region);
+  if (pthread_mutex_trylock(lk) == 0)
+    return 0;
+  struct timespec ts = { (time_t)deadline, (long)((deadline - (double)(time_t)deadline) * 1e9) };
+  int e = pthread_mutex_clocklock(lk, CLOCK_MONOTONIC, &ts);
+  if (e == 0)
+    return 0;
+  char msg[300];
+  snprintf(msg, sizeof msg,
+           "%s: region %" PRIu64 " is still being fetched from the source after %g s "
+           "(--source-timeout)",
+           c->v.name, region, source_timeout(c));
   clone_set_error(c, false, msg);
   return error_set(EIO, "%s", msg);
 }
@@ -197,10 +244,10 @@ mark(struct clone *c, uint64_t region)
 
 /* With region's lock held and the region not hydrated: fill scratch with its source bytes. */
 static int
-fill_from_source(struct clone *c, uint64_t region, char *scratch)
+fill_from_source(struct clone *c, uint64_t region, char *scratch, double deadline)
 {
   uint64_t rlen = clone_region_length(c, region);
-  int r = fetch(c, scratch, rlen, clone_region_offset(c, region));
+  int r = fetch(c, scratch, rlen, clone_region_offset(c, region), deadline);
   if (r == 0)
     __atomic_fetch_add(&c->bytes_fetched, rlen, __ATOMIC_RELAXED);
   return r;
@@ -225,6 +272,7 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
     return volume_pread(c->dst, buf, len, off);
   char *out = buf, *scratch = NULL;
   int r = 0;
+  const double deadline = now_seconds() + source_timeout(c);
   while (len > 0 && r == 0) {
     uint64_t region = off >> c->shift;
     uint64_t roff = clone_region_offset(c, region), rlen = clone_region_length(c, region);
@@ -239,7 +287,8 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
       r = volume_pread(c->dst, out, n, off);
     } else {
       pthread_mutex_t *lk = clone_region_lock(c, region);
-      pthread_mutex_lock(lk);
+      if ((r = lock_region_until(c, region, deadline)) < 0)
+        break;
       if (regionmap_test(c->map, region)) {
         r = volume_pread(c->dst, out, n, off);
       } else if (__atomic_load_n(&c->held, __ATOMIC_ACQUIRE)) {
@@ -254,7 +303,7 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
           rbuf = scratch;
         }
         if (r == 0)
-          r = fill_from_source(c, region, rbuf);
+          r = fill_from_source(c, region, rbuf, deadline);
         if (r == 0 && (r = store_region(c, rbuf, rlen, roff)) == 0)
           mark(c, region);
         if (r == 0 && rbuf != out)
@@ -296,6 +345,7 @@ write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len,
   static const char *const names[] = { "write", "write zeroes", "trim" };
   int r = fail_mode_check(c, names[k]);
   char *scratch = NULL;
+  const double deadline = now_seconds() + source_timeout(c);
   while (len > 0 && r == 0) {
     uint64_t region = off >> c->shift;
     uint64_t roff = clone_region_offset(c, region), rlen = clone_region_length(c, region);
@@ -304,7 +354,8 @@ write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len,
       r = piece_to_destination(c, k, data, n, off, flags);
     } else {
       pthread_mutex_t *lk = clone_region_lock(c, region);
-      pthread_mutex_lock(lk);
+      if ((r = lock_region_until(c, region, deadline)) < 0)
+        break;
       if (regionmap_test(c->map, region)) {
         r = piece_to_destination(c, k, data, n, off, flags);
       } else if (n == rlen) {
@@ -323,7 +374,7 @@ write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len,
         if (!scratch && !(scratch = malloc(c->region_size)))
           r = error_set(ENOMEM, "%s: out of memory", c->v.name);
         if (r == 0)
-          r = fill_from_source(c, region, scratch);
+          r = fill_from_source(c, region, scratch, deadline);
         if (r == 0) {
           if (k == WRITE_DATA)
             memcpy(scratch + (off - roff), data, n);
@@ -488,6 +539,12 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
   int r;
   struct volume_options so = o->source;
   so.readonly = true; /* the clone never writes its source */
+  /* A lost source: the driver reconnects and on-demand requests wait for it as long as
+   * --source-timeout; requests on a link gone silent are dropped (and retried) after it. */
+  if (!so.reconnect_wait)
+    so.reconnect_wait = o->source_timeout > 0 ? o->source_timeout : DEFAULT_SOURCE_TIMEOUT;
+  if (!so.timeout)
+    so.timeout = so.reconnect_wait;
   if ((r = volume_open(source_uri, &so, &c->src)) < 0)
     goto fail;
   uint64_t source_size = c->src->size;
@@ -665,9 +722,18 @@ clone_get_status(struct clone *c, struct clone_status *st)
   st->rate_limit = c->hydrator ? hydrator_rate_limit(c->hydrator) : c->opts.rate;
   st->held = clone_is_held(c);
   uint64_t done = min_u64(st->regions_hydrated * c->region_size, c->v.size);
+  char why[400];
+  bool lost = !__atomic_load_n(&c->converged, __ATOMIC_ACQUIRE)
+              && volume_health(c->src, why, sizeof why) != 0;
   pthread_mutex_lock(&c->state_lock);
   st->state = c->state;
   snprintf(st->last_error, sizeof st->last_error, "%s", c->last_error);
+  if (lost && (st->state == CLONE_HYDRATING || st->state == CLONE_PAUSED)) {
+    /* The reason is the driver's own, live: "connection 1 lost 12 s ago: ...". */
+    if (st->state == CLONE_HYDRATING)
+      st->state = CLONE_RECONNECTING;
+    snprintf(st->last_error, sizeof st->last_error, "source %s: %s", c->src->name, why);
+  }
   /* Rate over the last few seconds (progress of hydrated bytes, any cause). */
   double now = now_seconds();
   if (now - c->rate_time >= 1.0) {

@@ -38,6 +38,11 @@ struct clone_options {
    * it reads as zeroes.  A qcow2 image file served as a guest's disk grows as it allocates. */
   uint64_t size;
   double commit_interval; /* seconds between batched map commits (0: 1.0) */
+  /* --source-timeout: seconds an on-demand read (or a partial write into a region still on
+   * the source) waits for a lost source before it fails with EIO (0: 60).  Also how long
+   * the source driver waits for a reconnection, and its silence watchdog, unless set in
+   * `source`.  The hydrator waits for the source as long as it takes. */
+  double source_timeout;
 };
 
 void clone_options_init(struct clone_options *o);
@@ -63,7 +68,15 @@ void clone_release(struct clone *c);
 bool clone_is_held(struct clone *c);
 void clone_set_rate(struct clone *c, uint64_t bytes_per_second);
 
-enum clone_state { CLONE_HYDRATING, CLONE_PAUSED, CLONE_CONVERGED, CLONE_FAILED };
+/* reconnecting: hydrating, but the source is lost and its driver reconnects (status only;
+ * the reason is in last_error). */
+enum clone_state {
+  CLONE_HYDRATING,
+  CLONE_PAUSED,
+  CLONE_CONVERGED,
+  CLONE_FAILED,
+  CLONE_RECONNECTING
+};
 const char *clone_state_name(enum clone_state s); /* "hydrating", "paused", ... */
 
 struct clone_status {

@@ -10,6 +10,8 @@
  *
  * Failures: the engine's error is kept; the hydrator retries with a growing pause and, after
  * MAX_ATTEMPTS rounds without progress, enters state "failed" (resume or a restart retries).
+ * A source that is lost (its driver reconnecting, volume_health) is not a failure: the
+ * hydrator waits for it to come back and carries on by itself.
  */
 #include "backends/clone-internal.h"
 #include "backends/copy.h"
@@ -345,7 +347,16 @@ hydrator_main(void *opaque)
     bool interrupted = h->stop || h->paused;
     bool progress = regionmap_count(c->map) > before;
     bool failed_round = h->error[0] != 0 || !progress;
-    if (!interrupted && failed_round && !regionmap_complete(c->map)) {
+    char why[400];
+    if (!interrupted && failed_round && !regionmap_complete(c->map)
+        && volume_health(c->src, why, sizeof why) != 0) {
+      /* The source is lost and its driver reconnects: wait for it, however long (status
+       * says "reconnecting"); this is not a failed attempt. */
+      debug("hydrator", "%s: source lost (%s): waiting for it", c->v.name, why);
+      while (!h->stop && !h->paused && volume_health(c->src, why, sizeof why) != 0)
+        wait_locked(h, 0.2);
+      h->attempts = 0;
+    } else if (!interrupted && failed_round && !regionmap_complete(c->map)) {
       if (progress)
         h->attempts = 0;
       h->attempts++;

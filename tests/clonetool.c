@@ -18,6 +18,8 @@
  *     A reader: reads the whole clone in random order and sizes (no hydrator), comparing with
  *     EXPECTED.  Failed reads are allowed (counted); a wrong byte is not.
  *
+ * $CLONETOOL_SOURCE_TIMEOUT (seconds) sets the clone's --source-timeout (default 60).
+ *
  * Exit: 0 ok, 1 error, 3 a check failed (lost write / wrong data).
  */
 #include "backends/clone.h"
@@ -34,6 +36,14 @@
 
 #define BLOCK 4096u
 #define FLUSH_EVERY 8
+
+static void
+options_from_env(struct clone_options *o)
+{
+  const char *t = getenv("CLONETOOL_SOURCE_TIMEOUT");
+  if (t && *t)
+    o->source_timeout = strtod(t, NULL);
+}
 
 static uint64_t
 xorshift(uint64_t *s)
@@ -86,6 +96,7 @@ writer(char **a)
   uint64_t nwrites = strtoull(a[4], NULL, 10), seed = strtoull(a[5], NULL, 10);
   struct clone_options o;
   clone_options_init(&o);
+  options_from_env(&o);
   o.rate = strtoull(a[6], NULL, 10);
   o.workers = 2;
   o.request_size = 256u << 10;
@@ -189,6 +200,7 @@ verify(char **a)
 {
   struct clone_options o;
   clone_options_init(&o);
+  options_from_env(&o);
   o.hydrate = false;
   struct clone *c;
   if (clone_open(a[0], a[1], a[2], &o, &c) < 0)
@@ -290,6 +302,7 @@ latency(char **a)
   }
   struct clone_options o;
   clone_options_init(&o);
+  options_from_env(&o);
   o.hydrate = false;
   o.region_size = size;
   struct clone *c;
