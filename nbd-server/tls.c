@@ -209,12 +209,15 @@ tls_config_describe(const struct tls_config *cfg)
 
 /* Why a handshake failed, in words. */
 static void
-describe_failure(gnutls_session_t s, int r, char *buf, size_t len)
+describe_failure(const struct tls_config *cfg, gnutls_session_t s, int r, char *buf, size_t len)
 {
   if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
     gnutls_datum_t txt = { NULL, 0 };
     unsigned status = gnutls_session_get_verify_cert_status(s);
     if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &txt, 0) == 0) {
+      size_t n = strlen((char *)txt.data);
+      while (n > 0 && txt.data[n - 1] == ' ')
+        txt.data[--n] = 0;
       snprintf(buf, len, "client certificate refused: %s", txt.data);
       gnutls_free(txt.data);
       return;
@@ -225,10 +228,22 @@ describe_failure(gnutls_session_t s, int r, char *buf, size_t len)
     return;
   }
   if (r == GNUTLS_E_FATAL_ALERT_RECEIVED || r == GNUTLS_E_WARNING_ALERT_RECEIVED) {
-    snprintf(buf, len,
-             "the client refused the session: alert '%s' (does it trust our "
-             "certificate / share our key?)",
-             gnutls_alert_get_name(gnutls_alert_get(s)));
+    snprintf(buf, len, "the client refused the session: alert '%s' (%s)",
+             gnutls_alert_get_name(gnutls_alert_get(s)),
+             cfg->psk ? "does it have our key?" : "does it trust our CA?");
+    return;
+  }
+  if (r == GNUTLS_E_PULL_ERROR || r == GNUTLS_E_PREMATURE_TERMINATION || r == GNUTLS_E_PUSH_ERROR) {
+    snprintf(buf, len, "the client closed the connection during the handshake (%s)",
+             cfg->psk ? "does it have our key?" : "does it trust our certificate's CA?");
+    return;
+  }
+  if (cfg->psk
+      && (r == GNUTLS_E_RECEIVED_ILLEGAL_PARAMETER || r == GNUTLS_E_DECRYPTION_FAILED
+          || r == GNUTLS_E_USER_ERROR)) {
+    const char *user = gnutls_psk_server_get_username(s);
+    snprintf(buf, len, "the client's pre-shared key does not match ours%s%s%s (%s)",
+             user ? " for user '" : "", user ? user : "", user ? "'" : "", gnutls_strerror(r));
     return;
   }
   snprintf(buf, len, "%s", gnutls_strerror(r));
@@ -273,7 +288,7 @@ tls_session_start(const struct tls_config *cfg, int fd, const char *peer, struct
   return 0;
 fail:;
   char why[512];
-  describe_failure(t->s, r, why, sizeof why);
+  describe_failure(cfg, t->s, r, why, sizeof why);
   gnutls_deinit(t->s);
   free(t);
   return error_set(EACCES, "%s: TLS handshake failed: %s", peer, why);
