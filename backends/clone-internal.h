@@ -52,9 +52,34 @@ struct clone {
   bool committer_running, stopping;
   pthread_cond_t committer_wake;
 
+  /* Regions being fetched on demand right now (a bit per region, atomic), so that the
+   * hydrator does not fetch them a second time. */
+  uint64_t *ondemand;
+
   struct hydrator *hydrator;
   struct clone_options opts;
 };
+
+/* Atomic bits of a per-region bitmap. */
+static inline bool
+clone_bit_test(const uint64_t *bits, uint64_t r)
+{
+  return (__atomic_load_n(&bits[r / 64], __ATOMIC_ACQUIRE) >> (r % 64)) & 1;
+}
+
+/* Set; returns whether it was set already. */
+static inline bool
+clone_bit_set(uint64_t *bits, uint64_t r)
+{
+  uint64_t b = 1ull << (r % 64);
+  return __atomic_fetch_or(&bits[r / 64], b, __ATOMIC_ACQ_REL) & b;
+}
+
+static inline void
+clone_bit_clear(uint64_t *bits, uint64_t r)
+{
+  __atomic_fetch_and(&bits[r / 64], ~(1ull << (r % 64)), __ATOMIC_RELEASE);
+}
 
 static inline pthread_mutex_t *
 clone_region_lock(struct clone *c, uint64_t region)
@@ -92,5 +117,9 @@ void hydrator_pause(struct hydrator *h);
 void hydrator_resume(struct hydrator *h);
 void hydrator_set_rate(struct hydrator *h, uint64_t bytes_per_second);
 uint64_t hydrator_rate_limit(struct hydrator *h);
+/* An on-demand fetch of `region` is about to start: while the hydrator is reading that
+ * region from the source, wait for its copy to land instead of reading it again (until it is
+ * hydrated, the hydrator's read failed, or `deadline`).  Call without the region's lock. */
+void hydrator_wait_region(struct hydrator *h, uint64_t region, double deadline);
 
 #endif

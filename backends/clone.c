@@ -247,6 +247,8 @@ static int
 fill_from_source(struct clone *c, uint64_t region, char *scratch, double deadline)
 {
   uint64_t rlen = clone_region_length(c, region);
+  /* Cleared by the caller once the region is stored and marked (or the fetch failed). */
+  clone_bit_set(c->ondemand, region);
   int r = fetch(c, scratch, rlen, clone_region_offset(c, region), deadline);
   if (r == 0)
     __atomic_fetch_add(&c->bytes_fetched, rlen, __ATOMIC_RELAXED);
@@ -287,6 +289,8 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
       r = volume_pread(c->dst, out, n, off);
     } else {
       pthread_mutex_t *lk = clone_region_lock(c, region);
+      if (c->hydrator)
+        hydrator_wait_region(c->hydrator, region, deadline);
       if ((r = lock_region_until(c, region, deadline)) < 0)
         break;
       if (regionmap_test(c->map, region)) {
@@ -306,6 +310,7 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
           r = fill_from_source(c, region, rbuf, deadline);
         if (r == 0 && (r = store_region(c, rbuf, rlen, roff)) == 0)
           mark(c, region);
+        clone_bit_clear(c->ondemand, region);
         if (r == 0 && rbuf != out)
           memcpy(out, rbuf + (off - roff), n);
         add_hint(c, region + 1);
@@ -354,6 +359,8 @@ write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len,
       r = piece_to_destination(c, k, data, n, off, flags);
     } else {
       pthread_mutex_t *lk = clone_region_lock(c, region);
+      if (c->hydrator && n != rlen && k != WRITE_TRIM)
+        hydrator_wait_region(c->hydrator, region, deadline);
       if ((r = lock_region_until(c, region, deadline)) < 0)
         break;
       if (regionmap_test(c->map, region)) {
@@ -383,6 +390,7 @@ write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len,
           if ((r = store_region(c, scratch, rlen, roff)) == 0)
             mark(c, region);
         }
+        clone_bit_clear(c->ondemand, region);
       }
       pthread_mutex_unlock(lk);
     }
@@ -578,6 +586,10 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
   c->region_size = regionmap_region_size(c->map);
   c->shift = (unsigned)__builtin_ctzll(c->region_size);
   c->regions = regionmap_regions(c->map);
+  if (!(c->ondemand = calloc((c->regions + 63) / 64 + 1, 8))) {
+    r = error_set(ENOMEM, "%s: out of memory", dest_uri);
+    goto fail;
+  }
 
   c->v.min_block = c->src->min_block > c->dst->min_block ? c->src->min_block : c->dst->min_block;
   c->v.preferred_block = 4096;
@@ -646,6 +658,7 @@ clone_close(struct clone *c)
   pthread_mutex_destroy(&c->hint_lock);
   pthread_cond_destroy(&c->state_changed);
   pthread_cond_destroy(&c->committer_wake);
+  free(c->ondemand);
   free(c->v.name);
   free(c);
   return r;

@@ -8,6 +8,15 @@
  * by the engine through the same target (no transfer).  The done callback marks the regions;
  * the clone's commit (destination flush, then map) makes them durable.
  *
+ * No double reads: the engine reads through a "view" of the source that reads only regions
+ * still unhydrated and not being fetched on demand right now (others are filled with zeroes
+ * that the target drops: a hydrated region's bit never clears, and a region skipped for an
+ * on-demand fetch is marked "skipped", written by nobody here and left for a later round if
+ * the fetch failed).  The regions the view is reading are marked "fetching": an on-demand
+ * read of one of them waits for the hydrator's copy instead of fetching it again
+ * (hydrator_wait_region).  So a region crosses the link once.  bytes_copied counts what the
+ * view read; bytes_skipped the regions marked here without any byte read (zero extents).
+ *
  * Failures: the engine's error is kept; the hydrator retries with a growing pause and, after
  * MAX_ATTEMPTS rounds without progress, enters state "failed" (resume or a restart retries).
  * A source that is lost (its driver reconnecting, volume_health) is not a failure: the
@@ -32,17 +41,30 @@
 #define HINT_BATCH_BYTES (1u << 20) /* near an on-demand read: smaller, sooner */
 #define HINT_WINDOW_BYTES (8u << 20)
 
+struct hydrator;
+
 struct target {
   struct volume v;
   struct clone *c;
+  struct hydrator *h;
+};
+
+/* The source as the engine sees it (see the top of the file). */
+struct view {
+  struct volume v;
+  struct hydrator *h;
 };
 
 struct hydrator {
   struct clone *c;
   struct target target;
+  struct view view;
   pthread_t thread;
   pthread_mutex_t lock;
   pthread_cond_t wake;
+  pthread_cond_t landed; /* regions got marked, or a read of fetching ones ended */
+  uint64_t *fetching;    /* bits: regions the view is reading (or read) in a running range */
+  uint64_t *skipped;     /* bits: regions the view did not read (fetched on demand) */
   bool paused, stop;
   bool halted;            /* hydrator_halt: the thread has been joined */
   volatile int stop_copy; /* tells the copy engine to finish early */
@@ -76,11 +98,37 @@ lock_regions(struct clone *c, uint64_t first, uint64_t last, bool lock)
  * runs as long as possible.  A region the run covers whole is marked at once, still under
  * its lock and after the write: a crash then loses at most the requests in flight and what
  * the last commit did not cover.  Regions covered only in part are marked by work_done. */
-static int
-guarded(struct clone *c, const char *data, uint64_t len, uint64_t off, unsigned flags, run_fn fn)
+static void
+landed(struct hydrator *h)
 {
+  pthread_mutex_lock(&h->lock);
+  pthread_cond_broadcast(&h->landed);
+  pthread_mutex_unlock(&h->lock);
+}
+
+/* Mark a region the hydrator copied; bytes_skipped counts it when no byte was read. */
+static void
+mark_copied(struct hydrator *h, uint64_t region)
+{
+  struct clone *c = h->c;
+  if (regionmap_mark(c->map, region) && !clone_bit_test(h->fetching, region))
+    __atomic_fetch_add(&c->bytes_skipped, clone_region_length(c, region), __ATOMIC_RELAXED);
+}
+
+/* Regions the target must not write: hydrated meanwhile, or skipped by the view. */
+static bool
+keep_out(struct hydrator *h, uint64_t region)
+{
+  return regionmap_test(h->c->map, region) || clone_bit_test(h->skipped, region);
+}
+
+static int
+guarded(struct hydrator *h, const char *data, uint64_t len, uint64_t off, unsigned flags, run_fn fn)
+{
+  struct clone *c = h->c;
   int r = 0;
   const uint64_t base = off;
+  bool marked = false;
   while (len > 0 && r == 0) {
     uint64_t first = off >> c->shift;
     uint64_t end = min_u64(off + len, clone_region_offset(c, first + CLONE_LOCKS));
@@ -90,24 +138,28 @@ guarded(struct clone *c, const char *data, uint64_t len, uint64_t off, unsigned 
     while (pos < end && r == 0) {
       uint64_t region = pos >> c->shift;
       uint64_t next = min_u64(end, clone_region_offset(c, region + 1));
-      if (regionmap_test(c->map, region)) {
+      if (keep_out(h, region)) {
         pos = next;
         continue;
       }
       uint64_t run_end = next;
-      while (run_end < end && !regionmap_test(c->map, run_end >> c->shift))
+      while (run_end < end && !keep_out(h, run_end >> c->shift))
         run_end = min_u64(end, clone_region_offset(c, (run_end >> c->shift) + 1));
       r = fn(c, data ? data + (pos - base) : NULL, run_end - pos, pos, flags);
       for (uint64_t k = region; r == 0 && k <= (run_end - 1) >> c->shift; k++)
         if (pos <= clone_region_offset(c, k)
-            && clone_region_offset(c, k) + clone_region_length(c, k) <= run_end)
-          regionmap_mark(c->map, k);
+            && clone_region_offset(c, k) + clone_region_length(c, k) <= run_end) {
+          mark_copied(h, k);
+          marked = true;
+        }
       pos = run_end;
     }
     lock_regions(c, first, last, false);
     len -= end - off;
     off = end;
   }
+  if (marked)
+    landed(h); /* on-demand readers waiting for these regions */
   return r;
 }
 
@@ -128,13 +180,13 @@ run_zero(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned f
 static int
 target_pwrite(struct volume *v, const void *buf, size_t len, uint64_t off, unsigned flags)
 {
-  return guarded(((struct target *)v)->c, buf, len, off, flags, run_write);
+  return guarded(((struct target *)v)->h, buf, len, off, flags, run_write);
 }
 
 static int
 target_zero(struct volume *v, uint64_t len, uint64_t off, unsigned flags)
 {
-  return guarded(((struct target *)v)->c, NULL, len, off, flags, run_zero);
+  return guarded(((struct target *)v)->h, NULL, len, off, flags, run_zero);
 }
 
 static int
@@ -166,6 +218,101 @@ static const struct volume_ops target_ops = {
   .flush = target_flush,
   .close = target_close,
 };
+
+/* ---- the source view ---- */
+
+/* Does the view read this region, or fill it with zeroes the target will drop? */
+static bool
+view_reads(struct hydrator *h, uint64_t region)
+{
+  struct clone *c = h->c;
+  if (regionmap_test(c->map, region))
+    return false; /* hydrated: its bit never clears, the target drops the zeroes */
+  if (clone_bit_test(c->ondemand, region)) {
+    clone_bit_set(h->skipped, region); /* an on-demand fetch has it: not ours */
+    return false;
+  }
+  clone_bit_set(h->fetching, region);
+  return true;
+}
+
+static int
+view_pread(struct volume *v, void *buf, size_t len, uint64_t off)
+{
+  struct hydrator *h = ((struct view *)v)->h;
+  struct clone *c = h->c;
+  char *out = buf;
+  uint64_t pos = off, end = off + len;
+  /* view_reads decides once per region: a run of regions to read, then the one that ended
+   * it (if any) is filled. */
+  bool fill = false;
+  while (pos < end) {
+    uint64_t region = pos >> c->shift;
+    uint64_t next = min_u64(end, clone_region_offset(c, region + 1));
+    if (fill || !view_reads(h, region)) {
+      memset(out + (pos - off), 0, next - pos);
+      pos = next;
+      fill = false;
+      continue;
+    }
+    uint64_t run_end = next;
+    while (run_end < end && !fill) {
+      if (view_reads(h, run_end >> c->shift))
+        run_end = min_u64(end, clone_region_offset(c, (run_end >> c->shift) + 1));
+      else
+        fill = true;
+    }
+    int r = volume_pread(c->src, out + (pos - off), run_end - pos, pos);
+    if (r < 0) {
+      /* Not ours any more: readers waiting for these regions fetch them themselves. */
+      for (uint64_t k = region; k <= (run_end - 1) >> c->shift; k++)
+        clone_bit_clear(h->fetching, k);
+      landed(h);
+      return r;
+    }
+    __atomic_fetch_add(&c->bytes_copied, run_end - pos, __ATOMIC_RELAXED);
+    pos = run_end;
+  }
+  return 0;
+}
+
+static int
+view_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out)
+{
+  return volume_extents(((struct view *)v)->h->c->src, len, off, out);
+}
+
+static void
+view_close(struct volume *v)
+{
+  free(v->name);
+  v->name = NULL;
+}
+
+static const struct volume_ops view_ops = {
+  .driver = "clone-source-view",
+  .pread = view_pread,
+  .extents = view_extents,
+  .close = view_close,
+};
+
+void
+hydrator_wait_region(struct hydrator *h, uint64_t region, double deadline)
+{
+  struct clone *c = h->c;
+  if (!clone_bit_test(h->fetching, region) || regionmap_test(c->map, region))
+    return;
+  pthread_mutex_lock(&h->lock);
+  while (clone_bit_test(h->fetching, region) && !regionmap_test(c->map, region)) {
+    double now = now_seconds();
+    if (now >= deadline)
+      break;
+    double t = now + (deadline - now < 1.0 ? deadline - now : 1.0);
+    struct timespec ts = { (time_t)t, (long)((t - (double)(time_t)t) * 1e9) };
+    pthread_cond_timedwait(&h->landed, &h->lock, &ts);
+  }
+  pthread_mutex_unlock(&h->lock);
+}
 
 /* ---- work source ---- */
 
@@ -257,21 +404,26 @@ work_done(void *opaque, uint64_t off, uint64_t len, int err, const struct copy_r
   struct hydrator *h = opaque;
   struct clone *c = h->c;
   uint64_t first = off >> c->shift, last = (off + len - 1) >> c->shift;
+  (void)res; /* the view and mark_copied count what crossed the link and what did not */
   if (err == 0) {
     /* The range's data is written (not yet durable): mark under each region's lock so a
-     * lock-free writer only ever sees the bit after the fill it must not race with. */
+     * lock-free writer only ever sees the bit after the fill it must not race with.
+     * Regions the view skipped were not written here: they are not ours to mark. */
     for (uint64_t r = first; r <= last; r++) {
+      if (clone_bit_test(h->skipped, r))
+        continue;
       pthread_mutex_t *lk = clone_region_lock(c, r);
       pthread_mutex_lock(lk);
-      regionmap_mark(c->map, r);
+      mark_copied(h, r);
       pthread_mutex_unlock(lk);
     }
-    if (res) {
-      __atomic_fetch_add(&c->bytes_copied, res->bytes_read, __ATOMIC_RELAXED);
-      __atomic_fetch_add(&c->bytes_skipped, res->bytes_zeroed, __ATOMIC_RELAXED);
-    }
+  }
+  for (uint64_t r = first; r <= last; r++) {
+    clone_bit_clear(h->fetching, r);
+    clone_bit_clear(h->skipped, r);
   }
   pthread_mutex_lock(&h->lock);
+  pthread_cond_broadcast(&h->landed);
   if (err < 0 && !h->error[0])
     snprintf(h->error, sizeof h->error, "%s",
              error_message()[0] ? error_message() : strerror(-err));
@@ -331,7 +483,7 @@ hydrator_main(void *opaque)
     co.sparse = true;
     struct copy_stats st;
     memset(&st, 0, sizeof st);
-    int r = copy_run(c->src, &h->target.v, &work, &co, &st);
+    int r = copy_run(&h->view.v, &h->target.v, &work, &co, &st);
     if (r < 0) {
       pthread_mutex_lock(&h->lock);
       if (!h->error[0])
@@ -396,6 +548,8 @@ hydrator_start(struct clone *c, struct hydrator **out)
     return error_set(ENOMEM, "out of memory");
   h->c = c;
   h->claimed = calloc((c->regions + 63) / 64 + 1, 8);
+  h->fetching = calloc((c->regions + 63) / 64 + 1, 8);
+  h->skipped = calloc((c->regions + 63) / 64 + 1, 8);
   h->rl = ratelimit_new(c->opts.rate);
   h->paused = c->opts.start_paused;
   pthread_mutex_init(&h->lock, NULL);
@@ -403,26 +557,39 @@ hydrator_start(struct clone *c, struct hydrator **out)
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&h->wake, &ca);
+  pthread_cond_init(&h->landed, &ca);
   pthread_condattr_destroy(&ca);
   struct volume *t = &h->target.v;
   h->target.c = c;
+  h->target.h = h;
+  struct volume *sv = &h->view.v;
+  h->view.h = h;
+  sv->min_block = c->src->min_block;
+  sv->preferred_block = c->src->preferred_block;
+  sv->max_request = c->src->max_request;
+  sv->caps = c->src->caps & (VOLUME_CAN_EXTENTS | VOLUME_MULTI_CONN);
   t->min_block = c->dst->min_block;
   t->max_request = 64u << 20;
   t->caps = VOLUME_CAN_WRITE | VOLUME_CAN_ZERO | VOLUME_CAN_FLUSH | VOLUME_MULTI_CONN
             | (c->dst->caps & VOLUME_CAN_FAST_ZERO);
   int r = 0;
-  if (!h->claimed || !h->rl)
+  if (!h->claimed || !h->fetching || !h->skipped || !h->rl)
     r = error_set(ENOMEM, "out of memory");
-  else if (volume_init(t, &target_ops, c->dst->name, c->v.size) < 0)
+  else if (volume_init(t, &target_ops, c->dst->name, c->v.size) < 0
+           || volume_init(sv, &view_ops, c->src->name, c->v.size) < 0)
     r = -ENOMEM;
   else if (pthread_create(&h->thread, NULL, hydrator_main, h) != 0)
     r = error_set(EAGAIN, "%s: cannot start the hydrator thread", c->v.name);
   if (r < 0) {
     target_close(t);
+    view_close(sv);
     ratelimit_free(h->rl);
     free(h->claimed);
+    free(h->fetching);
+    free(h->skipped);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->wake);
+    pthread_cond_destroy(&h->landed);
     free(h);
     return r;
   }
@@ -450,10 +617,14 @@ hydrator_stop(struct hydrator *h)
 {
   hydrator_halt(h);
   target_close(&h->target.v);
+  view_close(&h->view.v);
   ratelimit_free(h->rl);
   free(h->claimed);
+  free(h->fetching);
+  free(h->skipped);
   pthread_mutex_destroy(&h->lock);
   pthread_cond_destroy(&h->wake);
+  pthread_cond_destroy(&h->landed);
   free(h);
 }
 
