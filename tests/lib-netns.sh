@@ -82,6 +82,8 @@ netns_teardown() {
   done
 }
 
+# (In the background, call `ip netns exec "$NS_A" CMD &` directly: `on_a CMD &` forks a
+# subshell, and $! would be the subshell's PID, not CMD's.)
 on_a() { ip netns exec "$NS_A" "$@"; }
 on_b() { ip netns exec "$NS_B" "$@"; }
 
@@ -104,7 +106,8 @@ link_up() {
 
 netns_delay() {
   local port=$1 target=$2 ms=$3 pidf="$T/netproxy.$RANDOM.pid"
-  on_a "$NETPROXY" "$A_ADDR:$port" "127.0.0.1:$target" "$ms" "$pidf" 2>>"$T/netproxy.log" &
+  ip netns exec "$NS_A" "$NETPROXY" "$A_ADDR:$port" "127.0.0.1:$target" "$ms" "$pidf" \
+    2>>"$T/netproxy.log" &
   track_pid $!
   wait_for_pidfile "$pidf" >/dev/null
 }
@@ -117,4 +120,57 @@ wait_port() {
     sleep 0.05
   done
   fail "nothing listens on $addr:$port"
+}
+
+# ---- the net tests' standard setup (after lib-tls.sh's make_tls) -----------------------
+# net_source FILE [ARGS...]: the source, a read-only ferry-nbd with TLS on host A at
+# 127.0.0.1:10810, reached from host B as $SRC_URI through the 10 ms netproxy on
+# $A_ADDR:10809 (20 ms RTT).  Call again after killing it to restart it ($SRC_PID).
+net_source() {
+  local file=$1; shift
+  local pidf="$T/source.$RANDOM.pid"
+  ip netns exec "$NS_A" "$FERRY_NBD" --foreground --listen 127.0.0.1:10810 --pidfile "$pidf" \
+    --tls-certificates "$TLS/server" -r "$@" "$file" 2>>"$T/source.log" &
+  SRC_PID=$!
+  track_pid "$SRC_PID"
+  wait_for_pidfile "$pidf" >/dev/null
+  if [ -z "${NET_PROXY_UP:-}" ]; then
+    netns_delay 10809 10810 10
+    NET_PROXY_UP=1
+  fi
+  SRC_URI="nbds://$A_ADDR:10809/?tls-certificates=$TLS/client"
+}
+
+# net_clone DEST ARGS...: the clone, ferry-nbd on host B serving $T/clone.sock with control
+# socket $T/clone.ctl and map $T/clone.map, source $SRC_URI ($CLONE_PID, $CLONE_URI).
+net_clone() {
+  local dest=$1; shift
+  local pidf="$T/clone.pid"
+  ip netns exec "$NS_B" "$FERRY_NBD" --foreground --socket "$T/clone.sock" --pidfile "$pidf" \
+    --control "$T/clone.ctl" --source "$SRC_URI" --map "$T/clone.map" "$@" "$dest" \
+    2>>"$T/clone.log" &
+  CLONE_PID=$!
+  track_pid "$CLONE_PID"
+  local i
+  for ((i = 0; i < 600; i++)); do
+    [ -s "$pidf" ] && break
+    kill -0 "$CLONE_PID" 2>/dev/null || { cat "$T/clone.log" >&2; fail "clone server exited at startup"; }
+    sleep 0.05
+  done
+  [ -s "$pidf" ] || fail "clone server did not start"
+  CLONE_URI="nbd+unix:///?socket=$T/clone.sock"
+}
+
+# clone_status FIELD: one field of the clone's status (ferry status --json).
+clone_status() {
+  "$FERRY" status --json "$T/clone.ctl" | /usr/bin/python3 -c '
+import json, sys
+v = json.load(sys.stdin)[sys.argv[1]]
+print(v if isinstance(v, str) else json.dumps(v))' "$1"
+}
+
+# not_converged WHAT: the scenario must still be under way (else the test proves nothing).
+not_converged() {
+  [ "$(clone_status state)" != converged ] ||
+    fail "$1: the clone converged too early for this test to mean anything"
 }
