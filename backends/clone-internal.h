@@ -38,6 +38,7 @@ struct clone {
   bool broken;    /* fail mode: a destination or map write failed; writes refused */
   bool held;      /* atomic: clone_options.hold until clone_release (see clone.h) */
   char last_error[512];
+  double warned_at; /* last on-demand failure logged (at most one warning per 5 s) */
   double rate_time;
   uint64_t rate_bytes;
   double rate;
@@ -108,6 +109,11 @@ void clone_set_error(struct clone *c, bool fatal, const char *msg);
 void clone_set_state(struct clone *c, enum clone_state s);
 /* Take the newest hint (false when none). */
 bool clone_take_hint(struct clone *c, uint64_t *region);
+
+/* clone-dest.c: the destination's identity for the map ("inode N", ...), and whether it
+ * already holds data (1), reads as zeroes (0), or -errno. */
+void clone_dest_identity(const char *uri, char *out, size_t len);
+int clone_dest_has_data(struct volume *dst, uint64_t size);
 
 /* hydrator.c */
 int hydrator_start(struct clone *c, struct hydrator **out);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -203,6 +204,15 @@ fetch(struct clone *c, void *buf, uint64_t len, uint64_t off, double deadline)
            " failed (%u attempts in %.1f s, --source-timeout %g): %s",
            c->v.name, len, off, attempt, now_seconds() - t0, source_timeout(c), error_message());
   clone_set_error(c, false, msg);
+  /* The reader gets EIO; the log says why, without a line per retry of a guest. */
+  pthread_mutex_lock(&c->state_lock);
+  double now = now_seconds();
+  bool say = now - c->warned_at >= 5.0;
+  if (say)
+    c->warned_at = now;
+  pthread_mutex_unlock(&c->state_lock);
+  if (say)
+    log_warning("%s", msg);
   return error_set(EIO, "%s", msg);
 }
 
@@ -434,7 +444,10 @@ clone_flush(struct volume *v)
 }
 
 /* Extents of the first run of regions with the same hydrated state: from the destination
- * where hydrated, from the source where not. */
+ * where hydrated, from the source where not.  Holes are only a hint: a source that is lost
+ * (or does not answer within --source-timeout) makes the range "data", which reads then
+ * fetch or fail on their own deadline.  (So a structured NBD read that looks for holes first
+ * can take up to twice --source-timeout when the link is lost under it.) */
 static int
 clone_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out)
 {
@@ -446,7 +459,21 @@ clone_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *
   uint64_t end = min_u64(off + len, next >= c->regions ? v->size : clone_region_offset(c, next));
   if (hydrated || c->converged)
     return volume_extents(c->dst, end - off, off, out);
-  return volume_extents(c->src, end - off, off, out);
+  char why[256];
+  if (volume_health(c->src, why, sizeof why) != 0)
+    return extent_list_add(out, off, end - off, 0);
+  size_t before = out->n;
+  struct volume_wait_bounds bounds = { now_seconds() + source_timeout(c), NULL };
+  struct volume_wait_bounds old = volume_set_wait_bounds(&bounds);
+  int r = volume_extents(c->src, end - off, off, out);
+  volume_set_wait_bounds(&old);
+  if (r == 0)
+    return 0;
+  debug("clone", "%s: source extents at %" PRIu64 ": %s (reported as data)", v->name, off,
+        error_message());
+  error_clear();
+  out->n = before;
+  return extent_list_add(out, off, end - off, 0);
 }
 
 /* Prefetch: ask the hydrator to take these regions next. */
@@ -575,12 +602,26 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
         source_uri, c->src->size);
     goto fail;
   }
+  char dest_id[REGIONMAP_MAX_DEST_ID];
+  clone_dest_identity(dest_uri, dest_id, sizeof dest_id);
   struct regionmap_params p = {
     .volume_size = c->src->size,
     .region_size = o->region_size,
     .source_size = source_size,
     .source_id = o->source_identity ? o->source_identity : source_uri,
+    .dest_id = dest_id,
+    .dest_size = c->dst->size,
   };
+  struct stat mst;
+  if (!o->new_map && (stat(map_path, &mst) < 0 || mst.st_size == 0)) {
+    /* No map yet: only a destination that reads as zeroes gets a new one by itself. */
+    int d = clone_dest_has_data(c->dst, c->dst->size);
+    if (d < 0) {
+      r = d;
+      goto fail;
+    }
+    p.no_create = d > 0;
+  }
   if ((r = regionmap_open(map_path, &p, &c->map)) < 0)
     goto fail;
   c->region_size = regionmap_region_size(c->map);

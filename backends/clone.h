@@ -43,6 +43,9 @@ struct clone_options {
    * the source driver waits for a reconnection, and its silence watchdog, unless set in
    * `source`.  The hydrator waits for the source as long as it takes. */
   double source_timeout;
+  /* --new-map: a missing or empty map may be created over a destination that already holds
+   * data (else refused: the hydrator would overwrite that data with the source's). */
+  bool new_map;
 };
 
 void clone_options_init(struct clone_options *o);
@@ -51,8 +54,9 @@ void clone_options_init(struct clone_options *o);
 int clone_parse_region_size(const char *text, uint64_t *out);
 
 /* Open source, destination and map (created when missing).  Refuses, touching nothing, a map
- * for another size / region size / source identity, a corrupt map, a destination smaller
- * than the source.  0 or -errno with a message. */
+ * for another size / region size / source identity / destination, a corrupt map, a missing
+ * map over a destination that holds data (unless new_map), a destination smaller than the
+ * source.  0 or -errno with a message. */
 int clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
                const struct clone_options *o, struct clone **out);
 

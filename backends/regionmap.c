@@ -9,7 +9,7 @@
  *
  * Header (one slot):
  *   0  char[8]  magic "FERRYMAP"
- *   8  u32      version (1)
+ *   8  u32      version (2; 1 is read: no destination identity, recorded at the next commit)
  *   12 u32      header size (4096)
  *   16 u64      generation (the newer valid slot wins)
  *   24 u64      volume size in bytes (= the source size)
@@ -19,6 +19,9 @@
  *   56 u32      CRC32C of this slot's bitmap (region count rounded up to 64 bits)
  *   60 u32      source identity length
  *   64 char[]   source identity (normally the source URI, or what the caller chose), <1024
+ *   1088 u64    destination size in bytes (version 2)
+ *   1096 u32    destination identity length (version 2; 0: none recorded)
+ *   1100 char[] destination identity ("inode N" for a file, a URI...), <256
  *   4092 u32    CRC32C of bytes 0..4091
  *
  * Why two slots rather than write-new + rename: a commit rewrites a preallocated area of the
@@ -61,7 +64,8 @@
 #include <unistd.h>
 
 #define MAGIC "FERRYMAP"
-#define VERSION 1
+#define VERSION 2
+#define DEST_OFFSET 1088
 #define HEADER_SIZE 4096
 #define AREA_ALIGN 4096
 
@@ -70,12 +74,15 @@ struct regionmap {
   int fd;
   uint64_t volume_size, region_size, regions, source_size;
   char source_id[REGIONMAP_MAX_SOURCE_ID];
-  size_t words;       /* bitmap length in 64-bit words */
-  uint64_t area;      /* bytes reserved per bitmap slot */
-  uint64_t *bits;     /* in-core bitmap, updated with atomics */
-  uint64_t *snapshot; /* what the running commit writes */
-  uint64_t count;     /* bits set (atomic) */
-  uint64_t dirty;     /* bits set since the last commit (atomic) */
+  uint64_t dest_size;
+  char dest_id[REGIONMAP_MAX_DEST_ID]; /* "" when not recorded */
+  bool rewrite;                        /* the next commit writes even with nothing dirty */
+  size_t words;                        /* bitmap length in 64-bit words */
+  uint64_t area;                       /* bytes reserved per bitmap slot */
+  uint64_t *bits;                      /* in-core bitmap, updated with atomics */
+  uint64_t *snapshot;                  /* what the running commit writes */
+  uint64_t count;                      /* bits set (atomic) */
+  uint64_t dirty;                      /* bits set since the last commit (atomic) */
   pthread_mutex_t commit_lock;
   unsigned active;     /* slot holding the last commit */
   uint64_t generation; /* of the last commit */
@@ -191,6 +198,10 @@ encode_header(const struct regionmap *m, unsigned char *h, uint64_t generation, 
   size_t idlen = strlen(m->source_id);
   put32(h + 60, (uint32_t)idlen);
   memcpy(h + 64, m->source_id, idlen);
+  size_t dlen = strlen(m->dest_id);
+  put64(h + DEST_OFFSET, m->dest_size);
+  put32(h + DEST_OFFSET + 8, (uint32_t)dlen);
+  memcpy(h + DEST_OFFSET + 12, m->dest_id, dlen);
   put32(h + HEADER_SIZE - 4, regionmap_crc32c(0, h, HEADER_SIZE - 4));
 }
 
@@ -217,8 +228,10 @@ write_slot(struct regionmap *m, int fd, unsigned slot, uint64_t generation, unsi
 struct slot_info {
   bool valid;
   const char *why; /* when not valid */
-  uint64_t generation, volume_size, region_size, regions, source_size;
+  uint32_t version;
+  uint64_t generation, volume_size, region_size, regions, source_size, dest_size;
   char source_id[REGIONMAP_MAX_SOURCE_ID];
+  char dest_id[REGIONMAP_MAX_DEST_ID];
 };
 
 static void
@@ -234,10 +247,12 @@ read_header(int fd, unsigned slot, uint64_t file_size, struct slot_info *s)
   if (memcmp(h, MAGIC, 8) != 0)
     return;
   s->why = "bad header checksum";
+  s->generation = get64(h + 16); /* for messages only, until the checksum says it is valid */
   if (get32(h + HEADER_SIZE - 4) != regionmap_crc32c(0, h, HEADER_SIZE - 4))
     return;
   s->why = "unsupported version";
-  if (get32(h + 8) != VERSION || get32(h + 12) != HEADER_SIZE)
+  s->version = get32(h + 8);
+  if ((s->version != 1 && s->version != VERSION) || get32(h + 12) != HEADER_SIZE)
     return;
   s->generation = get64(h + 16);
   s->volume_size = get64(h + 24);
@@ -252,6 +267,14 @@ read_header(int fd, unsigned slot, uint64_t file_size, struct slot_info *s)
     return;
   memcpy(s->source_id, h + 64, idlen);
   s->source_id[idlen] = 0;
+  if (s->version >= 2) {
+    uint32_t dlen = get32(h + DEST_OFFSET + 8);
+    if (dlen >= REGIONMAP_MAX_DEST_ID)
+      return;
+    s->dest_size = get64(h + DEST_OFFSET);
+    memcpy(s->dest_id, h + DEST_OFFSET + 12, dlen);
+    s->dest_id[dlen] = 0;
+  }
   s->valid = true;
   s->why = NULL;
 }
@@ -371,6 +394,14 @@ check_match(struct regionmap *m, const struct slot_info *s, const struct regionm
                      "%s: map belongs to another source ('%s', %" PRIu64
                      " bytes), not '%s' (%" PRIu64 " bytes)",
                      m->path, s->source_id, s->source_size, p->source_id, p->source_size);
+  /* Its regions say what the destination holds: another destination (a copy, a file made
+   * anew at the same path) would be served as if it held them. */
+  if (p->dest_id && s->dest_id[0]
+      && (s->dest_size != p->dest_size || strcmp(s->dest_id, p->dest_id) != 0))
+    return error_set(EINVAL,
+                     "%s: map belongs to another destination (%s, %" PRIu64
+                     " bytes), not this one (%s, %" PRIu64 " bytes)",
+                     m->path, s->dest_id, s->dest_size, p->dest_id, p->dest_size);
   return 0;
 }
 
@@ -387,10 +418,23 @@ load_existing(struct regionmap *m, uint64_t file_size, const struct regionmap_pa
     order[1] = 0;
   }
   const char *why = s[0].why ? s[0].why : "bad bitmap checksum";
+  /* A slot that was written once but no longer reads back (torn header) is worth a warning
+   * when the other one is used: what was hydrated after the older generation is redone. */
+  if (s[order[0]].valid && !s[order[1]].valid && s[order[1]].why
+      && strcmp(s[order[1]].why, "bad header checksum") == 0)
+    log_warning("%s: map slot %d is torn (bad header checksum; it says generation %" PRIu64
+                "): using slot %d, generation %" PRIu64
+                " (regions hydrated after it are copied again)",
+                m->path, order[1], s[order[1]].generation, order[0], s[order[0]].generation);
   for (int k = 0; k < 2; k++) {
     unsigned slot = (unsigned)order[k];
     if (!s[slot].valid)
       continue;
+    if (k == 1)
+      log_warning("%s: the newest map slot (generation %" PRIu64
+                  ") has a torn bitmap: using the older one, generation %" PRIu64
+                  " (regions hydrated after it are copied again)",
+                  m->path, s[order[0]].generation, s[slot].generation);
     free(m->bits);
     free(m->snapshot);
     int r = set_geometry(m, s[slot].volume_size, s[slot].region_size);
@@ -407,6 +451,18 @@ load_existing(struct regionmap *m, uint64_t file_size, const struct regionmap_pa
     m->active = slot;
     m->generation = s[slot].generation;
     m->source_size = s[slot].source_size;
+    if (s[slot].dest_id[0]) {
+      m->dest_size = s[slot].dest_size;
+      snprintf(m->dest_id, sizeof m->dest_id, "%s", s[slot].dest_id);
+    } else if (p->dest_id) {
+      /* Version 1 (or none recorded): this destination is the map's from now on. */
+      m->dest_size = p->dest_size;
+      snprintf(m->dest_id, sizeof m->dest_id, "%s", p->dest_id);
+      m->rewrite = true;
+      debug("regionmap", "%s: recording destination %s at the next commit", m->path, m->dest_id);
+    }
+    if (s[slot].version < VERSION)
+      m->rewrite = true;
     uint64_t c = 0;
     for (size_t i = 0; i < m->words; i++)
       c += (uint64_t)__builtin_popcountll(m->bits[i]);
@@ -530,6 +586,9 @@ regionmap_open(const char *path, const struct regionmap_params *p, struct region
   if (strlen(p->source_id) >= REGIONMAP_MAX_SOURCE_ID)
     return error_set(EINVAL, "%s: source identity is longer than %d bytes", path,
                      REGIONMAP_MAX_SOURCE_ID - 1);
+  if (p->dest_id && strlen(p->dest_id) >= REGIONMAP_MAX_DEST_ID)
+    return error_set(EINVAL, "%s: destination identity is longer than %d bytes", path,
+                     REGIONMAP_MAX_DEST_ID - 1);
   struct regionmap *m = calloc(1, sizeof *m);
   if (!m || !(m->path = strdup(path))) {
     free(m);
@@ -569,8 +628,22 @@ regionmap_open(const char *path, const struct regionmap_params *p, struct region
   if (fd >= 0 && file_size > 0) {
     if ((r = load_existing(m, file_size, p)) < 0)
       goto fail;
+  } else if (p->no_create) {
+    r = error_set(ENOENT,
+                  "%s: the map is %s, but the destination already holds data: a new map would "
+                  "let the hydrator overwrite it with source data (give --new-map if the "
+                  "destination's content may be discarded)",
+                  path, fd >= 0 ? "empty" : "missing");
+    if (fd >= 0)
+      close(fd);
+    m->fd = -1;
+    goto fail;
   } else {
     created = true;
+    if (p->dest_id) {
+      m->dest_size = p->dest_size;
+      snprintf(m->dest_id, sizeof m->dest_id, "%s", p->dest_id);
+    }
     if ((r = set_geometry(m, p->volume_size,
                           p->region_size ? p->region_size : REGIONMAP_DEFAULT_REGION_SIZE))
         < 0)
@@ -745,6 +818,8 @@ regionmap_commit(struct regionmap *m, int (*flush)(void *opaque), void *opaque)
    * to the destination, so the flush below covers all of it.  Bits set during the flush are
    * left for the next commit (dirty is taken before the copy, so they stay counted). */
   uint64_t dirty = __atomic_exchange_n(&m->dirty, 0, __ATOMIC_ACQ_REL);
+  if (m->rewrite) /* an old header (or a destination to record) goes out even if clean */
+    dirty++;
   for (size_t i = 0; i < m->words; i++)
     m->snapshot[i] = __atomic_load_n(&m->bits[i], __ATOMIC_ACQUIRE);
   /* DURABILITY: the destination data must be durable BEFORE the map that claims it is
@@ -773,6 +848,7 @@ regionmap_commit(struct regionmap *m, int (*flush)(void *opaque), void *opaque)
     goto out;
   }
   m->active = slot;
+  m->rewrite = false;
   __atomic_store_n(&m->generation, m->generation + 1, __ATOMIC_RELEASE);
   debug("regionmap", "%s: committed generation %" PRIu64 " (%" PRIu64 " new regions)", m->path,
         m->generation, dirty);

@@ -7,8 +7,8 @@
  * File format (all integers little-endian), documented in full in regionmap.c:
  *   two slots, each = a 4 KiB header + the bitmap padded to 4 KiB;
  *   header: magic "FERRYMAP", version, generation, volume size, region size, region count,
- *   source size, source identity (a string, normally the source URI), CRC32C of the bitmap,
- *   CRC32C of the header.  The valid slot with the highest generation is the map; a commit
+ *   source size, source identity (a string, normally the source URI), destination size and
+ *   identity (version 2), CRC32C of the bitmap, CRC32C of the header.  The valid slot with the highest generation is the map; a commit
  *   writes the other slot with generation + 1, so a crash at any instant leaves the old map
  *   or the new one, never a torn one.
  *
@@ -28,6 +28,7 @@ struct regionmap;
 #define REGIONMAP_MIN_REGION_SIZE (4u << 10)
 #define REGIONMAP_MAX_REGION_SIZE (64u << 20)
 #define REGIONMAP_MAX_SOURCE_ID 1024
+#define REGIONMAP_MAX_DEST_ID 256
 
 /* What a map must match.  region_size 0: the existing map's (or the default for a new map). */
 struct regionmap_params {
@@ -35,12 +36,20 @@ struct regionmap_params {
   uint64_t region_size;
   uint64_t source_size;
   const char *source_id; /* e.g. the source URI; at most REGIONMAP_MAX_SOURCE_ID - 1 bytes */
+  /* The destination the map describes ("inode 1234", a URI): recorded at creation (and into
+   * a version-1 map at its next commit), refused when another.  NULL: not checked. */
+  const char *dest_id;
+  uint64_t dest_size;
+  /* A missing or empty map is an error (-ENOENT, message naming the path) instead of being
+   * created: the destination already holds data this map would no longer describe. */
+  bool no_create;
 };
 
 /* Open the map at path, creating it (atomically: temp file + rename + directory fsync) when
- * it is missing or empty.  An existing map that does not match params, or whose both slots
- * are corrupt, is refused with a message naming path, and nothing is written.
- * 0 or -errno. */
+ * it is missing or empty (unless no_create).  An existing map that does not match params
+ * (source, destination, sizes), or whose both slots are corrupt, is refused with a message
+ * naming path, and nothing is written.  Falling back to the older slot because the newer one
+ * is torn is logged as a warning naming both generations.  0 or -errno. */
 int regionmap_open(const char *path, const struct regionmap_params *p, struct regionmap **out);
 /* Close without committing (the caller commits first when it wants to). */
 void regionmap_close(struct regionmap *m);

@@ -279,6 +279,7 @@ main(void)
   o.region_size = REGION;
   o.workers = 4;
   o.request_size = 256u << 10;
+  o.new_map = true; /* the destination holds garbage the clone may discard */
   struct clone *c;
 
   /* 1: copy-on-read only. */

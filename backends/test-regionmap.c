@@ -180,6 +180,71 @@ test_refusals(void)
   unlink(path);
 }
 
+static void
+put32le(char *p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++)
+    p[i] = (char)(v >> (8 * i));
+}
+
+/* The map knows its destination: recorded at creation, another one refused; a version-1
+ * map (no destination recorded) adopts the one it is opened with at its next commit; a
+ * missing map is not created when the caller says the destination holds data. */
+static void
+test_destination(void)
+{
+  struct regionmap_params p = params();
+  p.dest_id = "inode 1234";
+  p.dest_size = p.volume_size + 8192;
+  struct regionmap *m;
+  struct regionmap_params q = p;
+  q.no_create = true;
+  CHECK(regionmap_open(path, &q, &m) == -ENOENT && m == NULL);
+  CHECK(strstr(error_message(), "already holds data") && strstr(error_message(), "--new-map"));
+  CHECK(access(path, F_OK) < 0); /* nothing created */
+  CHECK(regionmap_open(path, &p, &m) == 0);
+  regionmap_mark(m, 3);
+  CHECK(regionmap_commit(m, NULL, NULL) == 0);
+  regionmap_close(m);
+  CHECK(regionmap_open(path, &q, &m) == 0); /* an existing map is used as it is */
+  regionmap_close(m);
+  q = p;
+  q.dest_id = "inode 99";
+  expect_refusal(&q, "map belongs to another destination (inode 1234");
+  q = p;
+  q.dest_size += 4096;
+  expect_refusal(&q, "map belongs to another destination");
+  q = p;
+  q.dest_id = NULL; /* a caller that does not check */
+  CHECK(regionmap_open(path, &q, &m) == 0);
+  regionmap_close(m);
+
+  /* Make it a version-1 map: version 1, no destination fields, header CRCs redone. */
+  size_t len;
+  char *img = slurp(&len);
+  for (int slot = 0; slot < 2; slot++) {
+    char *h = img + 4096 * slot;
+    if (memcmp(h, "FERRYMAP", 8) != 0)
+      continue;
+    put32le(h + 8, 1);
+    memset(h + 1088, 0, 4096 - 4 - 1088);
+    put32le(h + 4092, regionmap_crc32c(0, h, 4092));
+  }
+  spit(img, len);
+  free(img);
+  q = p;
+  q.dest_id = "inode 777";
+  CHECK(regionmap_open(path, &q, &m) == 0); /* nothing recorded: adopted */
+  CHECK(regionmap_count(m) == 1 && regionmap_test(m, 3));
+  CHECK(regionmap_commit(m, NULL, NULL) == 0); /* written although nothing is dirty */
+  CHECK(regionmap_generation(m) == 3);
+  regionmap_close(m);
+  expect_refusal(&p, "map belongs to another destination (inode 777");
+  CHECK(regionmap_open(path, &q, &m) == 0);
+  regionmap_close(m);
+  unlink(path);
+}
+
 /* The flush callback runs before the map is written, and a failing flush aborts the
  * commit with the bits kept dirty. */
 struct order {
@@ -283,6 +348,33 @@ test_torn(void)
     regionmap_close(t);
   }
   CHECK(saw_old > 0 && saw_new > 0);
+  /* Only the newest bitmap torn: the older slot is used, with a warning naming both. */
+  memcpy(mix, new, len);
+  memcpy(mix + 8192 + 4096, old + 8192 + 4096, 512); /* slot 1's bitmap, first sector */
+  spit(mix, len);
+  char logf[200];
+  snprintf(logf, sizeof logf, "%s/stderr", dir);
+  fflush(stderr);
+  int saved = dup(2), lfd = open(logf, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+  dup2(lfd, 2);
+  struct regionmap *t = NULL;
+  int r = regionmap_open(path, &p, &t);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  close(lfd);
+  CHECK(r == 0 && regionmap_generation(t) == 3);
+  regionmap_close(t);
+  size_t ll;
+  char *saved_path = strdup(path), *text;
+  snprintf(path, sizeof path, "%s", logf);
+  text = slurp(&ll);
+  text[ll] = 0;
+  snprintf(path, sizeof path, "%s", saved_path);
+  free(saved_path);
+  CHECK(strstr(text, "warning") && strstr(text, "generation 4") && strstr(text, "generation 3"));
+  free(text);
+  unlink(logf);
   free(mix);
   free(old);
   free(new);
@@ -346,6 +438,7 @@ main(void)
   test_crc();
   test_roundtrip();
   test_refusals();
+  test_destination();
   test_commit_order();
   test_torn();
   test_marks();

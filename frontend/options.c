@@ -62,6 +62,17 @@ parse_clone_size(const char *flag, const char *text, void *field)
 }
 
 static int
+parse_source_timeout(const char *flag, const char *text, void *field)
+{
+  char *end;
+  double v = strtod(text, &end);
+  if (end == text || *end || !(v >= 0.1 && v <= 86400))
+    return error_set(EINVAL, "%s: '%s' must be seconds from 0.1 to 86400", flag, text);
+  *(double *)field = v;
+  return 0;
+}
+
+static int
 parse_seconds(const char *flag, const char *text, void *field)
 {
   char *end;
@@ -147,6 +158,23 @@ static const struct flag table[] = {
     "The name recorded in the map for the source and checked on every open (default: I<SRC> "
     "as given).  Give a stable one, such as an image ID, when the source URI can change "
     "between runs." },
+  { "source-timeout", 0, "SECONDS", FRONTEND_CLONE, true, KIND_CUSTOM, FIELD(source_timeout), 0, 0,
+    parse_source_timeout, "how long a read waits for a lost source before\nEIO (default 60)",
+    "How long a read (or a partial write) of a region still on the source waits for a lost "
+    "source before it fails with EIO, 0.1 to 86400 seconds (default 60).  The source is "
+    "retried with a growing pause meanwhile (the nbd and http drivers reconnect by "
+    "themselves, and requests in flight are sent again on the new connection), so a blip of "
+    "the link stalls reads instead of failing them.  The hydrator waits for a lost source as "
+    "long as it takes (C<ferry status> then says C<reconnecting>, with the reason), and "
+    "carries on by itself when it is back." },
+  { "new-map", 0, NULL, FRONTEND_CLONE, true, KIND_TRUE, FIELD(new_map), 0, 0, NULL,
+    "allow a new map over a destination holding data",
+    "Allow creating a new map (the file missing or empty) over a destination that already "
+    "holds data.  Without it that is refused: a map that was lost while the destination "
+    "kept the clone's writes would otherwise be recreated, and the hydrator would overwrite "
+    "those writes with source data.  Give it when the destination's content may be "
+    "discarded (a fresh preallocated volume, a block device).  The map records the "
+    "destination (its size and, for a file, its inode) and refuses another one." },
   /* FRONTEND_SERVE */
   { "control", 0, "PATH", FRONTEND_SERVE, false, KIND_STRING, FIELD(control), 0, 0, NULL,
     "control socket for ferry status, wait, pause, ...",
@@ -461,6 +489,8 @@ frontend_clone_options(const struct frontend_options *o, struct clone_options *c
   co->size = o->size;
   co->hold = o->hold;
   co->source_identity = o->source_identity;
+  co->source_timeout = o->source_timeout;
+  co->new_map = o->new_map;
   co->source.connections = o->connections;
   co->source.direct = o->direct;
   co->dest.connections = o->connections;
