@@ -330,6 +330,8 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
   struct move_options mo = {
     .frontend = o->frontend,
     .ssh_host = o->ssh_host,
+    .tls_listen = o->tls_listen,
+    .tls_certificates = o->tls_certificates,
     .workdir = workdir,
     .skip_resume = o->skip_resume,
     .progress = o->progress,

@@ -25,6 +25,7 @@ struct migrate_storage_options {
   const char *workdir;    /* maps, sockets, logs (NULL: "<journal>.d") */
   const char *frontend;   /* "nbd" (default) or "fuse" */
   const char *ssh_host;   /* start the destination server through ssh */
+  const char *tls_listen, *tls_certificates; /* NBD over TLS TCP (move_options) */
   const char *source_uri; /* the clone reads this instead of the source volume (demo: NBD) */
   long long timestamp;    /* MIGRATED-/RENAMED- names (0: now) */
   bool dry_run, skip_resume, progress;

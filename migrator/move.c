@@ -35,6 +35,7 @@ struct server {
   pid_t pid;
   char *sock, *ctl, *pidfile, *map, *log, *mountpoint;
   char *remote_pidfile;
+  char *uri; /* the export as this host reaches it */
   uint64_t size;
 };
 
@@ -74,6 +75,60 @@ static bool
 use_fuse(const struct move_options *o)
 {
   return o->frontend && strcmp(o->frontend, "fuse") == 0;
+}
+
+/* --- TLS TCP endpoints ------------------------------------------------------------------ */
+
+/* "%XX" for what would end a URI query value. */
+static char *
+uri_escape(const char *s)
+{
+  char *out = malloc(3 * strlen(s) + 1), *o = out;
+  if (!out)
+    return NULL;
+  for (; *s; s++) {
+    if (strchr("%&#?+ ", *s))
+      o += sprintf(o, "%%%02X", (unsigned char)*s);
+    else
+      *o++ = *s;
+  }
+  *o = 0;
+  return out;
+}
+
+/* Disk d's listen address ("HOST:PORT+id") and the URI this host connects to. */
+static int
+tls_endpoint(const struct move_options *o, const struct move_disk *d, char **listen, char **uri)
+{
+  *listen = *uri = NULL;
+  const char *colon = strrchr(o->tls_listen, ':');
+  char *end = NULL;
+  long port = colon ? strtol(colon + 1, &end, 10) : 0;
+  if (!colon || !end || *end || port < 1 || port + d->disk_id > 65535)
+    return error_set(EINVAL, "--tls-listen %s: expected HOST:PORT (disk N uses PORT + N)",
+                     o->tls_listen);
+  int hlen = (int)(colon - o->tls_listen);
+  const char *host = o->tls_listen;
+  int chlen = hlen;
+  const char *chost = host;
+  if ((hlen == 7 && strncmp(host, "0.0.0.0", 7) == 0)
+      || (hlen == 4 && strncmp(host, "[::]", 4) == 0) || hlen == 0) {
+    /* Every address there: reach it by the ssh host's name ("user@host" -> "host"). */
+    chost = o->ssh_host ? o->ssh_host : "localhost";
+    const char *at = strchr(chost, '@');
+    if (at)
+      chost = at + 1;
+    chlen = (int)strlen(chost);
+  }
+  char *dir = uri_escape(o->tls_certificates);
+  int r = 0;
+  if (!dir || asprintf(listen, "%.*s:%lld", hlen, host, (long long)(port + d->disk_id)) < 0
+      || asprintf(uri, "nbds://%.*s:%lld/?tls-certificates=%s", chlen, chost,
+                  (long long)(port + d->disk_id), dir)
+             < 0)
+    r = error_set(ENOMEM, "out of memory");
+  free(dir);
+  return r;
 }
 
 /* --- command lines --------------------------------------------------------------------- */
@@ -179,7 +234,21 @@ move_server_argv(const struct move_options *o, const char *program, const struct
   struct argv_builder server = { 0 };
   add(&server, program);
   add(&server, "--foreground");
-  if (!use_fuse(o)) {
+  bool tls = o->tls_listen && !use_fuse(o);
+  if (tls) {
+    char *listen, *uri;
+    if (tls_endpoint(o, d, &listen, &uri) < 0) {
+      free(sfx_sock);
+      free(sfx_ctl);
+      free(sfx_pid);
+      return -1;
+    }
+    free(uri);
+    add(&server, "--listen");
+    add_owned(&server, listen);
+    add(&server, "--tls-certificates");
+    add(&server, o->tls_certificates);
+  } else if (!use_fuse(o)) {
     add(&server, "--socket");
     add_owned(&server, workfile(o, d->disk_id, sfx_sock));
   } else
@@ -220,7 +289,7 @@ move_server_argv(const struct move_options *o, const char *program, const struct
   add(&ssh, "BatchMode=yes");
   add(&ssh, "-o");
   add(&ssh, "ExitOnForwardFailure=yes");
-  const char *socks[] = { use_fuse(o) ? NULL : ".sock", ".ctl" };
+  const char *socks[] = { use_fuse(o) || tls ? NULL : ".sock", ".ctl" };
   for (size_t i = 0; i < 2; i++) {
     if (!socks[i])
       continue;
@@ -342,7 +411,7 @@ wait_ready(struct server *s, const char *program)
       json_int_t size = json_integer_value(json_object_get(st, "size"));
       s->size = size > 0 ? (uint64_t)size : 0;
       json_decref(st);
-      if (!s->mountpoint && access(s->sock, F_OK) != 0)
+      if (!s->mountpoint && !s->uri && access(s->sock, F_OK) != 0)
         goto again;
       return 0;
     }
@@ -415,6 +484,7 @@ free_server(struct server *s)
   free(s->log);
   free(s->mountpoint);
   free(s->remote_pidfile);
+  free(s->uri);
 }
 
 static int
@@ -435,6 +505,12 @@ start_server(struct run *r, const char *program, const struct move_disk *d, stru
   }
   if (!s->sock || !s->ctl || !s->pidfile || !s->map || !s->log || !s->remote_pidfile)
     return error_set(ENOMEM, "out of memory");
+  if (o->tls_listen && !use_fuse(o)) {
+    char *listen;
+    if (tls_endpoint(o, d, &listen, &s->uri) < 0)
+      return -1;
+    free(listen);
+  }
   char **argv = NULL;
   int rc = move_server_argv(o, program, d, &argv);
   if (rc < 0)
@@ -471,7 +547,7 @@ first_read(struct server *s)
     return rc;
   }
   char *uri = NULL;
-  if (asprintf(&uri, "nbd+unix:///?socket=%s", s->sock) < 0)
+  if (s->uri ? !(uri = strdup(s->uri)) : asprintf(&uri, "nbd+unix:///?socket=%s", s->sock) < 0)
     return error_set(ENOMEM, "out of memory");
   struct volume_options vo;
   volume_options_init(&vo);

@@ -47,6 +47,14 @@ struct move_disk {
 struct move_options {
   const char *frontend; /* "nbd" (default) or "fuse" */
   const char *ssh_host; /* start the server through `ssh HOST` ($FERRY_SSH overrides ssh) */
+  /* NBD over TLS TCP instead of a forwarded unix socket (ferry-nbd only): the clone server of
+   * disk N listens on tls_listen's host at its port + N, with --tls-certificates
+   * tls_certificates (a directory on the server's host: server-cert.pem, server-key.pem,
+   * ca-cert.pem); this host connects to nbds://HOST:PORT+N/ with tls-certificates= the same
+   * path here (ca-cert.pem, client-cert.pem, client-key.pem).  HOST 0.0.0.0 or [::] listens on
+   * every address and is reached as the ssh host.  The control socket still uses ssh. */
+  const char *tls_listen;
+  const char *tls_certificates;
   const char *workdir;  /* maps, control sockets, pidfiles, server logs (must exist) */
   const char *program;  /* ferry-nbd / ferry-fuse path; NULL: located next to ferry */
   uint64_t rate;        /* hydrator bytes/s (0: unlimited) */

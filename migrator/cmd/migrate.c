@@ -59,6 +59,11 @@ usage(FILE *f)
       "  --datastores DIR       fs: directory of datastore directories (default\n"
       "                         /var/lib/one/datastores)\n"
       "  --ssh HOST             start the destination clone server on HOST through ssh\n"
+      "  --tls-listen HOST:PORT serve each disk's clone over NBD with TLS on HOST:PORT+N\n"
+      "                         (disk N) instead of a unix socket forwarded by ssh\n"
+      "  --tls-certificates DIR its X.509 directory: server-cert.pem, server-key.pem,\n"
+      "                         ca-cert.pem on the server's host; ca-cert.pem,\n"
+      "                         client-cert.pem, client-key.pem on this one (same path)\n"
       "  --frontend nbd|fuse    serve the destination clone with ferry-nbd (default) or\n"
       "                         ferry-fuse --loop\n"
       "  --qmp SOCKET           the RUNNING VM's qemu monitor (QMP): its disks move live,\n"
@@ -94,6 +99,8 @@ enum {
   OPT_AUTH,
   OPT_DATASTORES,
   OPT_SSH,
+  OPT_TLS_LISTEN,
+  OPT_TLS_CERTIFICATES,
   OPT_FRONTEND,
   OPT_ONE_ENDPOINT,
   OPT_ONED_CONF,
@@ -124,6 +131,8 @@ static const struct option long_options[] = {
   { "ssh", required_argument, NULL, OPT_SSH },
   { "frontend", required_argument, NULL, OPT_FRONTEND },
   { "qmp", required_argument, NULL, OPT_QMP },
+  { "tls-listen", required_argument, NULL, OPT_TLS_LISTEN },
+  { "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
@@ -180,6 +189,8 @@ parse_args(int argc, char **argv, struct args *a)
     case OPT_DATASTORES: a->sopts.datastores = optarg; break;
     case OPT_SSH: a->sopts.ssh_host = optarg; break;
     case OPT_QMP: a->sopts.live_qmp = optarg; break;
+    case OPT_TLS_LISTEN: a->sopts.tls_listen = optarg; break;
+    case OPT_TLS_CERTIFICATES: a->sopts.tls_certificates = optarg; break;
     case OPT_FRONTEND:
       if (strcmp(optarg, "nbd") != 0 && strcmp(optarg, "fuse") != 0) {
         fprintf(stderr, "ferry migrate: --frontend %s: expected nbd or fuse\n", optarg);
@@ -240,6 +251,19 @@ parse_args(int argc, char **argv, struct args *a)
   if (a->req.to_cluster < 0 && (a->req.to_datastore < 0 || a->req.to_system_datastore < 0)) {
     fprintf(stderr, "ferry migrate: name the destination: --to-cluster CID, or --to-datastore DS "
                     "and --to-system-datastore SDS\n");
+    return -1;
+  }
+  if (!a->sopts.tls_listen != !a->sopts.tls_certificates) {
+    fprintf(stderr, "ferry migrate: --tls-listen and --tls-certificates go together\n");
+    return -1;
+  }
+  if (a->sopts.tls_listen && a->sopts.live_qmp) {
+    fprintf(stderr, "ferry migrate: --tls-listen: not with --qmp (the live move hands qemu "
+                    "a local unix socket)\n");
+    return -1;
+  }
+  if (a->sopts.tls_listen && a->sopts.frontend && strcmp(a->sopts.frontend, "fuse") == 0) {
+    fprintf(stderr, "ferry migrate: --tls-listen serves NBD: not with --frontend fuse\n");
     return -1;
   }
   /* What the flags mean for the catalog, the plan and the storage step. */
