@@ -6,7 +6,7 @@
  * Every accepted connection gets its own connection to TARGET (refused: the client is
  * closed).  Bytes are forwarded in each direction DELAY_MS after they were read, so a
  * request/reply round trip through it costs 2 x DELAY_MS, while throughput is not limited by
- * the delay (up to 16 MiB queued per direction).  An end of file is passed on after the
+ * the delay (up to 4 MiB queued per direction).  An end of file is passed on after the
  * bytes before it; an error on either side closes both.  SIGTERM ends everything.
  *
  * It emulates latency only: no loss, and TCP's window and congestion control see a short
@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #define CHUNK (64u << 10)
-#define QUEUE_MAX (16u << 20)
+#define QUEUE_MAX (4u << 20)
 
 static long delay_ns;
 
