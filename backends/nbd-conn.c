@@ -450,12 +450,18 @@ command_wait(struct command *cmd, double deadline)
     }
     struct timespec ts = at(deadline);
     if (pthread_cond_timedwait(&cmd->done_cond, &c->lock, &ts) == ETIMEDOUT && !cmd->done) {
-      expired = true;
       pthread_mutex_unlock(&c->lock);
-      /* The handle cannot be swapped while our command is on it; the lock keeps it so. */
+      /* The handle cannot be swapped while our command is on it, nor while we hold swap:
+       * if the command is still not done under both, c->fd is its socket. */
       pthread_rwlock_rdlock(&c->swap);
-      atomic_store(&c->dropped, DROP_DEADLINE);
-      shutdown(c->fd, SHUT_RDWR);
+      pthread_mutex_lock(&c->lock);
+      bool still = !cmd->done;
+      pthread_mutex_unlock(&c->lock);
+      if (still) {
+        expired = true; /* from now on: wait for libnbd to retire it, then ETIMEDOUT */
+        atomic_store(&c->dropped, DROP_DEADLINE);
+        shutdown(c->fd, SHUT_RDWR);
+      }
       pthread_rwlock_unlock(&c->swap);
       pthread_mutex_lock(&c->lock);
     }
