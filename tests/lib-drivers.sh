@@ -55,7 +55,8 @@ start_responder() {
   wait_for_port "$HTTP_PORT"
 }
 
-# start_lighttpd DOCROOT: lighttpd -D on 127.0.0.1 at a free port; sets $HTTP_PORT.
+# start_lighttpd DOCROOT: lighttpd -D on 127.0.0.1 at a free port; sets $HTTP_PORT and
+# $LIGHTTPD_PID.
 start_lighttpd() {
   HTTP_PORT=$(free_port)
   cat >"$T/lighttpd.conf" <<CONF
@@ -65,7 +66,8 @@ server.port = $HTTP_PORT
 server.errorlog = "$T/lighttpd.log"
 CONF
   lighttpd -D -f "$T/lighttpd.conf" 2>>"$T/lighttpd.log" &
-  track_pid $!
+  LIGHTTPD_PID=$!
+  track_pid "$LIGHTTPD_PID"
   wait_for_port "$HTTP_PORT"
 }
 

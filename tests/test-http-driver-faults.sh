@@ -50,4 +50,27 @@ start_responder "$T/img" --stall-first 2
 "$VOLTOOL" -v --timeout 1 cat -t 1 -r 2M "http://127.0.0.1:$HTTP_PORT/img" >"$T/out3" 2>"$T/log"
 same_bytes "$T/img" "$T/out3"
 [ "$(grep -c 'Operation too slow.*, retrying' "$T/log")" -eq 2 ] || fail "2 timeouts: $(cat "$T/log")"
+
+# A server that goes away after open and comes back 5 s later (longer than the 5 retries'
+# backoff): connection failures are retried for reconnect_wait, the read then succeeds.
+requires lighttpd
+mkdir -p "$T/www"
+cp "$T/img" "$T/www/img"
+start_lighttpd "$T/www"
+lpid=$LIGHTTPD_PID
+VOLTOOL_START_AFTER=$T/go "$VOLTOOL" -v read "http://127.0.0.1:$HTTP_PORT/img" 1000 100000 \
+  >"$T/back.out" 2>"$T/back.err" &
+rd=$!
+sleep 0.3
+kill "$lpid"
+while kill -0 "$lpid" 2>/dev/null; do sleep 0.05; done
+touch "$T/go"
+sleep 5
+lighttpd -D -f "$T/lighttpd.conf" 2>>"$T/lighttpd.log" &
+track_pid $!
+wait "$rd" || { cat "$T/back.err"; fail "the read did not wait for the server to come back"; }
+cmp "$T/back.out" <(tail -c +1001 "$T/img" | head -c 100000) || fail "wrong bytes after the server came back"
+n=$(grep -c "Couldn't connect\|Failed to connect.*retrying" "$T/back.err" || true)
+[ "$n" -gt 5 ] || fail "expected more than 5 retries of a refused connection: $(cat "$T/back.err")"
+echo "ok: a server back after 5 s: $n retries, the right bytes"
 echo "http driver faults ok"

@@ -306,6 +306,11 @@ main(int argc, char **argv)
   struct volume *v;
   if (volume_open(uri, &vo, &v) < 0)
     return die();
+  /* $VOLTOOL_START_AFTER=FILE: open, then wait for FILE before the command (a test takes the
+   * server down in between). */
+  const char *start_gate = getenv("VOLTOOL_START_AFTER");
+  while (start_gate && *start_gate && access(start_gate, F_OK) != 0)
+    usleep(20000);
   int r = 0;
   if (!strcmp(cmd, "info")) {
     print_info(v);
