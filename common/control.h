@@ -15,6 +15,8 @@
  * plus percent (regions hydrated, 0..100) and control_clients (connections to this socket).
  * eta is null when unknown.  A clone's status also has "held" (true until released).
  * A server over a plain volume (no clone) reports state "direct" and has no hydrator.
+ * State "reconnecting": hydrating while the clone's source is lost (the driver reconnects);
+ * last_error then says why ("source URI: connection 1 lost 12 s ago: ...").
  */
 #ifndef FERRY_CONTROL_H
 #define FERRY_CONTROL_H
