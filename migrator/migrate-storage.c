@@ -332,6 +332,8 @@ migrate_storage(struct plan *p, const struct migrate_storage_options *o, struct 
     .ssh_host = o->ssh_host,
     .tls_listen = o->tls_listen,
     .tls_certificates = o->tls_certificates,
+    /* fs creates the destination (O_EXCL), exec: has a hook create it: new either way. */
+    .new_map = storage_get_kind(st) != STORAGE_NONE,
     .workdir = workdir,
     .skip_resume = o->skip_resume,
     .progress = o->progress,

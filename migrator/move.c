@@ -263,6 +263,8 @@ move_server_argv(const struct move_options *o, const char *program, const struct
     add(&server, "--rate");
     add(&server, rate);
   }
+  if (o->new_map)
+    add(&server, "--new-map");
   add(&server, "--source");
   add(&server, d->source);
   add(&server, "--map");

@@ -55,6 +55,9 @@ struct move_options {
    * every address and is reached as the ssh host.  The control socket still uses ssh. */
   const char *tls_listen;
   const char *tls_certificates;
+  /* The storage step made the destinations just now: their content may go (--new-map, so a
+   * block device, which cannot say it reads as zeroes, is not refused). */
+  bool new_map;
   const char *workdir;  /* maps, control sockets, pidfiles, server logs (must exist) */
   const char *program;  /* ferry-nbd / ferry-fuse path; NULL: located next to ferry */
   uint64_t rate;        /* hydrator bytes/s (0: unlimited) */

@@ -32,7 +32,7 @@ export PATH=$(dirname "$FERRY_NBD"):$PATH
 migrate --storage fs --datastores "$T/ds" --ssh node-b.example --journal "$T/j.json" --dry-run \
   > "$T/dry" || fail "dry run"
 w=$T/j.json.d
-want="  disk 0 destination clone: $T/fake-ssh -o BatchMode=yes -o ExitOnForwardFailure=yes -L $w/disk-0.sock:$w/disk-0.remote.sock -L $w/disk-0.ctl:$w/disk-0.remote.ctl node-b.example -- 'ferry-nbd --foreground --socket $w/disk-0.remote.sock --control $w/disk-0.remote.ctl --pidfile $w/disk-0.remote.pid --source SOURCE --map $w/disk-0.map DESTINATION'"
+want="  disk 0 destination clone: $T/fake-ssh -o BatchMode=yes -o ExitOnForwardFailure=yes -L $w/disk-0.sock:$w/disk-0.remote.sock -L $w/disk-0.ctl:$w/disk-0.remote.ctl node-b.example -- 'ferry-nbd --foreground --socket $w/disk-0.remote.sock --control $w/disk-0.remote.ctl --pidfile $w/disk-0.remote.pid --new-map --source SOURCE --map $w/disk-0.map DESTINATION'"
 grep -qxF -- "$want" "$T/dry" || { cat "$T/dry"; fail "ssh command line differs"; }
 
 migrate --storage fs --datastores "$T/ds" --ssh node-b.example --journal "$T/j.json" \

@@ -41,7 +41,7 @@ port=$(free_port)
 migrate --storage fs --datastores "$T/ds" --ssh root@node-b.example --tls-listen "127.0.0.1:$port" \
   --tls-certificates "$T/pki" --journal "$T/j.json" --dry-run >"$T/dry" || fail "dry run"
 w=$T/j.json.d
-want="  disk 0 destination clone: $T/fake-ssh -o BatchMode=yes -o ExitOnForwardFailure=yes -L $w/disk-0.ctl:$w/disk-0.remote.ctl root@node-b.example -- 'ferry-nbd --foreground --listen 127.0.0.1:$port --tls-certificates $T/pki --control $w/disk-0.remote.ctl --pidfile $w/disk-0.remote.pid --source SOURCE --map $w/disk-0.map DESTINATION'"
+want="  disk 0 destination clone: $T/fake-ssh -o BatchMode=yes -o ExitOnForwardFailure=yes -L $w/disk-0.ctl:$w/disk-0.remote.ctl root@node-b.example -- 'ferry-nbd --foreground --listen 127.0.0.1:$port --tls-certificates $T/pki --control $w/disk-0.remote.ctl --pidfile $w/disk-0.remote.pid --new-map --source SOURCE --map $w/disk-0.map DESTINATION'"
 grep -qxF -- "$want" "$T/dry" || { cat "$T/dry"; fail "command line differs"; }
 expect_fail "--tls-listen and --tls-certificates go together" \
   migrate --storage fs --datastores "$T/ds" --tls-listen "127.0.0.1:$port" --journal "$T/x.json"
