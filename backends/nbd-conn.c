@@ -431,43 +431,63 @@ acquire(struct nbd_volume *nv, double deadline, volatile int *cancel, struct con
   }
 }
 
-/* Wait for the completion callback.  With a deadline, a command still unanswered then has
- * its connection dropped (the only way to take a command back from libnbd), and fails with
- * ETIMEDOUT.  Returns the command's errno (0 = success). */
+/* Seconds a command still gets after the caller's cancel flag is raised (a pause): on a
+ * live link it completes well within this; on a silent one its connection is dropped. */
+#define CANCEL_GRACE 1.0
+
+/* Wait for the completion callback.  With a deadline (or a cancel flag raised for longer
+ * than CANCEL_GRACE), a command still unanswered has its connection dropped (the only way to
+ * take a command back from libnbd), and fails with ETIMEDOUT (ECANCELED).  Returns the
+ * command's errno (0 = success). */
 static int
-command_wait(struct command *cmd, double deadline)
+command_wait(struct command *cmd, double deadline, volatile int *cancel)
 {
   struct connection *c = cmd->c;
   uint64_t one = 1;
   if (write(c->wake_fd, &one, sizeof one) < 0)
     log_error("%s: eventfd: %s", c->vol->v.name, strerror(errno));
-  bool expired = false;
+  int expired = 0; /* then ETIMEDOUT or ECANCELED */
+  double cancelled_at = 0;
   pthread_mutex_lock(&c->lock);
   while (!cmd->done) {
-    if (deadline <= 0 || expired) {
+    if ((deadline <= 0 && !cancel) || expired) {
       pthread_cond_wait(&cmd->done_cond, &c->lock);
       continue;
     }
-    struct timespec ts = at(deadline);
-    if (pthread_cond_timedwait(&cmd->done_cond, &c->lock, &ts) == ETIMEDOUT && !cmd->done) {
-      pthread_mutex_unlock(&c->lock);
-      /* The handle cannot be swapped while our command is on it, nor while we hold swap:
-       * if the command is still not done under both, c->fd is its socket. */
-      pthread_rwlock_rdlock(&c->swap);
-      pthread_mutex_lock(&c->lock);
-      bool still = !cmd->done;
-      pthread_mutex_unlock(&c->lock);
-      if (still) {
-        expired = true; /* from now on: wait for libnbd to retire it, then ETIMEDOUT */
-        atomic_store(&c->dropped, DROP_DEADLINE);
-        shutdown(c->fd, SHUT_RDWR);
-      }
-      pthread_rwlock_unlock(&c->swap);
-      pthread_mutex_lock(&c->lock);
+    double now = now_seconds(), until = deadline > 0 ? deadline : now + 3600;
+    if (cancel) {
+      if (*cancel && !cancelled_at)
+        cancelled_at = now;
+      double limit = cancelled_at ? cancelled_at + CANCEL_GRACE : now + 0.2;
+      if (limit < until)
+        until = limit;
     }
+    struct timespec ts = at(until);
+    if (pthread_cond_timedwait(&cmd->done_cond, &c->lock, &ts) != ETIMEDOUT || cmd->done)
+      continue;
+    now = now_seconds();
+    int why = deadline > 0 && now >= deadline                      ? ETIMEDOUT
+              : cancelled_at && now >= cancelled_at + CANCEL_GRACE ? ECANCELED
+                                                                   : 0;
+    if (!why)
+      continue;
+    pthread_mutex_unlock(&c->lock);
+    /* The handle cannot be swapped while our command is on it, nor while we hold swap:
+     * if the command is still not done under both, c->fd is its socket. */
+    pthread_rwlock_rdlock(&c->swap);
+    pthread_mutex_lock(&c->lock);
+    bool still = !cmd->done;
+    pthread_mutex_unlock(&c->lock);
+    if (still) {
+      expired = why; /* from now on: wait for libnbd to retire it */
+      atomic_store(&c->dropped, DROP_DEADLINE);
+      shutdown(c->fd, SHUT_RDWR);
+    }
+    pthread_rwlock_unlock(&c->swap);
+    pthread_mutex_lock(&c->lock);
   }
   pthread_mutex_unlock(&c->lock);
-  return expired ? ETIMEDOUT : cmd->err;
+  return expired ? expired : cmd->err;
 }
 
 /* Run op: submit on a connection that is up, retry on another one (or the same, once it
@@ -511,7 +531,8 @@ nbdvol_run_op(struct nbd_volume *nv, const struct op *op, const char *fmt, ...)
       snprintf(why, sizeof why, "%s", nbdvol_short_error());
     bool dead_now = cookie < 0 && handle_gone(c->h);
     pthread_rwlock_unlock(&c->swap);
-    err = cookie < 0 ? (submit_errno ? submit_errno : EIO) : command_wait(&cmd, thread_deadline);
+    err = cookie < 0 ? (submit_errno ? submit_errno : EIO)
+                     : command_wait(&cmd, thread_deadline, b.cancel);
     atomic_fetch_sub(&c->in_flight, 1);
     pthread_cond_destroy(&cmd.done_cond);
     if (cookie >= 0 && err == 0) {
@@ -521,8 +542,10 @@ nbdvol_run_op(struct nbd_volume *nv, const struct op *op, const char *fmt, ...)
                          op->off);
       return 0;
     }
-    if (cookie >= 0 && err == ETIMEDOUT && atomic_load(&c->dropped) == DROP_DEADLINE) {
-      reason = "no reply before the deadline (connection dropped)";
+    if (cookie >= 0 && (err == ETIMEDOUT || err == ECANCELED)
+        && atomic_load(&c->dropped) == DROP_DEADLINE) {
+      reason = err == ETIMEDOUT ? "no reply before the deadline (connection dropped)"
+                                : "cancelled (stopped) while waiting for a reply";
       break;
     }
     /* The connection died under the request (ENOTCONN from libnbd's abort), or was dead
