@@ -93,11 +93,6 @@ lock_regions(struct clone *c, uint64_t first, uint64_t last, bool lock)
     (lock ? pthread_mutex_lock : pthread_mutex_unlock)(&c->locks[i]);
 }
 
-/* Apply fn to the parts of [off, off+len) whose regions are not hydrated, with their locks
- * held (re-checked under the locks: a guest write or an on-demand fetch may have won), in
- * runs as long as possible.  A region the run covers whole is marked at once, still under
- * its lock and after the write: a crash then loses at most the requests in flight and what
- * the last commit did not cover.  Regions covered only in part are marked by work_done. */
 static void
 landed(struct hydrator *h)
 {
@@ -122,6 +117,25 @@ keep_out(struct hydrator *h, uint64_t region)
   return regionmap_test(h->c->map, region) || clone_bit_test(h->skipped, region);
 }
 
+/* The bytes this engine worker has written (or dropped for keep_out regions) contiguously:
+ * a region is marked as soon as the span covers it, even when its bytes came in several
+ * pieces (data and zero runs of one request, or a region larger than a request), instead of
+ * waiting for the end of the whole range (work_done) while readers wait for it.  Only the
+ * hydrator writes an unhydrated region (under its lock), so a covered one is complete.
+ * Reset when a write fails and at the end of every range. */
+static _Thread_local uint64_t span_start = UINT64_MAX, span_end = UINT64_MAX;
+
+static void
+span_reset(void)
+{
+  span_start = span_end = UINT64_MAX;
+}
+
+/* Apply fn to the parts of [off, off+len) whose regions are not hydrated, with their locks
+ * held (re-checked under the locks: a guest write or an on-demand fetch may have won), in
+ * runs as long as possible.  A region the worker's span covers whole is marked at once,
+ * still under its lock and after the write: a crash then loses at most the requests in
+ * flight and what the last commit did not cover. */
 static int
 guarded(struct hydrator *h, const char *data, uint64_t len, uint64_t off, unsigned flags, run_fn fn)
 {
@@ -129,6 +143,9 @@ guarded(struct hydrator *h, const char *data, uint64_t len, uint64_t off, unsign
   int r = 0;
   const uint64_t base = off;
   bool marked = false;
+  if (off != span_end)
+    span_start = off;
+  span_end = off + len;
   while (len > 0 && r == 0) {
     uint64_t first = off >> c->shift;
     uint64_t end = min_u64(off + len, clone_region_offset(c, first + CLONE_LOCKS));
@@ -146,18 +163,24 @@ guarded(struct hydrator *h, const char *data, uint64_t len, uint64_t off, unsign
       while (run_end < end && !keep_out(h, run_end >> c->shift))
         run_end = min_u64(end, clone_region_offset(c, (run_end >> c->shift) + 1));
       r = fn(c, data ? data + (pos - base) : NULL, run_end - pos, pos, flags);
-      for (uint64_t k = region; r == 0 && k <= (run_end - 1) >> c->shift; k++)
-        if (pos <= clone_region_offset(c, k)
-            && clone_region_offset(c, k) + clone_region_length(c, k) <= run_end) {
-          mark_copied(h, k);
-          marked = true;
-        }
       pos = run_end;
+    }
+    /* Regions that end in this window and that the span covers from their start: complete.
+     * Marked under their lock, after the write (a lock-free writer then sees the bit only
+     * after the fill it must not race with). */
+    for (uint64_t k = first; r == 0 && k <= last; k++) {
+      uint64_t ks = clone_region_offset(c, k), ke = ks + clone_region_length(c, k);
+      if (ke <= end && ke > off && ks >= span_start && !keep_out(h, k)) {
+        mark_copied(h, k);
+        marked = true;
+      }
     }
     lock_regions(c, first, last, false);
     len -= end - off;
     off = end;
   }
+  if (r < 0)
+    span_reset();
   if (marked)
     landed(h); /* on-demand readers waiting for these regions */
   return r;
@@ -296,12 +319,20 @@ static const struct volume_ops view_ops = {
   .close = view_close,
 };
 
+/* Longest an on-demand read waits for the hydrator's copy of its region before fetching it
+ * itself: the copy of one request lands within a round trip and its transfer time; beyond
+ * that the hydrator is held back (rate limit, a slow link) and the reader must not be. */
+#define WAIT_FOR_COPY 2.0
+
 void
 hydrator_wait_region(struct hydrator *h, uint64_t region, double deadline)
 {
   struct clone *c = h->c;
   if (!clone_bit_test(h->fetching, region) || regionmap_test(c->map, region))
     return;
+  double t0 = now_seconds();
+  if (deadline > t0 + WAIT_FOR_COPY)
+    deadline = t0 + WAIT_FOR_COPY;
   pthread_mutex_lock(&h->lock);
   while (clone_bit_test(h->fetching, region) && !regionmap_test(c->map, region)) {
     double now = now_seconds();
@@ -312,6 +343,8 @@ hydrator_wait_region(struct hydrator *h, uint64_t region, double deadline)
     pthread_cond_timedwait(&h->landed, &h->lock, &ts);
   }
   pthread_mutex_unlock(&h->lock);
+  debug("hydrator", "region %" PRIu64 ": waited %.3f s for the hydrator's copy", region,
+        now_seconds() - t0);
 }
 
 /* ---- work source ---- */
@@ -405,6 +438,7 @@ work_done(void *opaque, uint64_t off, uint64_t len, int err, const struct copy_r
   struct clone *c = h->c;
   uint64_t first = off >> c->shift, last = (off + len - 1) >> c->shift;
   (void)res; /* the view and mark_copied count what crossed the link and what did not */
+  span_reset();
   if (err == 0) {
     /* The range's data is written (not yet durable): mark under each region's lock so a
      * lock-free writer only ever sees the bit after the fill it must not race with.

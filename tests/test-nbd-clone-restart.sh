@@ -35,7 +35,8 @@ stop_ferry_nbd
 [ ! -e "$T/map.marks" ] || fail "marks file left after a clean stop"
 
 # Another boot of the host: unflushed marks are not trusted (their data may be lost too).
-start_ferry_nbd "$T/sock" --paused --source "$T/src" --map "$T/map2" "$T/dest"
+# (A new map over the destination the first part wrote: --new-map says its content may go.)
+start_ferry_nbd "$T/sock" --paused --new-map --source "$T/src" --map "$T/map2" "$T/dest"
 /usr/bin/python3 - "$T/sock" "$NBD_PID" <<'PY'
 import nbd, os, signal, sys
 h = nbd.NBD()
