@@ -8,9 +8,9 @@
  *   two slots, each = a 4 KiB header + the bitmap padded to 4 KiB;
  *   header: magic "FERRYMAP", version, generation, volume size, region size, region count,
  *   source size, source identity (a string, normally the source URI), destination size and
- *   identity (version 2), CRC32C of the bitmap, CRC32C of the header.  The valid slot with the highest generation is the map; a commit
- *   writes the other slot with generation + 1, so a crash at any instant leaves the old map
- *   or the new one, never a torn one.
+ *   identity (version 2), CRC32C of the bitmap, CRC32C of the header.  The valid slot with
+ *   the highest generation is the map; a commit writes the other slot with generation + 1,
+ *   so a crash at any instant leaves the old map or the new one, never a torn one.
  *
  * Durability: regionmap_commit() snapshots the bitmap, calls the caller's flush (make the
  * destination data durable), and only then writes the snapshot.

@@ -48,7 +48,7 @@ struct frontend_options {
   bool paused;            /* the hydrator starts paused */
   bool hold;              /* the copy is held back until `ferry release` */
   const char *source_identity;
-  uint64_t size; /* the clone's size when larger than the source (0: the source's) */
+  uint64_t size;         /* the clone's size when larger than the source (0: the source's) */
   double source_timeout; /* seconds an on-demand read waits for a lost source (0: 60) */
   bool new_map;          /* a missing map may be created over a destination holding data */
   /* FRONTEND_SERVE */
