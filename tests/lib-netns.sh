@@ -80,6 +80,8 @@ netns_teardown() {
     done
     ip netns del "$ns" 2>/dev/null
   done
+  # A veth pair that never made it into the namespaces (deleting one end removes both).
+  [ -z "${VETH_A:-}" ] || ip link del "$VETH_A" 2>/dev/null || true
 }
 
 # (In the background, call `ip netns exec "$NS_A" CMD &` directly: `on_a CMD &` forks a
