@@ -463,6 +463,7 @@ clone_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *
   if (volume_health(c->src, why, sizeof why) != 0)
     return extent_list_add(out, off, end - off, 0);
   size_t before = out->n;
+  struct extent last = before ? out->v[before - 1] : (struct extent){ 0, 0, 0 };
   struct volume_wait_bounds bounds = { now_seconds() + source_timeout(c), NULL };
   struct volume_wait_bounds old = volume_set_wait_bounds(&bounds);
   int r = volume_extents(c->src, end - off, off, out);
@@ -472,7 +473,9 @@ clone_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *
   debug("clone", "%s: source extents at %" PRIu64 ": %s (reported as data)", v->name, off,
         error_message());
   error_clear();
-  out->n = before;
+  out->n = before; /* and undo a merge into the caller's last extent */
+  if (before)
+    out->v[before - 1] = last;
   return extent_list_add(out, off, end - off, 0);
 }
 

@@ -501,7 +501,10 @@ nbdvol_run_op(struct nbd_volume *nv, const struct op *op, const char *fmt, ...)
   double thread_deadline = b.deadline > 0 ? b.deadline : 0;
   if (thread_deadline > 0 && thread_deadline < wait_end)
     wait_end = thread_deadline;
+  /* Extents of a failed attempt are taken back, including a merge into the caller's last
+   * extent (extent_list_add extends it when contiguous with the same flags). */
   size_t out_before = op->out ? op->out->n : 0;
+  struct extent out_last = out_before ? op->out->v[out_before - 1] : (struct extent){ 0, 0, 0 };
   int err = 0;
   const char *reason = NULL;
   char why[1200] = "";
@@ -523,8 +526,11 @@ nbdvol_run_op(struct nbd_volume *nv, const struct op *op, const char *fmt, ...)
     struct command cmd = { .c = c };
     nbdvol_cond_init(&cmd.done_cond);
     atomic_fetch_add(&c->in_flight, 1);
-    if (op->out)
+    if (op->out) {
       op->out->n = out_before;
+      if (out_before)
+        op->out->v[out_before - 1] = out_last;
+    }
     int64_t cookie = submit(&cmd, op);
     int submit_errno = cookie < 0 ? nbd_get_errno() : 0;
     if (cookie < 0)
@@ -536,10 +542,17 @@ nbdvol_run_op(struct nbd_volume *nv, const struct op *op, const char *fmt, ...)
     atomic_fetch_sub(&c->in_flight, 1);
     pthread_cond_destroy(&cmd.done_cond);
     if (cookie >= 0 && err == 0) {
-      if (op->kind == OP_STATUS && (cmd.bs_err || op->out->n == out_before))
+      /* Nothing at all: no new extent, and none merged into the caller's last one. */
+      bool none = op->kind == OP_STATUS && op->out->n == out_before
+                  && (out_before == 0 || op->out->v[out_before - 1].length == out_last.length);
+      if (op->kind == OP_STATUS && (cmd.bs_err || none)) {
+        op->out->n = out_before;
+        if (out_before)
+          op->out->v[out_before - 1] = out_last;
         return error_set(cmd.bs_err == ENOMEM ? ENOMEM : EPROTO,
                          "%s: server sent bad block status at offset %" PRIu64, nv->v.name,
                          op->off);
+      }
       return 0;
     }
     if (cookie >= 0 && (err == ETIMEDOUT || err == ECANCELED)
@@ -566,6 +579,11 @@ nbdvol_run_op(struct nbd_volume *nv, const struct op *op, const char *fmt, ...)
     }
     debug("nbd", "%s: request lost with its connection, submitting again (attempt %u)", nv->v.name,
           attempt + 2);
+  }
+  if (op->out) {
+    op->out->n = out_before;
+    if (out_before)
+      op->out->v[out_before - 1] = out_last;
   }
   if (err == 0)
     err = EIO;

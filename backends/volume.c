@@ -250,8 +250,10 @@ volume_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list 
   if (!v->ops->extents || !(v->caps & VOLUME_CAN_EXTENTS))
     return extent_list_add(out, off, len, 0);
   size_t before = out->n;
+  uint64_t last_len = before ? out->v[before - 1].length : 0;
   r = v->ops->extents(v, len, off, out);
-  if (r == 0 && out->n == before)
+  /* Nothing added: no new extent, and none merged into the caller's last one. */
+  if (r == 0 && out->n == before && (before == 0 || out->v[before - 1].length == last_len))
     return error_set(EIO, "%s: driver returned no extents at offset %" PRIu64, v->name, off);
   return r;
 }

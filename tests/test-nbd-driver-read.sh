@@ -59,4 +59,9 @@ ms=$(elapsed_ms "$T/slow" "$VOLTOOL" -c 1 cat -t 16 -r 64K "nbd+unix:///?socket=
 echo "64 delayed reads on one connection: $ms ms"
 [ "$ms" -lt 3000 ] || fail "reads did not overlap ($ms ms)"
 cmp -n 4194304 "$T/slow" /dev/zero || fail "slow volume not zero"
+# Block status is asked 1 GiB at a time: the second answer merges into the first extent
+# (contiguous, same flags), which is not "no extents" (it was refused as bad block status).
+start_nbdkit "$T/big.sock" memory size=3G
+[ "$("$VOLTOOL" extents "nbd+unix:///?socket=$T/big.sock")" = "0 3221225472 3" ] ||
+  fail "extents of a 3 GiB hole: $("$VOLTOOL" extents "nbd+unix:///?socket=$T/big.sock" 2>&1)"
 echo "nbd driver reads ok"

@@ -60,7 +60,7 @@ touch "$T/stop-reader"
 rc=0
 wait "$reader" || rc=$?
 cat "$T/reader.log"
-[ $rc -eq 0 ] || fail "the reader saw an error or wrong data (exit $rc)"
+[ $rc -eq 0 ] || { tail -30 "$T/clone.log"; fail "the reader saw an error or wrong data (exit $rc)"; }
 grep -qE "^reads [1-9][0-9]*, errors 0, wrong 0" "$T/reader.log" || fail "reader: $(cat "$T/reader.log")"
 grep -q "back after" "$T/clone.log" || fail "no reconnection in the clone's log"
 
