@@ -433,11 +433,20 @@ zst_close(struct volume *v)
   free(z);
 }
 
+/* A lost connection below (nbd, http) is this volume's too: a clone of a remote .zst shows
+ * "reconnecting" and its hydrator waits, as for a plain image. */
+static int
+zst_health(struct volume *v, char *reason, size_t len)
+{
+  return volume_health(((struct zst_volume *)v)->lower, reason, len);
+}
+
 static const struct volume_ops zst_ops = {
   .driver = "zst",
   .pread = zst_pread,
   .extents = zst_extents,
   .close = zst_close,
+  .health = zst_health,
 };
 
 /* Read and parse the seek table: 1 seekable, 0 no seek table (plain stream), or -errno. */
