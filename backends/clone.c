@@ -307,7 +307,7 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
         r = volume_pread(c->dst, out, n, off);
       } else if (__atomic_load_n(&c->held, __ATOMIC_ACQUIRE)) {
         /* Held: the source may still change, so nothing read from it is kept. */
-        r = fetch(c, out, n, off);
+        r = fetch(c, out, n, off, deadline);
       } else {
         /* Copy-on-read: fetch the whole region, store it, mark it, then answer. */
         char *rbuf = out;
