@@ -110,6 +110,13 @@ void clone_set_state(struct clone *c, enum clone_state s);
 /* Take the newest hint (false when none). */
 bool clone_take_hint(struct clone *c, uint64_t *region);
 
+/* clone-source.c: the --source-timeout in seconds; a read from the source retried until
+ * deadline (0, or EIO with a message, logged at most once per 5 s); a region's lock taken
+ * within deadline (0, or EIO). */
+double clone_source_timeout(const struct clone *c);
+int clone_fetch(struct clone *c, void *buf, uint64_t len, uint64_t off, double deadline);
+int clone_lock_region_until(struct clone *c, uint64_t region, double deadline);
+
 /* clone-dest.c: the destination's identity for the map ("inode N", ...), and whether it
  * already holds data (1), reads as zeroes (0), or -errno. */
 void clone_dest_identity(const char *uri, char *out, size_t len);

@@ -23,11 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_SOURCE_TIMEOUT 60.0
-/* Pauses between on-demand source reads that failed: 50 ms doubling to 1 s. */
-#define FETCH_BACKOFF_FIRST 0.05
-#define FETCH_BACKOFF_MAX 1.0
-
 void
 clone_options_init(struct clone_options *o)
 {
@@ -164,79 +159,6 @@ clone_commit(struct clone *c)
 
 /* ---- region helpers ---- */
 
-/* Seconds an on-demand request may wait for the source (--source-timeout). */
-static double
-source_timeout(const struct clone *c)
-{
-  return c->opts.source_timeout > 0 ? c->opts.source_timeout : DEFAULT_SOURCE_TIMEOUT;
-}
-
-/* Read from the source, retrying failures with a growing pause until `deadline` (the same
- * time-bounded retry the hydrator gets from the copy engine and the driver's reconnection):
- * the driver waits for a lost connection within the same deadline.  A reader gets either
- * the source's bytes or an error, never anything else. */
-static int
-fetch(struct clone *c, void *buf, uint64_t len, uint64_t off, double deadline)
-{
-  struct volume_wait_bounds bounds = { deadline, NULL };
-  struct volume_wait_bounds old = volume_set_wait_bounds(&bounds);
-  double t0 = now_seconds(), pause = FETCH_BACKOFF_FIRST;
-  unsigned attempt = 0;
-  int r;
-  for (;;) {
-    attempt++;
-    r = volume_pread(c->src, buf, len, off);
-    double now = now_seconds();
-    if (r == 0 || r == -ERANGE || r == -EINVAL || now >= deadline)
-      break;
-    debug("clone", "source read at %" PRIu64 " failed (attempt %u): %s", off, attempt,
-          error_message());
-    double nap = deadline - now < pause ? deadline - now : pause;
-    nanosleep(&(struct timespec){ (time_t)nap, (long)((nap - (double)(time_t)nap) * 1e9) }, NULL);
-    pause = pause * 2 > FETCH_BACKOFF_MAX ? FETCH_BACKOFF_MAX : pause * 2;
-  }
-  volume_set_wait_bounds(&old);
-  if (r == 0)
-    return 0;
-  char msg[700];
-  snprintf(msg, sizeof msg,
-           "%s: source read of %" PRIu64 " bytes at %" PRIu64
-           " failed (%u attempts in %.1f s, --source-timeout %g): %s",
-           c->v.name, len, off, attempt, now_seconds() - t0, source_timeout(c), error_message());
-  clone_set_error(c, false, msg);
-  /* The reader gets EIO; the log says why, without a line per retry of a guest. */
-  pthread_mutex_lock(&c->state_lock);
-  double now = now_seconds();
-  bool say = now - c->warned_at >= 5.0;
-  if (say)
-    c->warned_at = now;
-  pthread_mutex_unlock(&c->state_lock);
-  if (say)
-    log_warning("%s", msg);
-  return error_set(EIO, "%s", msg);
-}
-
-/* Take a region's lock, waiting no longer than the request's deadline: another request may
- * hold it while it waits for a lost source. */
-static int
-lock_region_until(struct clone *c, uint64_t region, double deadline)
-{
-  pthread_mutex_t *lk = clone_region_lock(c, region);
-  if (pthread_mutex_trylock(lk) == 0)
-    return 0;
-  struct timespec ts = { (time_t)deadline, (long)((deadline - (double)(time_t)deadline) * 1e9) };
-  int e = pthread_mutex_clocklock(lk, CLOCK_MONOTONIC, &ts);
-  if (e == 0)
-    return 0;
-  char msg[300];
-  snprintf(msg, sizeof msg,
-           "%s: region %" PRIu64 " is still being fetched from the source after %g s "
-           "(--source-timeout)",
-           c->v.name, region, source_timeout(c));
-  clone_set_error(c, false, msg);
-  return error_set(EIO, "%s", msg);
-}
-
 /* Write a whole region's bytes (buf) to the destination, keeping zero regions sparse. */
 static int
 store_region(struct clone *c, const void *buf, uint64_t len, uint64_t off)
@@ -259,7 +181,7 @@ fill_from_source(struct clone *c, uint64_t region, char *scratch, double deadlin
   uint64_t rlen = clone_region_length(c, region);
   /* Cleared by the caller once the region is stored and marked (or the fetch failed). */
   clone_bit_set(c->ondemand, region);
-  int r = fetch(c, scratch, rlen, clone_region_offset(c, region), deadline);
+  int r = clone_fetch(c, scratch, rlen, clone_region_offset(c, region), deadline);
   if (r == 0)
     __atomic_fetch_add(&c->bytes_fetched, rlen, __ATOMIC_RELAXED);
   return r;
@@ -284,7 +206,7 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
     return volume_pread(c->dst, buf, len, off);
   char *out = buf, *scratch = NULL;
   int r = 0;
-  const double deadline = now_seconds() + source_timeout(c);
+  const double deadline = now_seconds() + clone_source_timeout(c);
   while (len > 0 && r == 0) {
     uint64_t region = off >> c->shift;
     uint64_t roff = clone_region_offset(c, region), rlen = clone_region_length(c, region);
@@ -301,13 +223,13 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
       pthread_mutex_t *lk = clone_region_lock(c, region);
       if (c->hydrator)
         hydrator_wait_region(c->hydrator, region, deadline);
-      if ((r = lock_region_until(c, region, deadline)) < 0)
+      if ((r = clone_lock_region_until(c, region, deadline)) < 0)
         break;
       if (regionmap_test(c->map, region)) {
         r = volume_pread(c->dst, out, n, off);
       } else if (__atomic_load_n(&c->held, __ATOMIC_ACQUIRE)) {
         /* Held: the source may still change, so nothing read from it is kept. */
-        r = fetch(c, out, n, off, deadline);
+        r = clone_fetch(c, out, n, off, deadline);
       } else {
         /* Copy-on-read: fetch the whole region, store it, mark it, then answer. */
         char *rbuf = out;
@@ -360,7 +282,7 @@ write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len,
   static const char *const names[] = { "write", "write zeroes", "trim" };
   int r = fail_mode_check(c, names[k]);
   char *scratch = NULL;
-  const double deadline = now_seconds() + source_timeout(c);
+  const double deadline = now_seconds() + clone_source_timeout(c);
   while (len > 0 && r == 0) {
     uint64_t region = off >> c->shift;
     uint64_t roff = clone_region_offset(c, region), rlen = clone_region_length(c, region);
@@ -371,7 +293,7 @@ write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len,
       pthread_mutex_t *lk = clone_region_lock(c, region);
       if (c->hydrator && n != rlen && k != WRITE_TRIM)
         hydrator_wait_region(c->hydrator, region, deadline);
-      if ((r = lock_region_until(c, region, deadline)) < 0)
+      if ((r = clone_lock_region_until(c, region, deadline)) < 0)
         break;
       if (regionmap_test(c->map, region)) {
         r = piece_to_destination(c, k, data, n, off, flags);
@@ -464,7 +386,7 @@ clone_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *
     return extent_list_add(out, off, end - off, 0);
   size_t before = out->n;
   struct extent last = before ? out->v[before - 1] : (struct extent){ 0, 0, 0 };
-  struct volume_wait_bounds bounds = { now_seconds() + source_timeout(c), NULL };
+  struct volume_wait_bounds bounds = { now_seconds() + clone_source_timeout(c), NULL };
   struct volume_wait_bounds old = volume_set_wait_bounds(&bounds);
   int r = volume_extents(c->src, end - off, off, out);
   volume_set_wait_bounds(&old);
@@ -580,7 +502,7 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
   /* A lost source: the driver reconnects and on-demand requests wait for it as long as
    * --source-timeout; requests on a link gone silent are dropped (and retried) after it. */
   if (!so.reconnect_wait)
-    so.reconnect_wait = o->source_timeout > 0 ? o->source_timeout : DEFAULT_SOURCE_TIMEOUT;
+    so.reconnect_wait = clone_source_timeout(c); /* c->opts is o already */
   if (!so.timeout)
     so.timeout = so.reconnect_wait;
   if ((r = volume_open(source_uri, &so, &c->src)) < 0)
