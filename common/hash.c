@@ -3,7 +3,8 @@
 #include "common/error.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,55 +96,56 @@ xxh64(const void *data, size_t len, uint64_t seed)
   return h;
 }
 
-/* ---- SHA-256 (libcrypto) ---- */
+/* ---- SHA-256 (GnuTLS, i.e. nettle: the CPU's SHA instructions where it has them) ---- */
+
+static void
+sha256_failed(int rc)
+{
+  fprintf(stderr, "ferry: GnuTLS cannot compute SHA-256: %s\n", gnutls_strerror(rc));
+  abort();
+}
 
 void
 sha256(const void *data, size_t len, uint8_t out[SHA256_BYTES])
 {
-  unsigned n = 0;
-  if (!EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) || n != SHA256_BYTES) {
-    fprintf(stderr, "ferry: libcrypto cannot compute SHA-256\n");
-    abort();
-  }
+  int rc = gnutls_hash_fast(GNUTLS_DIG_SHA256, data, len, out);
+  if (rc < 0)
+    sha256_failed(rc);
 }
 
 int
 sha256_begin(struct sha256_ctx *c)
 {
-  EVP_MD_CTX *md = EVP_MD_CTX_new();
-  if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
-    EVP_MD_CTX_free(md);
+  gnutls_hash_hd_t h;
+  int rc = gnutls_hash_init(&h, GNUTLS_DIG_SHA256);
+  if (rc < 0) {
     c->md = NULL;
-    return error_set(ENOMEM, "out of memory for a SHA-256 context");
+    return error_set(ENOMEM, "cannot start a SHA-256 digest: %s", gnutls_strerror(rc));
   }
-  c->md = md;
+  c->md = h;
   return 0;
 }
 
 void
 sha256_add(struct sha256_ctx *c, const void *data, size_t len)
 {
-  if (!EVP_DigestUpdate(c->md, data, len)) {
-    fprintf(stderr, "ferry: libcrypto cannot compute SHA-256\n");
-    abort();
-  }
+  int rc = gnutls_hash(c->md, data, len);
+  if (rc < 0)
+    sha256_failed(rc);
 }
 
 void
 sha256_end(struct sha256_ctx *c, uint8_t out[SHA256_BYTES])
 {
-  unsigned n = 0;
-  if (!EVP_DigestFinal_ex(c->md, out, &n) || n != SHA256_BYTES) {
-    fprintf(stderr, "ferry: libcrypto cannot compute SHA-256\n");
-    abort();
-  }
-  sha256_discard(c);
+  gnutls_hash_deinit(c->md, out);
+  c->md = NULL;
 }
 
 void
 sha256_discard(struct sha256_ctx *c)
 {
-  EVP_MD_CTX_free(c->md);
+  if (c->md)
+    gnutls_hash_deinit(c->md, NULL);
   c->md = NULL;
 }
 

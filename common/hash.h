@@ -24,7 +24,7 @@ void sha256(const void *data, size_t len, uint8_t out[SHA256_BYTES]);
 
 /* Incremental SHA-256.  sha256_begin returns 0 or -ENOMEM (message set). */
 struct sha256_ctx {
-  void *md; /* EVP_MD_CTX */
+  void *md; /* gnutls_hash_hd_t */
 };
 int sha256_begin(struct sha256_ctx *c);
 void sha256_add(struct sha256_ctx *c, const void *data, size_t len);
