@@ -57,9 +57,15 @@ refuse_while_cloning() {
   fi
 }
 
-if [ "${FERRY_TRANSPORT:-ssh}" != ssh ]; then
-  fail "FERRY_TRANSPORT=$FERRY_TRANSPORT: only ssh is supported until ferry-nbd has TLS (issue 13)"
-fi
+case ${FERRY_TRANSPORT:-ssh} in
+ssh) ;;
+tls)
+  [ -n "${FERRY_TLS_DIR:-}" ] || fail "FERRY_TRANSPORT=tls needs FERRY_TLS_DIR (the hosts' certificate directory) in ferryrc"
+  [[ ${FERRY_TLS_PORTS:-10810-10899} =~ ^[0-9]+-[0-9]+$ ]] ||
+    fail "FERRY_TLS_PORTS=$FERRY_TLS_PORTS: expected FIRST-LAST (e.g. 10810-10899)"
+  ;;
+*) fail "FERRY_TRANSPORT=$FERRY_TRANSPORT: expected ssh or tls" ;;
+esac
 
 # host_run HOST COMMAND ARGS...: ferry-host.sh COMMAND ARGS... on HOST (stdout is its output).
 host_run() {
@@ -72,6 +78,9 @@ host_run() {
   env+=" FERRY_KEEP_SOURCE=$(printf %q "${FERRY_KEEP_SOURCE:-no}")"
   env+=" FERRY_ALLOW_OTHER=$(printf %q "${FERRY_ALLOW_OTHER:-no}")"
   env+=" FERRY_TUNNEL_TIMEOUT=$(printf %q "${FERRY_TUNNEL_TIMEOUT:-20}")"
+  env+=" FERRY_TRANSPORT=$(printf %q "${FERRY_TRANSPORT:-ssh}") FERRY_TLS_DIR=$(printf %q "${FERRY_TLS_DIR:-}")"
+  env+=" FERRY_TLS_PORTS=$(printf %q "${FERRY_TLS_PORTS:-10810-10899}")"
+  env+=" FERRY_TLS_LISTEN=$(printf %q "${FERRY_TLS_LISTEN:-}") FERRY_TLS_ADDRESS=$(printf %q "${FERRY_TLS_ADDRESS:-}")"
   local t0 rc=0
   [ -z "${FERRY_TM_TIMING:-}" ] || t0=$(date +%s.%N)
   # shellcheck disable=SC2086
@@ -154,7 +163,15 @@ ferry_move() {
   monitor=$(sed -n 's/^monitor //p' <<<"$out")
   probe=$(sed -n 's/^probe //p' <<<"$out")
   listing=$(sed -n 's/^entry //p' <<<"$out" | grep -v '^\.ferry-probe\.')
-  mapfile -t MOVED < <(sed -n 's/^exported //p' <<<"$out")
+  # "exported NAME WHERE": where the destination host finds the export (the tunnel's socket
+  # with ssh, an nbds:// URI with tls).
+  declare -A WHERE
+  MOVED=()
+  while read -r name where; do
+    [ -n "$name" ] || continue
+    MOVED+=("$name")
+    WHERE[$name]=${where:-${SOCK[$name]}}
+  done < <(sed -n 's/^exported //p' <<<"$out")
   declare -A SIZE MTIME ALLOC
   while read -r name type size alloc mtime; do
     [ -n "$name" ] && [ "$name" != .ferry ] || continue
@@ -173,7 +190,7 @@ ferry_move() {
   args=()
   for name in "${MOVED[@]}"; do
     args+=("$name" "${SIZE[$name]}" "$shost:$sdir/$name:${SIZE[$name]}:${MTIME[$name]}"
-      "$shost" "$sdir/.ferry/export.${name#disk.}" "${SOCK[$name]}" "${ALLOC[$name]}")
+      "$shost" "$sdir/.ferry/export.${name#disk.}" "${WHERE[$name]}" "${ALLOC[$name]}")
   done
   # Round 2, both hosts at once: the destination prepares and starts the clones while the
   # source copies the rest into a staging directory there (over the first tunnel's connection

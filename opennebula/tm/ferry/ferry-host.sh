@@ -15,7 +15,8 @@
 #                                           clones' work directories and destination files;
 #                                           then clone-start unless "none"
 #   ferry-host.sh export-start [SW SRC DST_HOST DW SOCK]...
-#                                           export SRC read-only (ferry-nbd on SW/nbd.sock) and
+#                                           export SRC read-only (ferry-nbd on SW/nbd.sock, or
+#                                           with FERRY_TRANSPORT=tls on a TCP port with TLS) and
 #                                           start the keeper: the tunnel to DST_HOST and the wait
 #   ferry-host.sh export-stop keep|remove SW...  stop exports (and remove the source disks)
 #   ferry-host.sh clone-start [DW hold|-]...  the clone at DW's disk path (ferry-fuse --publish),
@@ -36,16 +37,18 @@
 #   ferry-host.sh keeper SW                 (the keeper itself; started by export-start)
 #
 # Work directories: the clone's DST_DIR/.ferry/disk.N/ (disk = the destination file until
-# convergence, map, ctl, pid, log, mnt/, src.sock -> the tunnel's end (a socket in $TMPDIR),
-# source = where the
-# export is); the export's SRC_DIR/.ferry/export.N/ (nbd.sock, nbd.pid, keeper.pid,
+# convergence, map, ctl, pid, log, mnt/, src.sock -> the tunnel's end (a socket in $TMPDIR)
+# or with tls src.uri (the export's nbds:// URI), source = where the export is); the export's
+# SRC_DIR/.ferry/export.N/ (nbd.sock or port and uri, nbd.pid, keeper.pid,
 # keeper.log, ctl.sock = the clone's control socket through the tunnel, mux.sock = the
 # tunnel's ssh connection, conf).  A clone's directory goes when its server exits after
 # convergence (run-clone); one left by a crash is kept for the next move (its map resumes).
 #
 # Settings come from the environment (ferry-common.sh passes ferryrc's): FERRY_BIN_DIR,
 # FERRY_HOST_SSH (host to host), FERRY_RATE, FERRY_FRONTEND (fuse|loop), FERRY_KEEP_SOURCE,
-# FERRY_ALLOW_OTHER, FERRY_TUNNEL_TIMEOUT; FERRY_HOST_NAME is the host's name in OpenNebula.
+# FERRY_ALLOW_OTHER, FERRY_TUNNEL_TIMEOUT, FERRY_TRANSPORT (ssh|tls), FERRY_TLS_DIR,
+# FERRY_TLS_PORTS, FERRY_TLS_LISTEN, FERRY_TLS_ADDRESS; FERRY_HOST_NAME is the host's name in
+# OpenNebula.
 set -uo pipefail
 export LANG=C LC_ALL=C
 
@@ -221,8 +224,13 @@ export_start_one() {
     printf 'SRC=%q\nDST_HOST=%q\nDW=%q\nSOCK=%q\n' "$src" "$dst_host" "$dw" "$sock"
     printf 'FERRY_BIN_DIR=%q\nFERRY_HOST_SSH=%q\nFERRY_KEEP_SOURCE=%q\n' "${FERRY_BIN_DIR:-}" \
       "$HOST_SSH" "${FERRY_KEEP_SOURCE:-no}"
+    printf 'FERRY_TRANSPORT=%q\nFERRY_TLS_DIR=%q\nFERRY_TLS_PORTS=%q\nFERRY_TLS_LISTEN=%q\nFERRY_TLS_ADDRESS=%q\n' \
+      "${FERRY_TRANSPORT:-ssh}" "${FERRY_TLS_DIR:-}" "${FERRY_TLS_PORTS:-10810-10899}" \
+      "${FERRY_TLS_LISTEN:-}" "${FERRY_TLS_ADDRESS:-}"
   } >"$sw/conf"
-  if ! alive "$sw/nbd.pid"; then
+  if [ "${FERRY_TRANSPORT:-ssh}" = tls ]; then
+    alive "$sw/nbd.pid" || export_start_tls "$sw" "$src"
+  elif ! alive "$sw/nbd.pid"; then
     rm -f "$sw/nbd.sock"
     start_logged "$sw/nbd.pid" "$sw/nbd.log" "${BIN}ferry-nbd" --foreground \
       --pidfile "$sw/nbd.pid" --read-only --socket "$sw/nbd.sock" "$src" || die "ferry-nbd cannot export $src: $(tail -3 "$sw/nbd.log")"
@@ -231,6 +239,31 @@ export_start_one() {
     setsid bash "$sw/ferry-host.sh" keeper "$sw" </dev/null >>"$sw/keeper.log" 2>&1 &
   fi
   return 0
+}
+
+# With tls: ferry-nbd requiring TLS with client certificates of the cloud's CA, on the first
+# free port of FERRY_TLS_PORTS (the one it had before, when it is started again after a
+# reboot: the clone's URI names it); SW/port and SW/uri say where.
+export_start_tls() {
+  local sw=$1 src=$2 first last port at said="" ports
+  [ -r "$FERRY_TLS_DIR/server-cert.pem" ] && [ -r "$FERRY_TLS_DIR/server-key.pem" ] &&
+    [ -r "$FERRY_TLS_DIR/ca-cert.pem" ] ||
+    die "$FERRY_TLS_DIR: FERRY_TRANSPORT=tls needs ca-cert.pem, server-cert.pem and server-key.pem there"
+  IFS=- read -r first last <<<"${FERRY_TLS_PORTS:-10810-10899}"
+  if [ -s "$sw/port" ]; then ports=$(cat "$sw/port"); else ports=$(seq "$first" "$last"); fi
+  for port in $ports; do
+    at=$(stat -c %s "$sw/nbd.log" 2>/dev/null || echo 0)
+    if start_logged "$sw/nbd.pid" "$sw/nbd.log" "${BIN}ferry-nbd" --foreground \
+      --pidfile "$sw/nbd.pid" --read-only --tls require --tls-certificates "$FERRY_TLS_DIR" \
+      --listen "${FERRY_TLS_LISTEN:-0.0.0.0}:$port" "$src"; then
+      echo "$port" >"$sw/port"
+      echo "nbds://${FERRY_TLS_ADDRESS:-$HOSTNAME_}:$port/?tls-certificates=$FERRY_TLS_DIR" >"$sw/uri"
+      return 0
+    fi
+    said=$(tail -c +$((at + 1)) "$sw/nbd.log")
+    [[ $said == *"in use"* ]] || die "ferry-nbd cannot export $src with TLS: $(grep -m3 . <<<"$said")"
+  done
+  die "ferry-nbd cannot export $src with TLS: no free port in ${FERRY_TLS_PORTS:-10810-10899}"
 }
 
 # The keeper: one ssh connection to the clone's host carrying the NBD export there (-R) and
@@ -246,11 +279,14 @@ cmd_keeper() {
   echo "$(date '+%F %T') keeper $$: $SRC -> $DST_HOST:$DW"
   while [ $stop = 0 ]; do
     rm -f "$sw/ctl.sock" "$sw/mux.sock" # an earlier keeper's, if it was killed
+    # With tls the data has its own TCP connection: ssh carries only the control socket.
+    local forward=(-R "$SOCK:$sw/nbd.sock")
+    [ "${FERRY_TRANSPORT:-ssh}" = tls ] && forward=()
     # shellcheck disable=SC2086
     $FERRY_HOST_SSH -N -o ControlMaster=yes -o "ControlPath=$sw/mux.sock" -o BatchMode=yes \
       -o ExitOnForwardFailure=yes -o ServerAliveInterval=10 \
       -o ServerAliveCountMax=3 -o StreamLocalBindUnlink=yes \
-      -R "$SOCK:$sw/nbd.sock" -L "$sw/ctl.sock:$DW/ctl" "$DST_HOST" &
+      "${forward[@]}" -L "$sw/ctl.sock:$DW/ctl" "$DST_HOST" &
     sshpid=$!
     silent=0
     # While the connection lives: wait for convergence through it.  A clone that does not
@@ -317,7 +353,7 @@ cmd_keeper() {
     sleep "$backoff"
     backoff=$((backoff < 30 ? backoff * 2 : 30))
     # sshd does not replace an old socket of a remote forward: remove it first.
-    on_host "$DST_HOST" rm -f "$SOCK" 2>/dev/null
+    [ "${FERRY_TRANSPORT:-ssh}" = tls ] || on_host "$DST_HOST" rm -f "$SOCK" 2>/dev/null
   done
   echo "$(date '+%F %T') keeper $$: stopped"
 }
@@ -433,9 +469,13 @@ cmd_prepare() {
     fi
     echo "$identity" >"$dw/identity"
     echo "$dneed" >"$dw/need"
-    # The tunnel's end: a socket where the export's keeper can bind it before this directory
-    # exists (its ssh connection is made while this runs).
-    ln -sfn "$sock" "$dw/src.sock"
+    # With tls the export's URI; with ssh the tunnel's end: a socket where the export's keeper
+    # can bind it before this directory exists (its ssh connection is made while this runs).
+    rm -f "$dw/src.uri" "$dw/src.sock"
+    case $sock in
+    nbds://*) echo "$sock" >"$dw/src.uri" ;;
+    *) ln -sfn "$sock" "$dw/src.sock" ;;
+    esac
   done
   echo separate
   [ "$hold" = none ] || [ ${#start[@]} = 0 ] || cmd_clone_start "${start[@]}"
@@ -463,9 +503,10 @@ clone_start_one() {
     printf 'FERRY_BIN_DIR=%q\nFERRY_RATE=%q\nFERRY_FRONTEND=%q\nFERRY_ALLOW_OTHER=%q\nFERRY_TUNNEL_TIMEOUT=%q\n' \
       "${FERRY_BIN_DIR:-}" "${FERRY_RATE:-}" "${FERRY_FRONTEND:-fuse}" "${FERRY_ALLOW_OTHER:-no}" \
       "${FERRY_TUNNEL_TIMEOUT:-20}" >"$dw/settings"
+    local source="nbd+unix:///?socket=$dw/src.sock"
+    [ -s "$dw/src.uri" ] && source=$(cat "$dw/src.uri")
     local args=(--supervise --publish "$path" --control "$dw/ctl"
-      --source "nbd+unix:///?socket=$dw/src.sock" --source-identity "$(cat "$dw/identity")"
-      --map "$dw/map")
+      --source "$source" --source-identity "$(cat "$dw/identity")" --map "$dw/map")
     [ "$hold" = hold ] && args+=(--hold)
     [ -n "${FERRY_RATE:-}" ] && args+=(--rate "$FERRY_RATE")
     [ "${FERRY_FRONTEND:-fuse}" = loop ] && args+=(--loop)
@@ -475,7 +516,7 @@ clone_start_one() {
     # left by an earlier tunnel refuses connections until the keeper's new one is bound).
     local deadline=$((SECONDS + ${FERRY_TUNNEL_TIMEOUT:-20})) ok=0 at said
     while [ $SECONDS -le $deadline ]; do
-      if [ -S "$dw/src.sock" ]; then
+      if [ -S "$dw/src.sock" ] || [ -s "$dw/src.uri" ]; then
         at=$(stat -c %s "$dw/log" 2>/dev/null || echo 0)
         if start_logged "$dw/pid" "$dw/log" bash "$dw/ferry-host.sh" run-clone "$dw" \
           "${BIN}ferry-fuse" --foreground --pidfile "$dw/pid" "${args[@]}" "$dw/disk" "$dw/mnt"; then
@@ -489,7 +530,8 @@ clone_start_one() {
       sleep 0.2
     done
     if [ $ok = 0 ]; then
-      [ -S "$dw/src.sock" ] || die "$dw/src.sock: the export did not reach this host within ${FERRY_TUNNEL_TIMEOUT:-20} s"
+      [ -S "$dw/src.sock" ] || [ -s "$dw/src.uri" ] ||
+        die "$dw/src.sock: the export did not reach this host within ${FERRY_TUNNEL_TIMEOUT:-20} s"
       die "ferry-fuse cannot serve the clone at $path: $(tail -3 "$dw/log")"
     fi
   fi
@@ -521,7 +563,11 @@ cmd_inspect() {
     shift 2
     grep -qE "^$name (file|clone) " <<<"$listing" || continue
     export_start_one "$dir/.ferry/export.${name#disk.}" "$dir/$name" "$dhost" "$ddir/.ferry/$name" "$sock"
-    echo "exported $name"
+    if [ "${FERRY_TRANSPORT:-ssh}" = tls ]; then
+      echo "exported $name $(cat "$dir/.ferry/export.${name#disk.}/uri")"
+    else
+      echo "exported $name"
+    fi
   done
 }
 
@@ -588,7 +634,8 @@ cmd_resume() {
       (
         # shellcheck disable=SC1091
         . "$w/conf"
-        export FERRY_BIN_DIR FERRY_HOST_SSH FERRY_KEEP_SOURCE
+        export FERRY_BIN_DIR FERRY_HOST_SSH FERRY_KEEP_SOURCE FERRY_TRANSPORT FERRY_TLS_DIR \
+          FERRY_TLS_PORTS FERRY_TLS_LISTEN FERRY_TLS_ADDRESS
         BIN=${FERRY_BIN_DIR:+$FERRY_BIN_DIR/} HOST_SSH=${FERRY_HOST_SSH:-ssh}
         export_start_one "$w" "$SRC" "$DST_HOST" "$DW" "$SOCK"
       ) && echo "export $w: started again"
