@@ -91,3 +91,32 @@ same_bytes() { cmp "$1" "$2" || fail "$1 and $2 differ"; }
 skip_under_sanitizers() {
   [ "${FERRY_SANITIZE:-0}" = 0 ] || skip "runs in the plain build only (sanitizer build)"
 }
+
+# make_fake_ssh: $T/fake-ssh, exported as FERRY_SSH, stands in for ssh to a second host where
+# there is none: it logs the host to $FAKE_SSH_LOG ($T/ssh.log) and each -L forward to
+# $FAKE_SSH_LOG.forwards, runs the "remote" command here and turns each -L LOCAL:REMOTE into a
+# symlink LOCAL -> REMOTE once REMOTE is a socket; the "remote" PATH has ferry-nbd.
+make_fake_ssh() {
+  cat >"$T/fake-ssh" <<'SSH'
+#!/bin/bash
+links=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o) shift 2 ;;
+    -L) links+=("$2"); shift 2 ;;
+    --) shift; break ;;
+    -*) echo "fake-ssh: unexpected option $1" >&2; exit 255 ;;
+    *) echo "$1" >> "$FAKE_SSH_LOG"; shift ;;
+  esac
+done
+[ ${#links[@]} = 0 ] || printf '%s\n' "${links[@]}" >> "$FAKE_SSH_LOG.forwards"
+for l in "${links[@]}"; do
+  (while [ ! -S "${l#*:}" ]; do sleep 0.02; done; ln -s "${l#*:}" "${l%%:*}") &
+done
+exec bash -c "$1"
+SSH
+  chmod +x "$T/fake-ssh"
+  export FERRY_SSH=$T/fake-ssh FAKE_SSH_LOG=$T/ssh.log
+  PATH=$(dirname "$FERRY_NBD"):$PATH
+  export PATH
+}

@@ -7,27 +7,7 @@
 . "$TESTS_DIR/lib-storage.sh"
 [ -x "$FERRY_NBD" ] || skip "ferry-nbd not built"
 make_world
-cat > "$T/fake-ssh" <<'SSH'
-#!/bin/bash
-links=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -o) shift 2 ;;
-    -L) links+=("$2"); shift 2 ;;
-    --) shift; break ;;
-    -*) echo "fake-ssh: unexpected option $1" >&2; exit 255 ;;
-    *) echo "$1" >> "$FAKE_SSH_LOG"; shift ;;
-  esac
-done
-for l in "${links[@]}"; do
-  (while [ ! -S "${l#*:}" ]; do sleep 0.02; done; ln -s "${l#*:}" "${l%%:*}") &
-done
-exec bash -c "$1"
-SSH
-chmod +x "$T/fake-ssh"
-export FERRY_SSH=$T/fake-ssh FAKE_SSH_LOG=$T/ssh.log
-# The "remote" ferry-nbd is found in the remote PATH.
-export PATH=$(dirname "$FERRY_NBD"):$PATH
+make_fake_ssh
 
 migrate --storage fs --datastores "$T/ds" --ssh node-b.example --journal "$T/j.json" --dry-run \
   > "$T/dry" || fail "dry run"

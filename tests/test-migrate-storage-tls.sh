@@ -15,27 +15,7 @@ make_tls
 mkdir "$T/pki"
 cp "$TLS"/server/* "$T/pki/"
 cp "$TLS"/client/client-* "$T/pki/"
-cat > "$T/fake-ssh" <<'SSH'
-#!/bin/bash
-links=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -o) shift 2 ;;
-    -L) links+=("$2"); shift 2 ;;
-    --) shift; break ;;
-    -*) echo "fake-ssh: unexpected option $1" >&2; exit 255 ;;
-    *) echo "$1" >> "$FAKE_SSH_LOG"; shift ;;
-  esac
-done
-printf '%s\n' "${links[@]}" >> "$FAKE_SSH_LOG.forwards"
-for l in "${links[@]}"; do
-  (while [ ! -S "${l#*:}" ]; do sleep 0.02; done; ln -s "${l#*:}" "${l%%:*}") &
-done
-exec bash -c "$1"
-SSH
-chmod +x "$T/fake-ssh"
-export FERRY_SSH=$T/fake-ssh FAKE_SSH_LOG=$T/ssh.log
-export PATH=$(dirname "$FERRY_NBD"):$PATH
+make_fake_ssh
 port=$(free_port)
 
 migrate --storage fs --datastores "$T/ds" --ssh root@node-b.example --tls-listen "127.0.0.1:$port" \
