@@ -9,14 +9,28 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Per-region locks are a hashed table: region r uses locks[r % CLONE_LOCKS].  A thread holds
- * at most one at a time (requests are processed region by region), so no lock order is
- * needed and no deadlock is possible. */
+/* Per-region locks are a hashed table: region r uses locks[r % CLONE_LOCKS].  A guest request
+ * holds at most one at a time (requests are processed region by region); the hydrator takes
+ * several in ascending index order; the write-behind thread holds the ones handed to it and
+ * waits for nothing else: no deadlock is possible. */
 #define CLONE_LOCKS 1024
 /* Recent on-demand reads the hydrator should serve first. */
 #define CLONE_HINTS 64
 
 struct hydrator;
+struct clone_writer;
+
+/* A region lock (clone-inflight.c): a flag rather than a mutex, so that an on-demand reader
+ * can hand it to the write-behind thread; buf/region: the bytes of the region whose
+ * destination write is behind (readers copy from them), NULL when none. */
+struct clone_lock {
+  pthread_mutex_t m;
+  pthread_cond_t cv;
+  bool held;
+  unsigned waiters;
+  uint64_t region;
+  const char *buf;
+};
 
 struct clone {
   struct volume v; /* first: the clone is a volume */
@@ -25,7 +39,7 @@ struct clone {
   uint64_t region_size;
   unsigned shift; /* log2(region_size) */
   uint64_t regions;
-  pthread_mutex_t locks[CLONE_LOCKS];
+  struct clone_lock locks[CLONE_LOCKS];
 
   /* Statistics (atomics). */
   uint64_t bytes_copied, bytes_fetched, bytes_skipped;
@@ -56,8 +70,12 @@ struct clone {
   /* Regions being fetched on demand right now (a bit per region, atomic), so that the
    * hydrator does not fetch them a second time. */
   uint64_t *ondemand;
+  /* What the source's block status said of each region (clone-source.c): known, and then
+   * whether it reads as zeroes.  Its holes do not change while it is not held. */
+  uint64_t *src_known, *src_zero;
 
   struct hydrator *hydrator;
+  struct clone_writer *writer; /* NULL: on-demand fetches are written by their readers */
   struct clone_options opts;
 };
 
@@ -82,7 +100,7 @@ clone_bit_clear(uint64_t *bits, uint64_t r)
   __atomic_fetch_and(&bits[r / 64], ~(1ull << (r % 64)), __ATOMIC_RELEASE);
 }
 
-static inline pthread_mutex_t *
+static inline struct clone_lock *
 clone_region_lock(struct clone *c, uint64_t region)
 {
   return &c->locks[region % CLONE_LOCKS];
@@ -115,7 +133,30 @@ bool clone_take_hint(struct clone *c, uint64_t *region);
  * within deadline (0, or EIO). */
 double clone_source_timeout(const struct clone *c);
 int clone_fetch(struct clone *c, void *buf, uint64_t len, uint64_t off, double deadline);
+/* Whether region reads as zeroes on the source (its block status, asked once per window of
+ * regions and remembered); false when unknown.  Not for a held clone. */
+bool clone_source_zero(struct clone *c, uint64_t region);
+
+/* clone-inflight.c: region locks and the write-behind of on-demand fetches. */
+void clone_locks_init(struct clone *c);
+void clone_locks_destroy(struct clone *c);
+void clone_lock_slot(struct clone_lock *l);
+void clone_unlock_slot(struct clone_lock *l);
 int clone_lock_region_until(struct clone *c, uint64_t region, double deadline);
+/* Take region's lock by deadline (0), or copy [off, off+len) of it from the buffer of its
+ * destination write that is behind (1); EIO at the deadline. */
+int clone_lock_or_copy(struct clone *c, uint64_t region, double deadline, void *out, uint64_t len,
+                       uint64_t off);
+/* With region's lock held: store its fetched bytes (buf, the whole region) on the
+ * destination, mark it after the write, clear its on-demand bit.  0 or -errno. */
+int clone_store_fetched(struct clone *c, uint64_t region, const char *buf);
+int clone_writer_start(struct clone *c);
+/* Hand region's lock and its fetched bytes (malloc'd, freed by the writer) to the writer
+ * thread, which stores, marks and unlocks.  false when there is no room (or no writer):
+ * the caller still owns both. */
+bool clone_write_behind(struct clone *c, uint64_t region, char *buf);
+void clone_writer_drain(struct clone *c); /* until every handed region is written */
+void clone_writer_stop(struct clone *c);  /* drains, joins, frees */
 
 /* clone-dest.c: the destination's identity for the map ("inode N", ...), and whether it
  * already holds data (1), reads as zeroes (0), or -errno. */

@@ -1,5 +1,5 @@
 /* ferry: the clone's side of a lost source (issue 13): on-demand reads from the source
- * retried until --source-timeout, region locks taken within the same deadline. */
+ * retried until --source-timeout (region locks within the same deadline: clone-inflight.c). */
 #include "backends/clone-internal.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -15,6 +15,9 @@
 /* Pauses between on-demand source reads that failed: 50 ms doubling to 1 s. */
 #define FETCH_BACKOFF_FIRST 0.05
 #define FETCH_BACKOFF_MAX 1.0
+/* The source's block status is asked for this much at once, the first time a read needs to
+ * know whether a region on the source is a hole. */
+#define SOURCE_EXTENTS_WINDOW (256ull << 20)
 
 /* Seconds an on-demand request may wait for the source (--source-timeout). */
 double
@@ -69,23 +72,55 @@ clone_fetch(struct clone *c, void *buf, uint64_t len, uint64_t off, double deadl
   return error_set(EIO, "%s", msg);
 }
 
-/* Take a region's lock, waiting no longer than the request's deadline: another request may
- * hold it while it waits for a lost source. */
-int
-clone_lock_region_until(struct clone *c, uint64_t region, double deadline)
+/* Ask the source which regions of the window at `region` read as zeroes, and remember it
+ * (src_known, src_zero).  A failure or a lost source leaves them unknown: read as data. */
+static void
+learn_source_extents(struct clone *c, uint64_t region)
 {
-  pthread_mutex_t *lk = clone_region_lock(c, region);
-  if (pthread_mutex_trylock(lk) == 0)
-    return 0;
-  struct timespec ts = { (time_t)deadline, (long)((deadline - (double)(time_t)deadline) * 1e9) };
-  int e = pthread_mutex_clocklock(lk, CLOCK_MONOTONIC, &ts);
-  if (e == 0)
-    return 0;
-  char msg[300];
-  snprintf(msg, sizeof msg,
-           "%s: region %" PRIu64 " is still being fetched from the source after %g s "
-           "(--source-timeout)",
-           c->v.name, region, clone_source_timeout(c));
-  clone_set_error(c, false, msg);
-  return error_set(EIO, "%s", msg);
+  char why[256];
+  if (volume_health(c->src, why, sizeof why) != 0)
+    return;
+  uint64_t off = clone_region_offset(c, region);
+  uint64_t len = c->v.size - off < SOURCE_EXTENTS_WINDOW ? c->v.size - off : SOURCE_EXTENTS_WINDOW;
+  struct extent_list l = { 0 };
+  struct volume_wait_bounds bounds = { now_seconds() + clone_source_timeout(c), NULL };
+  struct volume_wait_bounds old = volume_set_wait_bounds(&bounds);
+  int r = volume_extents(c->src, len, off, &l);
+  volume_set_wait_bounds(&old);
+  if (r < 0 || l.n == 0) {
+    debug("clone", "%s: source extents at %" PRIu64 ": %s (reported as data)", c->v.name, off,
+          r < 0 ? error_message() : "none");
+    error_clear();
+    extent_list_free(&l);
+    return;
+  }
+  uint64_t covered = l.v[l.n - 1].offset + l.v[l.n - 1].length;
+  if (covered > c->v.size)
+    covered = c->v.size;
+  /* Zero bits first, then known (release): whoever sees known sees the zero bit too. */
+  for (size_t i = 0; i < l.n; i++) {
+    if (!(l.v[i].flags & EXTENT_ZERO))
+      continue;
+    uint64_t s = l.v[i].offset, e = s + l.v[i].length;
+    for (uint64_t k = (s + c->region_size - 1) >> c->shift; k < c->regions; k++) {
+      uint64_t ks = clone_region_offset(c, k);
+      if (ks >= e || ks + clone_region_length(c, k) > e)
+        break;
+      clone_bit_set(c->src_zero, k);
+    }
+  }
+  for (uint64_t k = region; k < c->regions; k++) {
+    if (clone_region_offset(c, k) + clone_region_length(c, k) > covered)
+      break;
+    clone_bit_set(c->src_known, k);
+  }
+  extent_list_free(&l);
+}
+
+bool
+clone_source_zero(struct clone *c, uint64_t region)
+{
+  if (!clone_bit_test(c->src_known, region))
+    learn_source_extents(c, region);
+  return clone_bit_test(c->src_known, region) && clone_bit_test(c->src_zero, region);
 }

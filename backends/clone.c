@@ -159,15 +159,6 @@ clone_commit(struct clone *c)
 
 /* ---- region helpers ---- */
 
-/* Write a whole region's bytes (buf) to the destination, keeping zero regions sparse. */
-static int
-store_region(struct clone *c, const void *buf, uint64_t len, uint64_t off)
-{
-  if (buffer_is_zero(buf, len))
-    return volume_zero(c->dst, len, off, VOLUME_MAY_TRIM);
-  return volume_pwrite(c->dst, buf, len, off, 0);
-}
-
 static void
 mark(struct clone *c, uint64_t region)
 {
@@ -204,7 +195,7 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
   struct clone *c = (struct clone *)v;
   if (__atomic_load_n(&c->converged, __ATOMIC_ACQUIRE))
     return volume_pread(c->dst, buf, len, off);
-  char *out = buf, *scratch = NULL;
+  char *out = buf;
   int r = 0;
   const double deadline = now_seconds() + clone_source_timeout(c);
   while (len > 0 && r == 0) {
@@ -220,40 +211,48 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
       n = (size_t)(end - off);
       r = volume_pread(c->dst, out, n, off);
     } else {
-      pthread_mutex_t *lk = clone_region_lock(c, region);
       if (c->hydrator)
         hydrator_wait_region(c->hydrator, region, deadline);
-      if ((r = clone_lock_region_until(c, region, deadline)) < 0)
+      /* A region whose destination write is behind its reader is copied from that
+       * reader's buffer (1) rather than waited for. */
+      if ((r = clone_lock_or_copy(c, region, deadline, out, n, off)) < 0)
         break;
-      if (regionmap_test(c->map, region)) {
+      bool locked = r == 0;
+      r = 0;
+      if (!locked) {
+        /* served from the buffer */
+      } else if (regionmap_test(c->map, region)) {
         r = volume_pread(c->dst, out, n, off);
       } else if (__atomic_load_n(&c->held, __ATOMIC_ACQUIRE)) {
         /* Held: the source may still change, so nothing read from it is kept. */
         r = clone_fetch(c, out, n, off, deadline);
       } else {
-        /* Copy-on-read: fetch the whole region, store it, mark it, then answer. */
-        char *rbuf = out;
-        if (n != rlen) {
-          if (!scratch && !(scratch = malloc(c->region_size)))
-            r = error_set(ENOMEM, "%s: out of memory", v->name);
-          rbuf = scratch;
-        }
-        if (r == 0)
-          r = fill_from_source(c, region, rbuf, deadline);
-        if (r == 0 && (r = store_region(c, rbuf, rlen, roff)) == 0)
-          mark(c, region);
-        clone_bit_clear(c->ondemand, region);
-        if (r == 0 && rbuf != out)
+        /* Copy-on-read: fetch the whole region and answer at once; the destination write
+         * and the mark follow on the write-behind thread, which holds the region's lock
+         * until they are done (or here, when it has no room). */
+        char *rbuf = malloc(rlen);
+        if (!rbuf)
+          r = error_set(ENOMEM, "%s: out of memory", v->name);
+        else if ((r = fill_from_source(c, region, rbuf, deadline)) == 0)
           memcpy(out, rbuf + (off - roff), n);
+        if (r == 0 && clone_write_behind(c, region, rbuf)) {
+          locked = false; /* the writer's now */
+        } else {
+          if (r == 0)
+            r = clone_store_fetched(c, region, rbuf);
+          else
+            clone_bit_clear(c->ondemand, region);
+          free(rbuf);
+        }
         add_hint(c, region + 1);
       }
-      pthread_mutex_unlock(lk);
+      if (locked)
+        clone_unlock_slot(clone_region_lock(c, region));
     }
     out += n;
     off += n;
     len -= n;
   }
-  free(scratch);
   return r;
 }
 
@@ -290,7 +289,7 @@ write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len,
     if (regionmap_test(c->map, region)) {
       r = piece_to_destination(c, k, data, n, off, flags);
     } else {
-      pthread_mutex_t *lk = clone_region_lock(c, region);
+      struct clone_lock *lk = clone_region_lock(c, region);
       if (c->hydrator && n != rlen && k != WRITE_TRIM)
         hydrator_wait_region(c->hydrator, region, deadline);
       if ((r = clone_lock_region_until(c, region, deadline)) < 0)
@@ -319,12 +318,12 @@ write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len,
             memcpy(scratch + (off - roff), data, n);
           else
             memset(scratch + (off - roff), 0, n);
-          if ((r = store_region(c, scratch, rlen, roff)) == 0)
-            mark(c, region);
+          r = clone_store_fetched(c, region, scratch); /* marks after the write */
+        } else {
+          clone_bit_clear(c->ondemand, region);
         }
-        clone_bit_clear(c->ondemand, region);
       }
-      pthread_mutex_unlock(lk);
+      clone_unlock_slot(lk);
     }
     if (data)
       data += n;
@@ -362,7 +361,11 @@ clone_trim(struct volume *v, uint64_t len, uint64_t off, unsigned flags)
 static int
 clone_flush(struct volume *v)
 {
-  return clone_commit((struct clone *)v);
+  struct clone *c = (struct clone *)v;
+  /* Not needed for the durability of any write (fetched regions are only marked once
+   * written), but a flush then leaves every region read so far hydrated and committed. */
+  clone_writer_drain(c);
+  return clone_commit(c);
 }
 
 /* Extents of the first run of regions with the same hydrated state: from the destination
@@ -401,6 +404,24 @@ clone_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *
   return extent_list_add(out, off, end - off, 0);
 }
 
+/* For a read's hole lookup: regions still on the source are holes or data as the source's
+ * block status said when first asked (clone_source_zero), not asked again before each fetch;
+ * hydrated ones are the destination's. */
+static int
+clone_known_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out)
+{
+  struct clone *c = (struct clone *)v;
+  uint64_t region = off >> c->shift;
+  if (c->converged || regionmap_test(c->map, region) || clone_is_held(c))
+    return clone_extents(v, len, off, out);
+  bool zero = clone_source_zero(c, region);
+  uint64_t k = region + 1, last = (off + len - 1) >> c->shift;
+  while (k <= last && !regionmap_test(c->map, k) && clone_source_zero(c, k) == zero)
+    k++;
+  uint64_t end = min_u64(off + len, k >= c->regions ? v->size : clone_region_offset(c, k));
+  return extent_list_add(out, off, end - off, zero ? EXTENT_ZERO | EXTENT_HOLE : 0);
+}
+
 /* Prefetch: ask the hydrator to take these regions next. */
 static int
 clone_cache(struct volume *v, uint64_t len, uint64_t off)
@@ -432,6 +453,7 @@ static const struct volume_ops clone_ops = {
   .trim = clone_trim,
   .flush = clone_flush,
   .extents = clone_extents,
+  .known_extents = clone_known_extents,
   .cache = clone_cache,
   .close = clone_volume_close,
 };
@@ -485,8 +507,7 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
     return error_set(ENOMEM, "out of memory");
   c->opts = *o;
   c->opts.source_identity = NULL;
-  for (int i = 0; i < CLONE_LOCKS; i++)
-    pthread_mutex_init(&c->locks[i], NULL);
+  clone_locks_init(c);
   pthread_mutex_init(&c->state_lock, NULL);
   pthread_mutex_init(&c->hint_lock, NULL);
   pthread_condattr_t ca;
@@ -552,7 +573,9 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
   c->region_size = regionmap_region_size(c->map);
   c->shift = (unsigned)__builtin_ctzll(c->region_size);
   c->regions = regionmap_regions(c->map);
-  if (!(c->ondemand = calloc((c->regions + 63) / 64 + 1, 8))) {
+  size_t words = (c->regions + 63) / 64 + 1;
+  if (!(c->ondemand = calloc(words, 8)) || !(c->src_known = calloc(words, 8))
+      || !(c->src_zero = calloc(words, 8))) {
     r = error_set(ENOMEM, "%s: out of memory", dest_uri);
     goto fail;
   }
@@ -579,6 +602,9 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
     goto fail;
   }
   c->committer_running = true;
+  /* Converged: nothing is fetched any more, no write-behind thread. */
+  if (!c->converged && (r = clone_writer_start(c)) < 0)
+    goto fail;
   if (o->hydrate && !c->converged && (r = hydrator_start(c, &c->hydrator)) < 0)
     goto fail;
   debug("clone",
@@ -606,6 +632,7 @@ clone_close(struct clone *c)
   if (c->hydrator)
     hydrator_stop(c->hydrator);
   c->hydrator = NULL;
+  clone_writer_stop(c); /* its regions written and marked before the last commit */
   if (c->committer_running) {
     pthread_mutex_lock(&c->state_lock);
     c->stopping = true;
@@ -618,13 +645,14 @@ clone_close(struct clone *c)
   regionmap_close(c->map);
   volume_close(c->src); /* NULL after clone_release_source */
   volume_close(c->dst);
-  for (int i = 0; i < CLONE_LOCKS; i++)
-    pthread_mutex_destroy(&c->locks[i]);
+  clone_locks_destroy(c);
   pthread_mutex_destroy(&c->state_lock);
   pthread_mutex_destroy(&c->hint_lock);
   pthread_cond_destroy(&c->state_changed);
   pthread_cond_destroy(&c->committer_wake);
   free(c->ondemand);
+  free(c->src_known);
+  free(c->src_zero);
   free(c->v.name);
   free(c);
   return r;

@@ -88,9 +88,9 @@ lock_regions(struct clone *c, uint64_t first, uint64_t last, bool lock)
   uint64_t n = last - first + 1, a = first % CLONE_LOCKS;
   uint64_t wrap = a + n > CLONE_LOCKS ? a + n - CLONE_LOCKS : 0;
   for (uint64_t i = 0; i < wrap; i++)
-    (lock ? pthread_mutex_lock : pthread_mutex_unlock)(&c->locks[i]);
+    (lock ? clone_lock_slot : clone_unlock_slot)(&c->locks[i]);
   for (uint64_t i = a; i < a + n - wrap; i++)
-    (lock ? pthread_mutex_lock : pthread_mutex_unlock)(&c->locks[i]);
+    (lock ? clone_lock_slot : clone_unlock_slot)(&c->locks[i]);
 }
 
 static void
@@ -446,10 +446,10 @@ work_done(void *opaque, uint64_t off, uint64_t len, int err, const struct copy_r
     for (uint64_t r = first; r <= last; r++) {
       if (clone_bit_test(h->skipped, r))
         continue;
-      pthread_mutex_t *lk = clone_region_lock(c, r);
-      pthread_mutex_lock(lk);
+      struct clone_lock *lk = clone_region_lock(c, r);
+      clone_lock_slot(lk);
       mark_copied(h, r);
-      pthread_mutex_unlock(lk);
+      clone_unlock_slot(lk);
     }
   }
   for (uint64_t r = first; r <= last; r++) {

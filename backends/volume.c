@@ -239,8 +239,8 @@ volume_flush(struct volume *v)
   return v->ops->flush(v);
 }
 
-int
-volume_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out)
+static int
+extents_common(struct volume *v, bool known, uint64_t len, uint64_t off, struct extent_list *out)
 {
   int r = check_range(v, "block status", len, off);
   if (r < 0)
@@ -251,11 +251,26 @@ volume_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list 
     return extent_list_add(out, off, len, 0);
   size_t before = out->n;
   uint64_t last_len = before ? out->v[before - 1].length : 0;
-  r = v->ops->extents(v, len, off, out);
+  if (known && v->ops->known_extents)
+    r = v->ops->known_extents(v, len, off, out);
+  else
+    r = v->ops->extents(v, len, off, out);
   /* Nothing added: no new extent, and none merged into the caller's last one. */
   if (r == 0 && out->n == before && (before == 0 || out->v[before - 1].length == last_len))
     return error_set(EIO, "%s: driver returned no extents at offset %" PRIu64, v->name, off);
   return r;
+}
+
+int
+volume_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out)
+{
+  return extents_common(v, false, len, off, out);
+}
+
+int
+volume_known_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out)
+{
+  return extents_common(v, true, len, off, out);
 }
 
 int

@@ -76,6 +76,10 @@ struct volume_ops {
   /* Describe [off, off+len): append at least one extent starting at off; may stop early. */
   int (*extents)(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out);
   int (*cache)(struct volume *v, uint64_t len, uint64_t off);
+  /* Optional: extents as far as the volume knows them without a round trip to anything
+   * remote (the clone: a region still on the source is "data"); same contract as extents.
+   * Missing: extents is used. */
+  int (*known_extents)(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out);
   void (*close)(struct volume *v); /* frees the volume */
   /* Optional: 0 when the volume can serve now, 1 while it waits for a lost connection to
    * come back (reason filled: "connection lost: ...; reconnecting"). */
@@ -146,6 +150,9 @@ int volume_trim(struct volume *v, uint64_t len, uint64_t off, unsigned flags);
 int volume_flush(struct volume *v);
 int volume_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out);
 int volume_cache(struct volume *v, uint64_t len, uint64_t off);
+/* Extents for a read that looks for holes to skip (ferry-nbd's structured reads): a hint, so
+ * no remote query is made for it where the driver can avoid one (volume_ops.known_extents). */
+int volume_known_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out);
 
 /* 0, or 1 with reason while the volume reconnects (see volume_ops.health). */
 int volume_health(struct volume *v, char *reason, size_t len);

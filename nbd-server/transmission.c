@@ -18,9 +18,10 @@
 #include <string.h>
 #include <time.h>
 
-/* Reads at least this large look for holes (volume_extents) and send them as OFFSET_HOLE
- * chunks; smaller reads are one data chunk (a hole lookup costs two syscalls, more than
- * sending a few KiB). */
+/* Reads at least this large look for holes (volume_known_extents: no remote query, so a
+ * clone's read of a region on the source is not a block status round trip and then a fetch)
+ * and send them as OFFSET_HOLE chunks; smaller reads are one data chunk (a hole lookup costs two
+ * syscalls, more than sending a few KiB). */
 #define SPARSE_READ_MIN (64u * 1024)
 /* Keep worker buffers up to this size between requests; larger ones are freed after use. */
 #define KEEP_BUFFER (4u * 1024 * 1024)
@@ -454,7 +455,7 @@ read_structured(struct conn *c, struct worker *w, const struct request *r)
     uint64_t pos = r->offset;
     while (pos < end && w->extents.n < MAX_READ_CHUNKS) {
       size_t before = w->extents.n;
-      if (volume_extents(v, end - pos, pos, &w->extents) < 0 || w->extents.n == before) {
+      if (volume_known_extents(v, end - pos, pos, &w->extents) < 0 || w->extents.n == before) {
         sparse = false; /* fall back to reading everything */
         break;
       }
