@@ -248,8 +248,15 @@ nbdvol_loop_thread(void *arg)
                           | ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)) },
       { .fd = c->wake_fd, .events = POLLIN },
     };
+    /* idle_poll first, in_flight second (submitters do the reverse): either this thread
+     * sees the new command and keeps the watchdog's clock, or the submitter wakes it. */
+    if (timeout > 0)
+      atomic_store(&c->idle_poll, true);
     bool busy = atomic_load(&c->in_flight) > 0;
+    if (busy)
+      atomic_store(&c->idle_poll, false);
     int r = poll(fds, 2, busy && timeout > 0 ? 250 : -1);
+    atomic_store(&c->idle_poll, false);
     double now = now_seconds();
     if (r < 0) {
       if (errno == EINTR)
@@ -440,11 +447,11 @@ acquire(struct nbd_volume *nv, double deadline, volatile int *cancel, struct con
  * take a command back from libnbd), and fails with ETIMEDOUT (ECANCELED).  Returns the
  * command's errno (0 = success). */
 static int
-command_wait(struct command *cmd, double deadline, volatile int *cancel)
+command_wait(struct command *cmd, double deadline, volatile int *cancel, bool wake)
 {
   struct connection *c = cmd->c;
   uint64_t one = 1;
-  if (write(c->wake_fd, &one, sizeof one) < 0)
+  if (wake && write(c->wake_fd, &one, sizeof one) < 0)
     log_error("%s: eventfd: %s", c->vol->v.name, strerror(errno));
   int expired = 0; /* then ETIMEDOUT or ECANCELED */
   double cancelled_at = 0;
@@ -536,9 +543,15 @@ nbdvol_run_op(struct nbd_volume *nv, const struct op *op, const char *fmt, ...)
     if (cookie < 0)
       snprintf(why, sizeof why, "%s", nbdvol_short_error());
     bool dead_now = cookie < 0 && handle_gone(c->h);
+    /* The loop thread needs waking only to poll for writing (libnbd could not send the
+     * whole request here) or to start the watchdog's clock; otherwise the reply wakes it,
+     * and a request costs no eventfd write and no extra wake-up of that thread. */
+    bool wake = cookie >= 0
+                && ((nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE)
+                    || atomic_load(&c->idle_poll));
     pthread_rwlock_unlock(&c->swap);
     err = cookie < 0 ? (submit_errno ? submit_errno : EIO)
-                     : command_wait(&cmd, thread_deadline, b.cancel);
+                     : command_wait(&cmd, thread_deadline, b.cancel, wake);
     atomic_fetch_sub(&c->in_flight, 1);
     pthread_cond_destroy(&cmd.done_cond);
     if (cookie >= 0 && err == 0) {

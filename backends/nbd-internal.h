@@ -26,6 +26,7 @@ struct connection {
   int wake_fd; /* eventfd: a command was submitted, or stop */
   atomic_bool stop;
   atomic_uint in_flight; /* for picking the least busy connection, and the watchdog */
+  atomic_bool idle_poll; /* the loop thread waits without a watchdog clock: wake it */
   atomic_int dropped;    /* why we shut the socket down: 0, DROP_SILENT, DROP_DEADLINE */
   pthread_mutex_t lock;  /* protects command.done of commands on this connection */
   enum conn_state state; /* under vol->state_lock */
