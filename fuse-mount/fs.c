@@ -135,6 +135,8 @@ fill_attr(struct fs *fs, fuse_ino_t ino, struct stat *st)
   st->st_blocks = (blkcnt_t)((n->length + 511) / 512);
 }
 
+#define FS_MAX_BACKGROUND 64
+
 static void
 fs_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -143,6 +145,11 @@ fs_init(void *userdata, struct fuse_conn_info *conn)
   conn->max_write = MAX_IO;
   conn->max_read = MAX_IO; /* must equal the max_read mount option */
   conn->max_readahead = MAX_IO;
+  /* Asynchronous direct I/O (io_submit, qemu's aio=native) and readahead are "background"
+   * requests, of which the kernel keeps at most max_background in flight (default 12):
+   * let a QD32 guest have its 32 at once; the volume runs them in parallel. */
+  conn->max_background = FS_MAX_BACKGROUND;
+  conn->congestion_threshold = FS_MAX_BACKGROUND * 3 / 4;
   /* The disk changes only through us: no need for the kernel to recheck mtimes. */
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   if (fs->cfg.on_init)
