@@ -51,6 +51,10 @@ nbdvol_make_handle(struct nbd_volume *nv)
   const struct nbd_uri *u = &nv->uri;
   if (nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0
       || nbd_set_request_block_size(h, true) < 0
+      /* No zeroing of every read buffer before the read (11% of ferry-fuse's CPU on 1 MiB
+       * reads): a failed read's buffer is never used here, and libnbd fails a reply that
+       * does not cover the whole request. */
+      || nbd_set_pread_initialize(h, false) < 0
       || (u->tls_certificates && nbd_set_tls_certificates(h, u->tls_certificates) < 0)
       || (u->tls_psk_file && nbd_set_tls_psk_file(h, u->tls_psk_file) < 0)
       || (u->tls_username && nbd_set_tls_username(h, u->tls_username) < 0)) {
