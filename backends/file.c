@@ -112,7 +112,7 @@ file_pwrite(struct volume *v, const void *buf, size_t len, uint64_t off, unsigne
     r = full_pwrite(f->fd, buf, len, off);
   if (r < 0)
     return error_set_errno(-r, "%s: write %zu bytes at offset %" PRIu64, v->name, len, off);
-  if (f->write_behind)
+  if (f->write_behind || (flags & VOLUME_BULK))
     write_behind(f, off, len);
   /* FUA: the data must be durable before we acknowledge it. */
   return (flags & VOLUME_FUA) ? file_sync(f) : 0;

@@ -190,7 +190,12 @@ static int
 run_write(struct clone *c, const char *data, uint64_t n, uint64_t off, unsigned flags)
 {
   (void)flags;
-  return volume_pwrite(c->dst, data, n, off, 0);
+  /* Bulk: a file destination drops what the hydrator wrote from the page cache once it is
+   * written back.  Left there, its 1 MiB writes stay cached as large folios, and every 4 KiB
+   * write the guest makes later (ext4, Linux 6.x) walks the whole folio's buffer heads:
+   * a converged clone (or the plain file after it) wrote 4 KiB at QD32 4x slower than the
+   * same file uncached (docs/PERFORMANCE.md, bench/serve). */
+  return volume_pwrite(c->dst, data, n, off, VOLUME_BULK);
 }
 
 static int

@@ -40,6 +40,8 @@ enum {
   VOLUME_FUA = 1u << 0,       /* pwrite/zero/trim: durable before returning */
   VOLUME_MAY_TRIM = 1u << 1,  /* zero: may deallocate (NBD: NO_HOLE not set) */
   VOLUME_FAST_ZERO = 1u << 2, /* zero: fail with -ENOTSUP rather than be slow */
+  VOLUME_BULK = 1u << 3,      /* pwrite: part of a bulk copy (the hydrator's): a file starts
+                                 its write-back and drops it from the page cache behind it */
 };
 
 /* Extent flags: the same values as NBD base:allocation. */
