@@ -331,10 +331,10 @@ static int
 create_map(struct regionmap *m)
 {
   size_t n = strlen(m->path) + 16;
-  char *tmp = malloc(n), *dircopy = strdup(m->path);
+  char *tmp = malloc(n);
   int fd = -1, r = 0;
   unsigned char *enc = calloc(m->words ? m->words : 1, 8);
-  if (!tmp || !dircopy || !enc) {
+  if (!tmp || !enc) {
     r = error_set(ENOMEM, "%s: out of memory", m->path);
     goto out;
   }
@@ -360,11 +360,8 @@ create_map(struct regionmap *m)
     goto out;
   }
   /* The rename must be durable too, or a crash could lose the whole map file. */
-  int dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
+  if (fsync_parent_dir(m->path) < 0)
+    error_clear(); /* not fatal, as before: the map is usable, only its new name may not be durable yet */
   m->fd = fd;
   fd = -1;
   m->active = 0;
@@ -375,7 +372,6 @@ out:
     unlink(tmp);
   }
   free(tmp);
-  free(dircopy);
   free(enc);
   return r;
 }

@@ -225,22 +225,6 @@ fail:
   return r;
 }
 
-static int
-sync_directory(const char *path)
-{
-  char *copy = strdup(path);
-  if (!copy)
-    return error_set(ENOMEM, "out of memory");
-  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  int r = 0;
-  if (fd < 0 || fsync(fd) < 0)
-    r = error_set_errno(errno, "%s: syncing its directory", path);
-  if (fd >= 0)
-    close(fd);
-  free(copy);
-  return r;
-}
-
 int
 zst_writer_finish(struct volume *v, struct zst_write_stats *stats)
 {
@@ -263,7 +247,7 @@ zst_writer_finish(struct volume *v, struct zst_write_stats *stats)
     if (rename(w->tmp, w->path) < 0)
       return error_set_errno(errno, "%s: cannot rename %s to it", w->path, w->tmp);
     w->finished = true;
-    if ((r = sync_directory(w->path)) < 0)
+    if ((r = fsync_parent_dir(w->path)) < 0)
       return r;
   }
   w->finished = true;

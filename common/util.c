@@ -3,6 +3,8 @@
 #include "common/error.h"
 
 #include <ctype.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,4 +158,21 @@ full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
     off += (uint64_t)r;
   }
   return 0;
+}
+
+int
+fsync_parent_dir(const char *path)
+{
+  char *copy = strdup(path);
+  if (!copy)
+    return error_set(ENOMEM, "out of memory");
+  const char *dir = dirname(copy);
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int r = 0;
+  if (fd < 0 || fsync(fd) < 0)
+    r = error_set_errno(errno, "%s: fsync of the directory of %s", dir, path);
+  if (fd >= 0)
+    close(fd);
+  free(copy);
+  return r;
 }

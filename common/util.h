@@ -27,6 +27,9 @@ double now_seconds(void);
 /* Full-length pread/pwrite (retrying short transfers and EINTR); 0 or -errno. */
 int full_pread(int fd, void *buf, size_t len, uint64_t off);
 int full_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+/* fsync the directory holding `path` (after creating, renaming or removing it there): 0, or
+ * -errno with "DIR: fsync of the directory of PATH". */
+int fsync_parent_dir(const char *path);
 
 static inline bool
 is_power_of_two(uint64_t x)

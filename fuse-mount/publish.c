@@ -1,6 +1,7 @@
 /* ferry-fuse --publish, see publish.h. */
 #include "fuse-mount/publish.h"
 #include "common/error.h"
+#include "common/util.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -20,20 +21,6 @@ parent_dir(const char *path, char *out, size_t size)
   if (d != out)
     memmove(out, d, strlen(d) + 1);
   return 0;
-}
-
-static int
-sync_dir(const char *path)
-{
-  char dir[PATH_MAX];
-  if (parent_dir(path, dir, sizeof dir) < 0)
-    return -1;
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return error_set_errno(errno, "%s", dir);
-  int r = fsync(fd) < 0 ? error_set_errno(errno, "%s: fsync", dir) : 0;
-  close(fd);
-  return r;
 }
 
 int
@@ -98,7 +85,7 @@ publish_link(struct publish *p, const char *target)
     return error_set_errno(e, "--publish %s", p->path);
   }
   debug("fuse", "%s -> %s", p->path, target);
-  return sync_dir(p->path);
+  return fsync_parent_dir(p->path);
 }
 
 int
@@ -113,5 +100,5 @@ publish_finish(struct publish *p)
   p->already = true;
   snprintf(p->dest, sizeof p->dest, "%s", p->path);
   log_info("converged: %s is the destination file now", p->path);
-  return sync_dir(p->path);
+  return fsync_parent_dir(p->path);
 }

@@ -129,13 +129,8 @@ save_state(struct job *j, const char *phase)
     close(fd);
   if (r == 0 && rename(tmp, j->state_path) < 0)
     r = error_set_errno(errno, "%s: rename", j->state_path);
-  if (r == 0) {
-    int dfd = open(j->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      fsync(dfd);
-      close(dfd);
-    }
-  }
+  if (r == 0 && fsync_parent_dir(j->state_path) < 0)
+    error_clear(); /* not fatal, as before: the state file is written, its name may lag */
   free(tmp);
   json_decref(st);
   return r;

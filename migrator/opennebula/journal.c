@@ -2,6 +2,7 @@
 #include "migrator/opennebula/journal.h"
 #include "migrator/opennebula/plan.h"
 #include "common/error.h"
+#include "common/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,22 +38,6 @@ image_json(const struct catalog_row *row)
       json_object_set_new(o, catalog_column_name((enum catalog_column)c),
                           row->value[c] ? json_string(row->value[c]) : json_null());
   return o;
-}
-
-static int
-fsync_dir_of(const char *path)
-{
-  char *copy = strdup(path);
-  if (!copy)
-    return error_set(ENOMEM, "out of memory");
-  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  int r = 0;
-  if (fd < 0 || fsync(fd) < 0)
-    r = error_set_errno(errno, "%s: fsync of its directory", path);
-  if (fd >= 0)
-    close(fd);
-  free(copy);
-  return r;
 }
 
 /* Write `text` to `path` and fsync it; `excl` refuses an existing file. */
@@ -110,7 +95,7 @@ dump(json_t *j, const char *path, bool create)
   }
   free(withnl);
   if (r == 0)
-    r = fsync_dir_of(path);
+    r = fsync_parent_dir(path);
   return r;
 }
 

@@ -4,6 +4,7 @@
 #include "migrator/storage/storage-impl.h"
 
 #include "common/error.h"
+#include "common/util.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -28,30 +29,6 @@ storage_fs_volume_path(const char *datastores, int ds, const char *volume, char 
   if (asprintf(out, "%s/%d/%s", datastores, ds, volume) < 0)
     return error_set(ENOMEM, "out of memory");
   return 0;
-}
-
-static int
-fsync_parent(const char *path)
-{
-  char *copy = strdup(path);
-  if (!copy)
-    return error_set(ENOMEM, "out of memory");
-  char *slash = strrchr(copy, '/');
-  const char *dir = ".";
-  if (slash == copy)
-    dir = "/";
-  else if (slash) {
-    *slash = '\0';
-    dir = copy;
-  }
-  int r = 0;
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || fsync(fd) < 0)
-    r = error_set_errno(errno, "%s: fsync of directory", dir);
-  if (fd >= 0)
-    close(fd);
-  free(copy);
-  return r;
 }
 
 static char *
@@ -102,7 +79,7 @@ fs_create(const char *path, uint64_t size)
     return r;
   }
   close(fd);
-  return fsync_parent(path);
+  return fsync_parent_dir(path);
 }
 
 /* Rename without ever replacing an existing file. */
@@ -142,7 +119,7 @@ fs_rename(const char *from, const char *to)
   free(st);
   if (r < 0)
     return r;
-  return fsync_parent(to);
+  return fsync_parent_dir(to);
 }
 
 static int
@@ -159,7 +136,7 @@ fs_remove(const char *path)
     return r;
   }
   free(sc);
-  return fsync_parent(path);
+  return fsync_parent_dir(path);
 }
 
 /* Merge tags into the sidecar (null removes), remembering the previous values in *before. */
@@ -205,7 +182,7 @@ fs_tag(const char *path, const json_t *tags, json_t **before)
     if (unlink(sc) < 0 && errno != ENOENT)
       r = error_set_errno(errno, "%s: remove", sc);
     else
-      r = fsync_parent(sc);
+      r = fsync_parent_dir(sc);
   } else
     r = storage_write_json_file(sc, doc);
   if (r == 0 && before) {
@@ -274,7 +251,7 @@ storage_write_json_file(const char *path, const json_t *doc)
     unlink(tmp);
     goto out;
   }
-  r = fsync_parent(path);
+  r = fsync_parent_dir(path);
 out:
   free(tmp);
   free(text);
