@@ -120,3 +120,43 @@ SSH
   PATH=$(dirname "$FERRY_NBD"):$PATH
   export PATH
 }
+
+# start_sshd: a real OpenSSH server on 127.0.0.1 (a free port, throwaway keys under $T, root
+# by key only, stream-local forwarding allowed; the session's PATH has the built ferry
+# programs).  Sets SSHD_PORT; writes $T/ssh, an ssh client for it (the key, the port, no
+# known_hosts prompts: "$T/ssh root@127.0.0.1 CMD"); checks that a login works.
+start_sshd() {
+  requires ssh ssh-keygen
+  [ -x /usr/sbin/sshd ] || skip "openssh-server not installed"
+  requires_root
+  SSHD_PORT=$(free_port)
+  ssh-keygen -q -t ed25519 -N '' -f "$T/host_key"
+  ssh-keygen -q -t ed25519 -N '' -f "$T/user_key"
+  cp "$T/user_key.pub" "$T/authorized_keys"
+  mkdir -p /run/sshd
+  cat >"$T/sshd_config" <<CFG
+ListenAddress 127.0.0.1
+Port $SSHD_PORT
+HostKey $T/host_key
+PidFile $T/sshd.pid
+AuthorizedKeysFile $T/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowStreamLocalForwarding yes
+StreamLocalBindUnlink yes
+SetEnv PATH=$(dirname "$FERRY"):$(dirname "$FERRY_NBD"):/usr/sbin:/usr/bin:/sbin:/bin
+CFG
+  /usr/sbin/sshd -D -e -f "$T/sshd_config" 2>"$T/sshd.log" &
+  track_pid $!
+  wait_for_pidfile "$T/sshd.pid" >/dev/null
+  cat >"$T/ssh" <<SSH
+#!/bin/sh
+exec ssh -p $SSHD_PORT -i $T/user_key -o IdentitiesOnly=yes -o StrictHostKeyChecking=no \\
+  -o UserKnownHostsFile=$T/known_hosts -o LogLevel=ERROR "\$@"
+SSH
+  chmod +x "$T/ssh"
+  "$T/ssh" -o BatchMode=yes root@127.0.0.1 true || { cat "$T/sshd.log" >&2; fail "ssh login to the test's sshd"; }
+}

@@ -5,45 +5,11 @@
 # "remote" host is this machine; ferry-nbd is found in the session's PATH (sshd SetEnv).
 . "$TESTS_DIR/functions.sh"
 . "$TESTS_DIR/lib-storage.sh"
-requires ssh ssh-keygen
-[ -x /usr/sbin/sshd ] || skip "openssh-server not installed"
-requires_root
 [ -x "$FERRY_NBD" ] || skip "ferry-nbd not built"
 make_world
-
-port=$(free_port)
-ssh-keygen -q -t ed25519 -N '' -f "$T/host_key"
-ssh-keygen -q -t ed25519 -N '' -f "$T/user_key"
-cp "$T/user_key.pub" "$T/authorized_keys"
-mkdir -p /run/sshd
-cat > "$T/sshd_config" <<CFG
-ListenAddress 127.0.0.1
-Port $port
-HostKey $T/host_key
-PidFile $T/sshd.pid
-AuthorizedKeysFile $T/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-AllowStreamLocalForwarding yes
-StreamLocalBindUnlink yes
-SetEnv PATH=$(dirname "$FERRY_NBD"):/usr/sbin:/usr/bin:/sbin:/bin
-CFG
-/usr/sbin/sshd -D -e -f "$T/sshd_config" 2>"$T/sshd.log" &
-track_pid $!
-wait_for_pidfile "$T/sshd.pid" >/dev/null
-
-# ferry runs $FERRY_SSH as its ssh client: point it at the throwaway key and port.
-cat > "$T/ssh" <<SSH
-#!/bin/sh
-exec ssh -p $port -i $T/user_key -o IdentitiesOnly=yes -o StrictHostKeyChecking=no \
-  -o UserKnownHostsFile=$T/known_hosts -o LogLevel=ERROR "\$@"
-SSH
-chmod +x "$T/ssh"
+# ferry runs $FERRY_SSH as its ssh client: the test sshd's client (key and port).
+start_sshd
 export FERRY_SSH=$T/ssh
-"$T/ssh" -o BatchMode=yes "root@127.0.0.1" true || { cat "$T/sshd.log"; fail "ssh login"; }
 
 before=$(sha "$T/source.orig")
 migrate --storage fs --datastores "$T/ds" --ssh root@127.0.0.1 --journal "$T/j.json" \

@@ -4,34 +4,9 @@
 # directions; a receiver that dies makes send fail with the broken pipe, not hang.
 . "$TESTS_DIR/functions.sh"
 . "$TESTS_DIR/lib-zst.sh"
-requires ssh ssh-keygen losetup
-[ -x /usr/sbin/sshd ] || skip "openssh-server not installed"
-requires_root
-
-port=$(free_port)
-ssh-keygen -q -t ed25519 -N '' -f "$T/host_key"
-ssh-keygen -q -t ed25519 -N '' -f "$T/user_key"
-cp "$T/user_key.pub" "$T/authorized_keys"
-mkdir -p /run/sshd
-cat >"$T/sshd_config" <<CFG
-ListenAddress 127.0.0.1
-Port $port
-HostKey $T/host_key
-PidFile $T/sshd.pid
-AuthorizedKeysFile $T/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-SetEnv PATH=$(dirname "$FERRY"):/usr/sbin:/usr/bin:/sbin:/bin
-CFG
-/usr/sbin/sshd -D -e -f "$T/sshd_config" 2>"$T/sshd.log" &
-track_pid $!
-wait_for_pidfile "$T/sshd.pid" >/dev/null
-SSH=(ssh -p "$port" -i "$T/user_key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no
-  -o UserKnownHostsFile="$T/known_hosts" -o LogLevel=ERROR -o BatchMode=yes root@127.0.0.1)
-"${SSH[@]}" true || { cat "$T/sshd.log"; fail "ssh login"; }
+requires losetup
+start_sshd
+SSH=("$T/ssh" -o BatchMode=yes root@127.0.0.1)
 
 make_mixed "$T/src.img" 16
 SIZE=$(stat -c %s "$T/src.img")
