@@ -214,6 +214,20 @@ file_close(struct volume *v)
   free(f);
 }
 
+/* A regular file another process appends to: its size now (never smaller than before). */
+static void
+file_refresh_size(struct volume *v)
+{
+  struct file_volume *f = (struct file_volume *)v;
+  struct stat st;
+  if (f->is_block || fstat(f->fd, &st) < 0)
+    return;
+  uint64_t now = (uint64_t)st.st_size, was = __atomic_load_n(&v->size, __ATOMIC_ACQUIRE);
+  while (now > was && !__atomic_compare_exchange_n(&v->size, &was, now, false, __ATOMIC_RELEASE,
+                                                   __ATOMIC_ACQUIRE))
+    ;
+}
+
 static const struct volume_ops file_ops = {
   .driver = "file",
   .pread = file_pread,
@@ -224,6 +238,7 @@ static const struct volume_ops file_ops = {
   .extents = file_extents,
   .cache = file_cache,
   .close = file_close,
+  .refresh_size = file_refresh_size,
 };
 
 static int

@@ -359,6 +359,14 @@ buffer_is_zero(const void *buf, size_t len)
   return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
 }
 
+uint64_t
+volume_refresh_size(struct volume *v)
+{
+  if (v->ops->refresh_size)
+    v->ops->refresh_size(v);
+  return __atomic_load_n(&v->size, __ATOMIC_ACQUIRE);
+}
+
 /* ---- zero extension: a read-only view of a volume that reads as zeroes past its end ---- */
 
 struct extended {
@@ -366,11 +374,23 @@ struct extended {
   struct volume *inner;
 };
 
+/* Where the inner volume ends for a request reaching `reach`: a file may have grown since it
+ * was opened (a qcow2 image the guest kept allocating in until ferry live-move paused it):
+ * what it holds there is data, not the zeroes of the extension. */
+static uint64_t
+inner_end(struct extended *e, uint64_t reach)
+{
+  uint64_t end = __atomic_load_n(&e->inner->size, __ATOMIC_ACQUIRE);
+  if (reach > end)
+    end = volume_refresh_size(e->inner);
+  return min_u64(end, e->v.size);
+}
+
 static int
 extended_pread(struct volume *v, void *buf, size_t len, uint64_t off)
 {
   struct extended *e = (struct extended *)v;
-  uint64_t end = e->inner->size;
+  uint64_t end = inner_end(e, off + len);
   size_t n = off >= end ? 0 : (size_t)min_u64(len, end - off);
   int r = n ? volume_pread(e->inner, buf, n, off) : 0;
   if (r == 0 && n < len)
@@ -382,7 +402,7 @@ static int
 extended_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out)
 {
   struct extended *e = (struct extended *)v;
-  uint64_t end = e->inner->size;
+  uint64_t end = inner_end(e, off + len);
   if (off < end)
     return volume_extents(e->inner, min_u64(len, end - off), off, out);
   return extent_list_add(out, off, len, EXTENT_HOLE | EXTENT_ZERO);

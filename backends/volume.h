@@ -86,6 +86,9 @@ struct volume_ops {
   /* Optional: 0 when the volume can serve now, 1 while it waits for a lost connection to
    * come back (reason filled: "connection lost: ...; reconnecting"). */
   int (*health)(struct volume *v, char *reason, size_t len);
+  /* Optional: a file another process may still be appending to (the qcow2 image a running
+   * guest grows until ferry live-move pauses it): re-read the size; v->size only grows. */
+  void (*refresh_size)(struct volume *v);
 };
 
 /* Drivers embed this as their first member. */
@@ -182,6 +185,9 @@ volume_can(const struct volume *v, unsigned cap)
 /* A read-only view of inner that is size bytes long and reads as zeroes (a hole) past
  * inner's end; it owns inner (closing it closes inner).  size <= inner's size: *out = inner.
  * The clone's source when the clone is larger than its source (clone_options.size). */
+/* The volume's size as its driver sees it now (volume_ops.refresh_size), for a file that may
+ * have grown since it was opened; other volumes keep the size they opened with. */
+uint64_t volume_refresh_size(struct volume *v);
 int volume_extend_zero(struct volume *inner, uint64_t size, struct volume **out);
 
 /* True when buf[0..len) is all zero bytes (fast). */

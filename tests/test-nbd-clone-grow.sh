@@ -43,3 +43,21 @@ truncate -s 4M "$T/small"
 expect_fail "destination is smaller (4194304 bytes) than the clone's size over" \
   "$FERRY_NBD" --foreground --socket "$T/sock3" --size 8M --source "$T/src" --map "$T/map3" "$T/small"
 echo "ok: --paused and --size"
+
+# The source grows after the clone server opened it (a qcow2 image the running guest keeps
+# allocating in until ferry live-move pauses it): what it appended is data, read from the
+# source, not the zeroes past its old end.
+head -c 1M /dev/urandom >"$T/gsrc"
+truncate -s 4M "$T/gdest"
+start_ferry_nbd "$T/gsock" --control "$T/gctl" --paused --size 4M --source "$T/gsrc" \
+  --map "$T/gmap" "$T/gdest"
+head -c $((1536 << 10)) /dev/urandom >>"$T/gsrc" # now 2.5 MiB, after the server's open
+cp "$T/gsrc" "$T/gexpect"
+truncate -s 4M "$T/gexpect"
+nbdcopy "$NBD_URI" "$T/gread"
+same_bytes "$T/gexpect" "$T/gread"
+"$FERRY" resume "$T/gctl" >/dev/null
+"$FERRY" wait --timeout 60 "$T/gctl" | grep -q converged || fail "the grown source's clone did not converge"
+stop_ferry_nbd
+same_bytes "$T/gexpect" "$T/gdest"
+echo "ok: a source that grew after the clone opened it is read to its new end"
