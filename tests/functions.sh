@@ -56,6 +56,18 @@ wait_for_pidfile() {
   fail "timed out waiting for pidfile $f"
 }
 
+# wait_for_server PID PIDFILE LOG WHAT: until the server PID (started in the background)
+# writes PIDFILE once ready; it exiting first prints LOG and fails "WHAT exited at startup".
+wait_for_server() {
+  local pid=$1 pidf=$2 log=$3 what=$4 i
+  for ((i = 0; i < 600; i++)); do
+    [ -s "$pidf" ] && return 0
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; fail "$what exited at startup"; }
+    sleep 0.05
+  done
+  fail "$what did not write $pidf"
+}
+
 # A free TCP port on 127.0.0.1 (bound and released; small race accepted for tests).
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

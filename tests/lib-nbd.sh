@@ -8,13 +8,7 @@ start_ferry_nbd() {
   "$FERRY_NBD" --foreground --socket "$sock" --pidfile "$pidf" "$@" 2>>"$T/ferry-nbd.log" &
   NBD_PID=$!
   track_pid "$NBD_PID"
-  local i
-  for ((i = 0; i < 600; i++)); do
-    [ -s "$pidf" ] && break
-    kill -0 "$NBD_PID" 2>/dev/null || { cat "$T/ferry-nbd.log" >&2; fail "ferry-nbd exited at startup"; }
-    sleep 0.05
-  done
-  [ -s "$pidf" ] || fail "ferry-nbd did not write $pidf"
+  wait_for_server "$NBD_PID" "$pidf" "$T/ferry-nbd.log" ferry-nbd
   NBD_URI="nbd+unix:///?socket=$sock"
 }
 

@@ -153,13 +153,7 @@ net_clone() {
     2>>"$T/clone.log" &
   CLONE_PID=$!
   track_pid "$CLONE_PID"
-  local i
-  for ((i = 0; i < 600; i++)); do
-    [ -s "$pidf" ] && break
-    kill -0 "$CLONE_PID" 2>/dev/null || { cat "$T/clone.log" >&2; fail "clone server exited at startup"; }
-    sleep 0.05
-  done
-  [ -s "$pidf" ] || fail "clone server did not start"
+  wait_for_server "$CLONE_PID" "$pidf" "$T/clone.log" "clone server"
   CLONE_URI="nbd+unix:///?socket=$T/clone.sock"
 }
 
