@@ -188,7 +188,9 @@ tm_setup() {
   cp -a "$TESTS_DIR/tm-base/ssh" "$REMOTES/tm/ssh"
   sed -e "s|^BASE_TM=.*|BASE_TM=ssh|" -e "s|^FERRY_BIN_DIR=.*|FERRY_BIN_DIR=$T/bin|" \
     -e "s|^FERRY_HOST_SSH=.*|FERRY_HOST_SSH=$T/bin/ssh|" \
+    -e "s|^FERRY_TUNNEL_DIR=.*|FERRY_TUNNEL_DIR=$T/tun|" \
     "$SRCDIR/opennebula/tm/ferry/ferryrc" >"$REMOTES/tm/ferry/ferryrc"
+  mkdir "$T/tun" # the tunnels' ends: tm_assert_clean checks that none is left
   # oned's CLI, as far as the driver asks it.
   cat >"$T/bin/onevm" <<EOF
 #!/bin/sh
@@ -303,6 +305,8 @@ tm_assert_clean() {
     fi
   done
   if losetup -a | grep -qF "$T/"; then losetup -a >&2; fail "a loop device of this test is left"; fi
+  left=$(find "$T/tun" -type s)
+  [ -z "$left" ] || fail "a tunnel's socket is left on a destination host: $left"
   return 0
 }
 

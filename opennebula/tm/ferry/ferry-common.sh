@@ -150,13 +150,14 @@ ferry_move() {
   [ ${#wanted[@]} -gt 0 ] || mapfile -t wanted < <(xml_disks)
   declare -A SOCK
   for name in "${wanted[@]}"; do
-    SOCK[$name]=/tmp/ferry-tm.$VMID.$name.$RANDOM$RANDOM.sock
+    SOCK[$name]=${FERRY_TUNNEL_DIR:-/tmp}/ferry-tm.$VMID.$name.$RANDOM$RANDOM.sock
     args+=("$name" "${SOCK[$name]}")
   done
   if ! out=$(host_run "$shost" inspect "$sdir" probe "$dhost" "$ddir" "${args[@]}" 2>&1); then
     local all=()
     for name in "${wanted[@]}"; do all+=("$sdir/.ferry/export.${name#disk.}"); done
     [ ${#all[@]} = 0 ] || host_run "$shost" export-stop keep "${all[@]}" >/dev/null 2>&1
+    host_run "$dhost" socket-remove "${SOCK[@]}" >/dev/null 2>&1
     fail "$shost:$sdir: $(reason "$out" "$shost") (nothing was moved)"
   fi
   local monitor probe listing need=0 type size alloc mtime
@@ -222,6 +223,7 @@ ferry_move() {
     fi
   elif grep -qx shared <<<"$out"; then
     host_run "$shost" export-stop keep "${sws[@]}" >/dev/null 2>&1
+    host_run "$dhost" socket-remove "${SOCK[@]}" >/dev/null 2>&1
     host_run "$shost" probe-remove "$probe" >/dev/null 2>&1
     [ -z "$copy_pid" ] || host_run "$dhost" remove-names "$ddir/.ferry" incoming >/dev/null 2>&1
     rm -rf "$tmp"
@@ -233,6 +235,8 @@ ferry_move() {
   if [ -n "$why" ]; then
     host_run "$dhost" clone-stop none "${dws[@]}" >/dev/null 2>&1 || log "could not stop the clones on $dhost"
     host_run "$shost" export-stop keep "${sws[@]}" >/dev/null 2>&1 || log "could not stop the exports on $shost"
+    # The tunnels' ends, which their sshd leaves on the destination host.
+    host_run "$dhost" socket-remove "${SOCK[@]}" >/dev/null 2>&1
     [ -z "$copy_pid" ] || host_run "$dhost" remove-names "$ddir/.ferry" incoming >/dev/null 2>&1
     host_run "$dhost" remove-names "$ddir" >/dev/null 2>&1 # the directory, if left empty
     host_run "$shost" probe-remove "$probe" >/dev/null 2>&1

@@ -32,6 +32,8 @@
 #   ferry-host.sh install-rest DIR STAGING  the staged files into DIR
 #   ferry-host.sh remove-rest DIR NAME...   remove DIR's entries but NAME... and .ferry
 #   ferry-host.sh remove-names DIR NAME...  remove DIR/NAME... (and DIR when empty)
+#   ferry-host.sh socket-remove SOCK...     remove the tunnels' ends SOCK... (sshd leaves a
+#                                           remote forward's socket behind when it ends)
 #   ferry-host.sh monitor-get|monitor-set DS_DIR [TEXT]   the datastore's .monitor
 #   ferry-host.sh probe-make|probe-test|probe-remove PATH  is a directory shared storage?
 #   ferry-host.sh keeper SW                 (the keeper itself; started by export-start)
@@ -317,6 +319,8 @@ cmd_keeper() {
             ;;
           gone)
             echo "$(date '+%F %T') the clone $DST_HOST:$DW is gone: export stopped, source kept"
+            [ "${FERRY_TRANSPORT:-ssh}" = tls ] ||
+              MUX=$sw/mux.sock on_host "$DST_HOST" rm -f "$SOCK" 2>/dev/null
             kill "$sshpid" 2>/dev/null
             stop_pidfile "$sw/nbd.pid"
             rm -rf "$sw"
@@ -698,6 +702,16 @@ cmd_remove_names() {
   return 0
 }
 
+# Only sockets of this driver's tunnels (FERRY_TUNNEL_DIR/ferry-tm.*.sock), nothing else by
+# mistake.
+cmd_socket_remove() {
+  local s
+  for s in "$@"; do
+    case ${s##*/} in ferry-tm.*.sock) [ -S "$s" ] && rm -f "$s" ;; esac
+  done
+  return 0
+}
+
 cmd_remove_rest() {
   local dir=$1 e keep n
   shift
@@ -745,6 +759,7 @@ clones) cmd_clones "$@" ;;
 copy-rest) cmd_copy_rest "$@" ;;
 remove-rest) cmd_remove_rest "$@" ;;
 remove-names) cmd_remove_names "$@" ;;
+socket-remove) cmd_socket_remove "$@" ;;
 install-rest) cmd_install_rest "$@" ;;
 monitor-get) cmd_monitor_get "$@" ;;
 monitor-set) cmd_monitor_set "$@" ;;
