@@ -19,6 +19,8 @@
 #define CONNECT_TIMEOUT 10.0 /* one reconnection attempt */
 #define BACKOFF_FIRST 0.1
 #define BACKOFF_MAX 5.0
+/* The watchdog's clock: the loop thread looks at the time this often. */
+#define WATCHDOG_TICK_MS 250
 
 /* ---- handles ---- */
 
@@ -173,9 +175,11 @@ static bool
 reconnect(struct connection *c)
 {
   struct nbd_volume *nv = c->vol;
-  char why[1024];
-  snprintf(why, sizeof why, "connection %u lost: %s", c->index + 1,
-           c->why[0] ? c->why : "the server closed it");
+  char why[1024], lost[sizeof c->why];
+  pthread_mutex_lock(&c->lock);
+  snprintf(lost, sizeof lost, "%s", c->why[0] ? c->why : "the server closed it");
+  pthread_mutex_unlock(&c->lock);
+  snprintf(why, sizeof why, "connection %u lost: %s", c->index + 1, lost);
   log_warning("%s: %s; reconnecting", nv->v.name, why);
   nbdvol_set_state(c, CONN_DOWN, why);
   double t0 = now_seconds(), backoff = BACKOFF_FIRST;
@@ -191,7 +195,9 @@ reconnect(struct connection *c)
       c->h = h;
       c->fd = nbd_aio_get_fd(h);
       atomic_store(&c->dropped, 0);
+      pthread_mutex_lock(&c->lock);
       c->why[0] = 0;
+      pthread_mutex_unlock(&c->lock);
       pthread_rwlock_unlock(&c->swap);
       nbd_close(old);
       if (atomic_load(&nv->unflushed) > 0 && !atomic_exchange(&nv->lost_writes, true))
@@ -205,7 +211,7 @@ reconnect(struct connection *c)
     if (atomic_load(&c->stop))
       return false;
     snprintf(why, sizeof why, "connection %u lost %.0f s ago: %s; reconnecting (attempt %u): %s",
-             c->index + 1, now_seconds() - t0, c->why[0] ? c->why : "the server closed it", attempt,
+             c->index + 1, now_seconds() - t0, lost, attempt,
              fail);
     if (r == -2) {
       log_error("%s: connection %u: %s", nv->v.name, c->index + 1, fail);
@@ -220,8 +226,88 @@ reconnect(struct connection *c)
   }
 }
 
-/* The event loop of one connection: drive the socket; reconnect when the handle dies.
- * Completion callbacks run here (inside nbd_aio_notify_*).
+/* Why the connection failed, the first reason given (libnbd's message is thread-local: the
+ * thread that saw the failure says it). */
+static void
+note_failure(struct connection *c, const char *why)
+{
+  pthread_mutex_lock(&c->lock);
+  if (!c->why[0])
+    snprintf(c->why, sizeof c->why, "%s", why);
+  pthread_mutex_unlock(&c->lock);
+}
+
+/* Drive h's socket once: wait up to ms for what libnbd waits for (the reply, or room to
+ * send the rest of a request), or for kick_fd, then let libnbd read or write; completion
+ * callbacks run here.  The caller holds c->swap for reading and is the connection's driver.
+ * 0, or -1 when the wait was cut short (kick, signal). */
+static int
+drive_once(struct connection *c, struct nbd_handle *h, int fd, int ms)
+{
+  unsigned dir = (unsigned)nbd_aio_get_direction(h);
+  struct pollfd fds[2] = {
+    { .fd = fd,
+      .events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0)
+                        | ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)) },
+    { .fd = c->kick_fd, .events = POLLIN },
+  };
+  int n = poll(fds, 2, ms);
+  if (n < 0 && errno == EINTR)
+    return -1;
+  if (n < 0) {
+    /* Cannot wait on the socket any more: fail the connection rather than strand callers. */
+    note_failure(c, strerror(errno));
+    log_error("%s: poll: %s", c->vol->v.name, strerror(errno));
+    shutdown(fd, SHUT_RDWR);
+    fds[0].revents = POLLHUP;
+    fds[1].revents = 0;
+  }
+  if (fds[1].revents & POLLIN) {
+    uint64_t v;
+    if (read(c->kick_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+      log_error("%s: eventfd: %s", c->vol->v.name, strerror(errno));
+  }
+  if (fds[0].revents)
+    atomic_store(&c->last_life, now_seconds());
+  /* A hang-up is seen by reading: libnbd then moves to DEAD and fails every command. */
+  int r = 0;
+  if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+    if (dir & LIBNBD_AIO_DIRECTION_READ)
+      r = nbd_aio_notify_read(h);
+    else if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+      r = nbd_aio_notify_write(h);
+  } else if (fds[0].revents & POLLOUT) {
+    r = nbd_aio_notify_write(h);
+  }
+  if (r < 0) {
+    note_failure(c, nbdvol_short_error());
+    debug("nbd", "%s: connection %u failed: %s", c->vol->v.name, c->index + 1, nbd_get_error());
+  }
+  if (handle_gone(h)) {
+    /* Tell the loop thread at once rather than at its next tick. */
+    uint64_t one = 1;
+    if (write(c->wake_fd, &one, sizeof one) < 0)
+      log_error("%s: eventfd: %s", c->vol->v.name, strerror(errno));
+  }
+  return fds[1].revents & POLLIN ? -1 : 0;
+}
+
+/* Wake the waiting caller that is to drive the socket next (c->lock held, nobody driving). */
+static void
+pass_driving(struct connection *c)
+{
+  for (struct command *w = c->waiting; w; w = w->next)
+    if (!w->done) {
+      pthread_cond_signal(&w->done_cond);
+      return;
+    }
+}
+
+/* The event loop of one connection: the watchdog, and a new handle when the old one dies.
+ * The socket itself is driven by the callers waiting for their commands (command_wait: one
+ * of them at a time polls it and runs every completion callback, so a caller alone on the
+ * connection is answered without a hand-off between threads); this thread reads it only
+ * while no command is in flight, to see a server that hung up.
  *
  * Watchdog: when commands wait and the socket shows no sign of life for `timeout` seconds,
  * the server is taken for gone (a silently dropped TCP connection never says so): the
@@ -231,72 +317,56 @@ nbdvol_loop_thread(void *arg)
 {
   struct connection *c = arg;
   double timeout = c->vol->timeout;
-  double last_life = now_seconds();
+  atomic_store(&c->last_life, now_seconds());
   while (!atomic_load(&c->stop)) {
     if (handle_gone(c->h)) {
       int d = atomic_load(&c->dropped);
-      if (d == DROP_SILENT)
-        snprintf(c->why, sizeof c->why, "the NBD server stopped answering for %.0f s", timeout);
-      else if (d == DROP_DEADLINE)
-        snprintf(c->why, sizeof c->why, "a request got no reply within its deadline");
+      if (d == DROP_SILENT) {
+        char m[96];
+        snprintf(m, sizeof m, "the NBD server stopped answering for %.0f s", timeout);
+        note_failure(c, m);
+      } else if (d == DROP_DEADLINE) {
+        note_failure(c, "a request got no reply within its deadline");
+      }
       if (!reconnect(c))
         break;
-      last_life = now_seconds();
+      atomic_store(&c->last_life, now_seconds());
       continue;
     }
-    int fd = c->fd;
-    unsigned dir = (unsigned)nbd_aio_get_direction(c->h);
-    struct pollfd fds[2] = {
-      { .fd = fd,
-        .events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0)
-                          | ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)) },
-      { .fd = c->wake_fd, .events = POLLIN },
-    };
-    /* idle_poll first, in_flight second (submitters do the reverse): either this thread
-     * sees the new command and keeps the watchdog's clock, or the submitter wakes it. */
-    if (timeout > 0)
-      atomic_store(&c->idle_poll, true);
-    bool busy = atomic_load(&c->in_flight) > 0;
-    if (busy)
-      atomic_store(&c->idle_poll, false);
-    int r = poll(fds, 2, busy && timeout > 0 ? 250 : -1);
-    atomic_store(&c->idle_poll, false);
-    double now = now_seconds();
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      /* Cannot wait on the socket any more: fail the connection rather than strand callers. */
+    struct pollfd p = { .fd = c->wake_fd, .events = POLLIN };
+    int r = poll(&p, 1, WATCHDOG_TICK_MS);
+    if (r < 0 && errno != EINTR) {
       log_error("%s: poll: %s", c->vol->v.name, strerror(errno));
-      shutdown(fd, SHUT_RDWR);
-      fds[0].revents = POLLHUP;
-      fds[1].revents = 0;
+      nap(c, 0.25);
     }
-    if (fds[1].revents & POLLIN) {
+    if (r > 0)
       nap(c, 0);
-      last_life = now; /* a new command starts its own clock */
-    }
-    if (!busy || fds[0].revents)
-      last_life = now;
-    else if (timeout > 0 && now - last_life > timeout && !atomic_load(&c->dropped)) {
+    double now = now_seconds();
+    if (atomic_load(&c->in_flight) == 0) {
+      atomic_store(&c->last_life, now);
+      /* Idle: a server that hung up (or sent anything) is seen here, as a caller would. */
+      struct pollfd s = { .fd = c->fd, .events = POLLIN };
+      if (poll(&s, 1, 0) <= 0)
+        continue;
+      pthread_mutex_lock(&c->lock);
+      bool mine = !c->driving;
+      c->driving = true;
+      pthread_mutex_unlock(&c->lock);
+      if (!mine)
+        continue;
+      pthread_rwlock_rdlock(&c->swap);
+      drive_once(c, c->h, c->fd, 0);
+      pthread_rwlock_unlock(&c->swap);
+      pthread_mutex_lock(&c->lock);
+      c->driving = false;
+      pass_driving(c);
+      pthread_mutex_unlock(&c->lock);
+    } else if (timeout > 0 && now - atomic_load(&c->last_life) > timeout
+               && !atomic_load(&c->dropped)) {
       atomic_store(&c->dropped, DROP_SILENT);
       log_warning("%s: the NBD server did not answer for %.0f s: dropping the connection",
                   c->vol->v.name, timeout);
-      shutdown(fd, SHUT_RDWR);
-      continue;
-    }
-    /* A hang-up is seen by reading: libnbd then moves to DEAD and fails every command. */
-    r = 0;
-    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      if (dir & LIBNBD_AIO_DIRECTION_READ)
-        r = nbd_aio_notify_read(c->h);
-      else if (dir & LIBNBD_AIO_DIRECTION_WRITE)
-        r = nbd_aio_notify_write(c->h);
-    } else if (fds[0].revents & POLLOUT)
-      r = nbd_aio_notify_write(c->h);
-    if (r < 0) {
-      if (!c->why[0])
-        snprintf(c->why, sizeof c->why, "%s", nbdvol_short_error());
-      debug("nbd", "%s: connection %u failed: %s", c->vol->v.name, c->index + 1, nbd_get_error());
+      shutdown(c->fd, SHUT_RDWR);
     }
   }
   error_clear(); /* thread-local message: free it before the thread goes */
@@ -319,7 +389,8 @@ complete_cb(void *opaque, int *error)
 
 #define COMPLETION(cmd) ((nbd_completion_callback){ .callback = complete_cb, .user_data = (cmd) })
 
-/* Runs in the loop thread: collect base:allocation extents, clipped to the request. */
+/* Runs in the thread driving the socket: collect base:allocation extents, clipped to the
+ * request. */
 static int
 extent_cb(void *opaque, const char *context, uint64_t offset, uint32_t *entries, size_t n,
           int *error)
@@ -446,37 +517,77 @@ acquire(struct nbd_volume *nv, double deadline, volatile int *cancel, struct con
  * live link it completes well within this; on a silent one its connection is dropped. */
 #define CANCEL_GRACE 1.0
 
-/* Wait for the completion callback.  With a deadline (or a cancel flag raised for longer
- * than CANCEL_GRACE), a command still unanswered has its connection dropped (the only way to
- * take a command back from libnbd), and fails with ETIMEDOUT (ECANCELED).  Returns the
- * command's errno (0 = success). */
-static int
-command_wait(struct command *cmd, double deadline, volatile int *cancel, bool wake)
+/* Drive the socket for cmd's caller (c->lock held, c->driving just taken) until cmd is done,
+ * `until` passes (0: no limit) or a tick ends; other callers' commands complete on the way. */
+static void
+drive(struct command *cmd, double until)
 {
   struct connection *c = cmd->c;
-  uint64_t one = 1;
-  if (wake && write(c->wake_fd, &one, sizeof one) < 0)
-    log_error("%s: eventfd: %s", c->vol->v.name, strerror(errno));
+  pthread_mutex_unlock(&c->lock);
+  /* The handle is not swapped while our command is on it, nor while we hold swap. */
+  pthread_rwlock_rdlock(&c->swap);
+  struct nbd_handle *h = c->h;
+  int fd = c->fd;
+  double end = now_seconds() + WATCHDOG_TICK_MS / 1000.0;
+  if (until > 0 && until < end)
+    end = until;
+  while (!__atomic_load_n(&cmd->done, __ATOMIC_ACQUIRE) && !handle_gone(h)) {
+    double left = end - now_seconds();
+    if (left <= 0)
+      break;
+    drive_once(c, h, fd, (int)(left * 1000) + 1);
+  }
+  pthread_rwlock_unlock(&c->swap);
+  pthread_mutex_lock(&c->lock);
+  c->driving = false;
+}
+
+/* Wait for the completion callback, driving the socket when nobody else does (one waiting
+ * caller at a time does; the others sleep until their command completes or the driver's
+ * own does, when the next waiting caller takes over).  With a deadline (or a cancel flag
+ * raised for longer than CANCEL_GRACE), a command still unanswered has its connection
+ * dropped (the only way to take a command back from libnbd), and fails with ETIMEDOUT
+ * (ECANCELED).  `kick`: the request is not all sent yet, so a driver waiting for replies
+ * only must poll for writing too.  Returns the command's errno (0 = success). */
+static int
+command_wait(struct command *cmd, double deadline, volatile int *cancel, bool kick)
+{
+  struct connection *c = cmd->c;
   int expired = 0; /* then ETIMEDOUT or ECANCELED */
   double cancelled_at = 0;
   pthread_mutex_lock(&c->lock);
+  if (kick && c->driving) {
+    uint64_t one = 1;
+    if (write(c->kick_fd, &one, sizeof one) < 0)
+      log_error("%s: eventfd: %s", c->vol->v.name, strerror(errno));
+  }
+  cmd->next = c->waiting;
+  c->waiting = cmd;
   while (!cmd->done) {
-    if ((deadline <= 0 && !cancel) || expired) {
+    double until = 0; /* when to look at the deadline or the cancel flag again */
+    if ((deadline > 0 || cancel) && !expired) {
+      double now = now_seconds();
+      until = deadline > 0 ? deadline : now + 3600;
+      if (cancel) {
+        if (*cancel && !cancelled_at)
+          cancelled_at = now;
+        double limit = cancelled_at ? cancelled_at + CANCEL_GRACE : now + 0.2;
+        if (limit < until)
+          until = limit;
+      }
+    }
+    if (!c->driving) {
+      c->driving = true;
+      drive(cmd, until);
+    } else if (until > 0) {
+      struct timespec ts = at(until);
+      pthread_cond_timedwait(&cmd->done_cond, &c->lock, &ts);
+    } else {
       pthread_cond_wait(&cmd->done_cond, &c->lock);
-      continue;
     }
-    double now = now_seconds(), until = deadline > 0 ? deadline : now + 3600;
-    if (cancel) {
-      if (*cancel && !cancelled_at)
-        cancelled_at = now;
-      double limit = cancelled_at ? cancelled_at + CANCEL_GRACE : now + 0.2;
-      if (limit < until)
-        until = limit;
-    }
-    struct timespec ts = at(until);
-    if (pthread_cond_timedwait(&cmd->done_cond, &c->lock, &ts) != ETIMEDOUT || cmd->done)
+    if (cmd->done || until <= 0 || now_seconds() < until)
       continue;
-    now = now_seconds();
+    double now = now_seconds();
     int why = deadline > 0 && now >= deadline                      ? ETIMEDOUT
               : cancelled_at && now >= cancelled_at + CANCEL_GRACE ? ECANCELED
                                                                    : 0;
@@ -497,6 +608,13 @@ command_wait(struct command *cmd, double deadline, volatile int *cancel, bool wa
     pthread_rwlock_unlock(&c->swap);
     pthread_mutex_lock(&c->lock);
   }
+  for (struct command **p = &c->waiting; *p; p = &(*p)->next)
+    if (*p == cmd) {
+      *p = cmd->next;
+      break;
+    }
+  if (!c->driving)
+    pass_driving(c);
   pthread_mutex_unlock(&c->lock);
   return expired ? expired : cmd->err;
 }
@@ -547,15 +665,12 @@ nbdvol_run_op(struct nbd_volume *nv, const struct op *op, const char *fmt, ...)
     if (cookie < 0)
       snprintf(why, sizeof why, "%s", nbdvol_short_error());
     bool dead_now = cookie < 0 && handle_gone(c->h);
-    /* The loop thread needs waking only to poll for writing (libnbd could not send the
-     * whole request here) or to start the watchdog's clock; otherwise the reply wakes it,
-     * and a request costs no eventfd write and no extra wake-up of that thread. */
-    bool wake = cookie >= 0
-                && ((nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE)
-                    || atomic_load(&c->idle_poll));
+    /* libnbd could not send the whole request here: a caller driving the socket for its
+     * reply only must poll for writing too. */
+    bool kick = cookie >= 0 && (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE);
     pthread_rwlock_unlock(&c->swap);
     err = cookie < 0 ? (submit_errno ? submit_errno : EIO)
-                     : command_wait(&cmd, thread_deadline, b.cancel, wake);
+                     : command_wait(&cmd, thread_deadline, b.cancel, kick);
     atomic_fetch_sub(&c->in_flight, 1);
     pthread_cond_destroy(&cmd.done_cond);
     if (cookie >= 0 && err == 0) {

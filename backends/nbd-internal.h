@@ -1,6 +1,7 @@
 /* ferry: the nbd driver's connections (nbd-conn.c), shared with the volume ops in nbd.c.
- * See nbd.c for the design: one event-loop thread per connection, reconnection with
- * backoff, requests submitted again when their connection dies. */
+ * See nbd.c for the design: the socket driven by the callers waiting on it, one thread per
+ * connection for the watchdog and reconnection with backoff, requests submitted again when
+ * their connection dies. */
 #ifndef FERRY_NBD_INTERNAL_H
 #define FERRY_NBD_INTERNAL_H
 
@@ -23,14 +24,17 @@ struct connection {
   pthread_rwlock_t swap; /* submitters hold it for reading around nbd_aio_* calls */
   pthread_t thread;
   bool thread_started;
-  int wake_fd; /* eventfd: a command was submitted, or stop */
+  int wake_fd; /* eventfd: wakes the loop thread (stop, a handle died) */
+  int kick_fd; /* eventfd: wakes the caller driving the socket (a request waits to be sent) */
   atomic_bool stop;
-  atomic_uint in_flight; /* for picking the least busy connection, and the watchdog */
-  atomic_bool idle_poll; /* the loop thread waits without a watchdog clock: wake it */
+  atomic_uint in_flight;   /* for picking the least busy connection, and the watchdog */
+  _Atomic double last_life; /* now_seconds() of the socket's last sign of life */
   atomic_int dropped;    /* why we shut the socket down: 0, DROP_SILENT, DROP_DEADLINE */
-  pthread_mutex_t lock;  /* protects command.done of commands on this connection */
+  pthread_mutex_t lock;  /* protects command.done of commands on this connection, why, */
+  bool driving;          /* (lock) a thread is polling the socket (nbd-conn.c) */
+  struct command *waiting; /* (lock) commands whose callers wait for them */
   enum conn_state state; /* under vol->state_lock */
-  char why[256];         /* why it died (loop thread only) */
+  char why[256];         /* (lock) why it died */
 };
 
 enum { DROP_SILENT = 1, DROP_DEADLINE = 2 };
@@ -58,6 +62,7 @@ struct command {
   struct connection *c;
   pthread_cond_t done_cond;
   bool done;
+  struct command *next; /* in c->waiting */
   int err; /* errno from the server or from libnbd (0 = success) */
   /* block status only */
   uint64_t bs_off, bs_len;
