@@ -422,6 +422,19 @@ clone_known_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_
   return extent_list_add(out, off, end - off, zero ? EXTENT_ZERO | EXTENT_HOLE : 0);
 }
 
+/* The destination's file where every region of the range is hydrated (their bytes there are
+ * final but for the guest's own writes), or the clone converged. */
+static int
+clone_file_range(struct volume *v, uint64_t len, uint64_t off, int *fd, uint64_t *foff)
+{
+  struct clone *c = (struct clone *)v;
+  if (!__atomic_load_n(&c->converged, __ATOMIC_ACQUIRE))
+    for (uint64_t k = off >> c->shift, last = (off + len - 1) >> c->shift; k <= last; k++)
+      if (!regionmap_test(c->map, k))
+        return -EAGAIN;
+  return volume_file_range(c->dst, len, off, fd, foff);
+}
+
 /* Prefetch: ask the hydrator to take these regions next. */
 static int
 clone_cache(struct volume *v, uint64_t len, uint64_t off)
@@ -454,6 +467,7 @@ static const struct volume_ops clone_ops = {
   .flush = clone_flush,
   .extents = clone_extents,
   .known_extents = clone_known_extents,
+  .file_range = clone_file_range,
   .cache = clone_cache,
   .close = clone_volume_close,
 };

@@ -62,6 +62,20 @@ file_pread(struct volume *v, void *buf, size_t len, uint64_t off)
   return 0;
 }
 
+/* The file itself, unless it is read with O_DIRECT (splice would copy through a bounce
+ * page then). */
+static int
+file_file_range(struct volume *v, uint64_t len, uint64_t off, int *fd, uint64_t *foff)
+{
+  struct file_volume *f = (struct file_volume *)v;
+  if (f->direct)
+    return -ENOTSUP;
+  *fd = f->fd;
+  *foff = off;
+  (void)len;
+  return 0;
+}
+
 static int
 file_sync(struct file_volume *f)
 {
@@ -239,6 +253,7 @@ static const struct volume_ops file_ops = {
   .cache = file_cache,
   .close = file_close,
   .refresh_size = file_refresh_size,
+  .file_range = file_file_range,
 };
 
 static int

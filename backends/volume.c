@@ -274,6 +274,14 @@ volume_known_extents(struct volume *v, uint64_t len, uint64_t off, struct extent
 }
 
 int
+volume_file_range(struct volume *v, uint64_t len, uint64_t off, int *fd, uint64_t *foff)
+{
+  if (!v->ops->file_range || len == 0 || off > v->size || len > v->size - off)
+    return -ENOTSUP;
+  return v->ops->file_range(v, len, off, fd, foff);
+}
+
+int
 volume_cache(struct volume *v, uint64_t len, uint64_t off)
 {
   int r = check_range(v, "cache", len, off);

@@ -89,6 +89,10 @@ struct volume_ops {
   /* Optional: a file another process may still be appending to (the qcow2 image a running
    * guest grows until ferry live-move pauses it): re-read the size; v->size only grows. */
   void (*refresh_size)(struct volume *v);
+  /* Optional: a file whose bytes [*foff, *foff+len) are the volume's [off, off+len) now, for
+   * zero-copy replies (ferry-nbd splices from it); a negative errno, no error set, when the
+   * range has no such file (O_DIRECT, regions not yet local, ...). */
+  int (*file_range)(struct volume *v, uint64_t len, uint64_t off, int *fd, uint64_t *foff);
 };
 
 /* Drivers embed this as their first member. */
@@ -158,6 +162,8 @@ int volume_cache(struct volume *v, uint64_t len, uint64_t off);
 /* Extents for a read that looks for holes to skip (ferry-nbd's structured reads): a hint, so
  * no remote query is made for it where the driver can avoid one (volume_ops.known_extents). */
 int volume_known_extents(struct volume *v, uint64_t len, uint64_t off, struct extent_list *out);
+/* See volume_ops.file_range: 0 with *fd and *foff, or a negative errno (no error set). */
+int volume_file_range(struct volume *v, uint64_t len, uint64_t off, int *fd, uint64_t *foff);
 
 /* 0, or 1 with reason while the volume reconnects (see volume_ops.health). */
 int volume_health(struct volume *v, char *reason, size_t len);

@@ -61,6 +61,9 @@ struct conn_io {
    * 0, or -1 (the connection must end: the ACK is sent, plaintext is no longer possible).
    * NULL: no TLS. */
   int (*starttls)(void *opaque);
+  /* Send the iovecs, then `len` bytes from the pipe `pipe_rd` (splice.c), with the reply
+   * lock held; 0 or -1 as sendv.  NULL: not a socket (every reply goes through sendv). */
+  int (*splice_out)(void *opaque, const struct iovec *iov, int n, int pipe_rd, size_t len);
 };
 
 /* Meta context ids handed out by SET_META_CONTEXT. */
@@ -109,12 +112,21 @@ struct worker {
   uint8_t *hdrs; /* chunk headers for multi-chunk read replies */
   size_t hdrs_cap;
   uint64_t paid_floor, paid_shared; /* how buf's cap was accounted */
+  int pipe[2];                      /* splice.c, when pipe_cap > 0 */
+  size_t pipe_cap;
 };
 
 void conn_init(struct conn *c, const struct nbd_export *exp, const struct conn_io *io, void *opaque,
                const char *peer);
 void conn_destroy(struct conn *c);
 void worker_free(struct conn *c, struct worker *w);
+
+/* Zero-copy read replies (splice.c): 1 = the reply (the header iovecs, then the bytes) was
+ * sent, -1 = sending it failed (the connection ends), 0 = not done, nothing sent: reply from
+ * a buffer.  Only for reads the volume has in a file, on a plain socket. */
+int nbd_splice_read(struct conn *c, struct worker *w, const struct request *r, struct iovec *hdr,
+                    int nhdr);
+void nbd_splice_free(struct worker *w);
 
 /* Handshake (handshake.c): 1 = transmission phase entered, 0 = the client ended the session
  * (ABORT or a clean close), -1 = protocol violation or transport failure (drop). */

@@ -73,11 +73,8 @@ sock_recv(void *opaque, void *buf, size_t len)
 }
 
 static int
-sock_sendv(void *opaque, const struct iovec *iov_in, int n)
+send_all(struct client *cl, const struct iovec *iov_in, int n, int flags)
 {
-  struct client *cl = opaque;
-  if (cl->tls)
-    return tls_sendv(cl->tls, iov_in, n);
   struct iovec local[64];
   struct iovec *iov = n <= 64 ? local : malloc(sizeof *iov * (size_t)n);
   if (!iov)
@@ -87,7 +84,7 @@ sock_sendv(void *opaque, const struct iovec *iov_in, int n)
   while (i < n) {
     int cnt = n - i > IOV_MAX ? IOV_MAX : n - i;
     struct msghdr m = { .msg_iov = iov + i, .msg_iovlen = (size_t)cnt };
-    ssize_t w = sendmsg(cl->fd, &m, MSG_NOSIGNAL);
+    ssize_t w = sendmsg(cl->fd, &m, MSG_NOSIGNAL | flags);
     if (w < 0 && errno == EINTR)
       continue;
     if (w < 0) {
@@ -108,6 +105,33 @@ sock_sendv(void *opaque, const struct iovec *iov_in, int n)
   if (iov != local)
     free(iov);
   return r;
+}
+
+static int
+sock_sendv(void *opaque, const struct iovec *iov, int n)
+{
+  struct client *cl = opaque;
+  if (cl->tls)
+    return tls_sendv(cl->tls, iov, n);
+  return send_all(cl, iov, n, 0);
+}
+
+/* The header (MSG_MORE: it leaves with the data), then the pipe's bytes (splice.c). */
+static int
+sock_splice_out(void *opaque, const struct iovec *iov, int n, int pipe_rd, size_t len)
+{
+  struct client *cl = opaque;
+  if (cl->tls || send_all(cl, iov, n, MSG_MORE) < 0)
+    return -1;
+  while (len > 0) {
+    ssize_t w = splice(pipe_rd, NULL, cl->fd, NULL, len, SPLICE_F_MOVE);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return -1;
+    len -= (size_t)w;
+  }
+  return 0;
 }
 
 static void
@@ -131,6 +155,7 @@ sock_starttls(void *opaque)
 static const struct conn_io sock_io = {
   .recv = sock_recv,
   .sendv = sock_sendv,
+  .splice_out = sock_splice_out,
   .shutdown = sock_shutdown,
   .starttls = sock_starttls,
 };

@@ -169,6 +169,7 @@ worker_free(struct conn *c, struct worker *w)
   extent_list_free(&w->extents);
   free(w->iov);
   free(w->hdrs);
+  nbd_splice_free(w);
   memset(w, 0, sizeof *w);
 }
 
@@ -408,6 +409,14 @@ reason(uint32_t err)
 static int
 read_simple(struct conn *c, struct worker *w, const struct request *r)
 {
+  uint8_t h[NBD_SIMPLE_REPLY_SIZE];
+  put_be32(h, NBD_SIMPLE_REPLY_MAGIC);
+  put_be32(h + 4, 0);
+  put_be64(h + 8, r->handle);
+  struct iovec hdr = { h, sizeof h };
+  int s = nbd_splice_read(c, w, r, &hdr, 1);
+  if (s != 0)
+    return s < 0 ? -1 : 0;
   if (reserve(c, w, r->length) < 0)
     return send_error(c, r, NBD_ENOMEM, "out of memory");
   int e = volume_pread(c->exp->vol, w->buf, r->length, r->offset);
@@ -445,8 +454,6 @@ read_structured(struct conn *c, struct worker *w, const struct request *r)
     struct iovec iov = { h, sizeof h };
     return send_locked(c, &iov, 1);
   }
-  if (reserve(c, w, r->length) < 0)
-    return send_error(c, r, NBD_ENOMEM, "out of memory");
   extent_list_reset(&w->extents);
   bool sparse = !(r->flags & NBD_CMD_FLAG_DF) && r->length >= SPARSE_READ_MIN
                 && volume_can(v, VOLUME_CAN_EXTENTS);
@@ -492,6 +499,18 @@ read_structured(struct conn *c, struct worker *w, const struct request *r)
     else if (extent_list_add(l, from, end - from, 0) < 0)
       return send_error(c, r, NBD_ENOMEM, "out of memory");
   }
+
+  if (l->n == 1 && !(l->v[0].flags & EXTENT_ZERO)) {
+    uint8_t h[NBD_CHUNK_HEADER_SIZE + 8];
+    chunk_header(h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, r->handle, 8 + r->length);
+    put_be64(h + NBD_CHUNK_HEADER_SIZE, r->offset);
+    struct iovec hdr = { h, sizeof h };
+    int s = nbd_splice_read(c, w, r, &hdr, 1);
+    if (s != 0)
+      return s < 0 ? -1 : 0;
+  }
+  if (reserve(c, w, r->length) < 0)
+    return send_error(c, r, NBD_ENOMEM, "out of memory");
 
   /* Read the data extents. */
   uint8_t *buf = w->buf;
