@@ -64,6 +64,9 @@ struct conn_io {
   /* Send the iovecs, then `len` bytes from the pipe `pipe_rd` (splice.c), with the reply
    * lock held; 0 or -1 as sendv.  NULL: not a socket (every reply goes through sendv). */
   int (*splice_out)(void *opaque, const struct iovec *iov, int n, int pipe_rd, size_t len);
+  /* Receive what is there, at least 1 and at most cap bytes: the count, or -1 as recv.
+   * NULL: requests are read with recv alone (inbuf.c). */
+  long (*recv_some)(void *opaque, void *buf, size_t cap);
 };
 
 /* Meta context ids handed out by SET_META_CONTEXT. */
@@ -87,6 +90,10 @@ struct conn {
   pthread_mutex_t read_lock, write_lock;
   _Atomic bool quit;   /* no more requests will be read (DISC, EOF, error, shutdown) */
   _Atomic bool broken; /* a reply could not be sent: requests still queued are dropped */
+
+  /* Received and not yet parsed (inbuf.c; under read_lock). */
+  uint8_t *in;
+  size_t in_pos, in_len;
 
   /* Request buffers held by this connection's workers (see NBD_CONN_FLOOR). */
   pthread_mutex_t mem_lock;
@@ -138,6 +145,10 @@ uint16_t nbd_transmission_flags(const struct conn *c);
  * payload in w->buf), 0 = the client disconnected (DISC or EOF), -1 = drop the connection
  * (bad magic, oversized write, transport failure).  Call with c->read_lock held. */
 int nbd_read_request(struct conn *c, struct worker *w, struct request *req);
+/* The request stream through the connection's receive buffer (inbuf.c): len bytes, 0 or -1
+ * as conn_io.recv.  Call with c->read_lock held. */
+int nbd_conn_recv(struct conn *c, void *buf, size_t len);
+void nbd_conn_recv_free(struct conn *c);
 /* Check, execute and answer one request.  Returns -1 when the reply could not be sent. */
 int nbd_handle_request(struct conn *c, struct worker *w, const struct request *req);
 /* The NBD error for an invalid request, 0 when it may be executed (pure, no I/O). */

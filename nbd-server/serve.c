@@ -25,6 +25,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +47,9 @@ struct client {
   /* Handshake watchdog (under srv->lock). */
   bool handshaking, cut;
   double deadline;
-  /* Worker accounting (under srv->lock). */
-  unsigned workers, busy;
+  /* Worker accounting: workers changes under srv->lock (a thread starts or ends); busy is
+   * counted without it, so a request takes no lock shared with other clients. */
+  _Atomic unsigned workers, busy;
   pthread_cond_t done; /* workers reached 0 */
 };
 
@@ -70,6 +72,20 @@ sock_recv(void *opaque, void *buf, size_t len)
     len -= (size_t)n;
   }
   return 0;
+}
+
+static long
+sock_recv_some(void *opaque, void *buf, size_t cap)
+{
+  struct client *cl = opaque;
+  if (cl->tls)
+    return tls_recv_some(cl->tls, buf, cap);
+  for (;;) {
+    ssize_t n = recv(cl->fd, buf, cap, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    return n > 0 ? (long)n : -1;
+  }
 }
 
 static int
@@ -156,6 +172,7 @@ static const struct conn_io sock_io = {
   .recv = sock_recv,
   .sendv = sock_sendv,
   .splice_out = sock_splice_out,
+  .recv_some = sock_recv_some,
   .shutdown = sock_shutdown,
   .starttls = sock_starttls,
 };
@@ -198,19 +215,18 @@ work(struct client *cl)
         sock_shutdown(cl);
       break;
     }
-    pthread_mutex_lock(&srv->lock);
-    cl->busy++;
-    /* Nobody left to read the next request: add a worker, up to the limit. */
-    if (cl->busy == cl->workers && cl->workers < srv->threads)
+    /* Nobody left to read the next request: add a worker, up to the limit (workers only
+     * grows here, under read_lock, so the check cannot race with another spawn). */
+    if (atomic_fetch_add(&cl->busy, 1) + 1 >= cl->workers && cl->workers < srv->threads) {
+      pthread_mutex_lock(&srv->lock);
       spawn_worker(cl);
-    pthread_mutex_unlock(&srv->lock);
+      pthread_mutex_unlock(&srv->lock);
+    }
     pthread_mutex_unlock(&c->read_lock);
 
     int s = nbd_handle_request(c, &w, &req);
 
-    pthread_mutex_lock(&srv->lock);
-    cl->busy--;
-    pthread_mutex_unlock(&srv->lock);
+    atomic_fetch_sub(&cl->busy, 1);
     if (s < 0)
       break;
   }

@@ -310,6 +310,17 @@ tls_recv(struct tls_session *t, void *buf, size_t len)
   return 0;
 }
 
+long
+tls_recv_some(struct tls_session *t, void *buf, size_t cap)
+{
+  for (;;) {
+    ssize_t n = gnutls_record_recv(t->s, buf, cap);
+    if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN)
+      continue;
+    return n > 0 ? (long)n : -1;
+  }
+}
+
 static int
 send_all(struct tls_session *t, const char *p, size_t len)
 {

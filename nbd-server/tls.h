@@ -30,6 +30,8 @@ int tls_session_start(const struct tls_config *cfg, int fd, const char *peer,
                       struct tls_session **out);
 /* Full-length receive / send.  0, or -1 when the session is finished. */
 int tls_recv(struct tls_session *s, void *buf, size_t len);
+/* What one TLS record gives, at most cap bytes: the count (> 0), or -1. */
+long tls_recv_some(struct tls_session *s, void *buf, size_t cap);
 int tls_sendv(struct tls_session *s, const struct iovec *iov, int n);
 /* Send close_notify (best effort, bounded by the socket's send timeout) and free. */
 void tls_session_end(struct tls_session *s, int fd);

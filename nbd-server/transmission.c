@@ -222,7 +222,7 @@ int
 nbd_read_request(struct conn *c, struct worker *w, struct request *req)
 {
   uint8_t h[NBD_REQUEST_SIZE];
-  if (c->quit || c->io->recv(c->io_opaque, h, sizeof h) < 0)
+  if (c->quit || nbd_conn_recv(c, h, sizeof h) < 0)
     return 0;
   if (get_be32(h) != NBD_REQUEST_MAGIC) {
     log_warning("%s: bad request magic 0x%08" PRIx32 ", dropping the connection", c->peer,
@@ -253,7 +253,7 @@ nbd_read_request(struct conn *c, struct worker *w, struct request *req)
                 req->length);
       return -1;
     }
-    if (req->length && c->io->recv(c->io_opaque, w->buf, req->length) < 0) {
+    if (req->length && nbd_conn_recv(c, w->buf, req->length) < 0) {
       log_warning("%s: client vanished in the middle of a write, nothing written", c->peer);
       return -1;
     }
@@ -704,6 +704,7 @@ conn_destroy(struct conn *c)
 {
   free(c->meta_export);
   c->meta_export = NULL;
+  nbd_conn_recv_free(c);
   pthread_mutex_destroy(&c->read_lock);
   pthread_mutex_destroy(&c->write_lock);
   pthread_mutex_destroy(&c->mem_lock);
