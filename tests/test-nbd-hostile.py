@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Hostile clients on raw sockets: bad magic, bad flags, unknown and malformed options,
-oversized option data, bad requests, oversized writes, clients vanishing mid-request, random
-garbage.  After each case the server is still up, serves another client correctly, and the
+oversized option data, bad requests, oversized writes, clients vanishing mid-request,
+pipelined requests in odd pieces, random garbage.  After each case the server is still up, serves another client correctly, and the
 volume is unchanged (sha256)."""
 import hashlib
 import os
@@ -311,6 +311,41 @@ def _():
         seen.add(handle)
     assert seen == set(range(16))
     assert r.closed_by_server()
+
+
+@case("pipelined reads and writes sent in odd pieces, one byte to several requests")
+def _():
+    # The receive buffer (nbd-server/inbuf.c) must frame requests the same however they
+    # arrive: headers split, a header and payloads in one piece, payloads below and above
+    # the buffer's direct-read size.  Each write puts back the volume's own bytes at its
+    # offset, so a payload framed wrong changes the volume (check_healthy's sha256).
+    rnd = random.Random(77)
+    r = Raw()
+    r.go()
+    stream, expect = b"", {}
+    for i in range(60):
+        size = rnd.choice([512, 4096, 40960, 73728, 4096])
+        off = rnd.randrange(0, (2 * MiB - size) // 512) * 512
+        if i % 3 == 2:
+            stream += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, i, off, 4096)
+            expect[i] = content[off:off + 4096]
+        else:
+            stream += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, i, off, size)
+            stream += content[off:off + size]
+            expect[i] = None
+    stream += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_FLUSH, 1000, 0, 0)
+    expect[1000] = None
+    pos = 0
+    while pos < len(stream):
+        n = rnd.choice([1, 3, 27, 28, 29, 600, 5000, 70000])
+        r.s.sendall(stream[pos:pos + n])
+        pos += n
+    for _ in expect:
+        err, handle = r.simple()
+        assert err == 0, (handle, err)
+        if expect[handle] is not None:
+            assert r.recv(4096) == expect[handle], "read %d: wrong bytes" % handle
+    r.close()
 
 
 @case("random garbage after the handshake and during options")
