@@ -431,3 +431,30 @@ out:
   free(data);
   return r;
 }
+
+const char *
+nbd_option_name(uint32_t opt)
+{
+  switch (opt) {
+  case NBD_OPT_EXPORT_NAME:
+    return "NBD_OPT_EXPORT_NAME";
+  case NBD_OPT_ABORT:
+    return "NBD_OPT_ABORT";
+  case NBD_OPT_LIST:
+    return "NBD_OPT_LIST";
+  case NBD_OPT_STARTTLS:
+    return "NBD_OPT_STARTTLS";
+  case NBD_OPT_INFO:
+    return "NBD_OPT_INFO";
+  case NBD_OPT_GO:
+    return "NBD_OPT_GO";
+  case NBD_OPT_STRUCTURED_REPLY:
+    return "NBD_OPT_STRUCTURED_REPLY";
+  case NBD_OPT_LIST_META_CONTEXT:
+    return "NBD_OPT_LIST_META_CONTEXT";
+  case NBD_OPT_SET_META_CONTEXT:
+    return "NBD_OPT_SET_META_CONTEXT";
+  default:
+    return "unknown option";
+  }
+}

@@ -406,6 +406,23 @@ reason(uint32_t err)
 
 /* ---- commands ---- */
 
+/* A read's reply spliced after header h (when h is given; splice.c), else w->buf reserved
+ * for it: 0 = reply from w->buf, 1 = the reply is done (spliced, or an ENOMEM error sent),
+ * -1 = the connection failed. */
+static int
+splice_or_reserve(struct conn *c, struct worker *w, const struct request *r, void *h, size_t hlen)
+{
+  if (h) {
+    struct iovec hdr = { h, hlen };
+    int s = nbd_splice_read(c, w, r, &hdr, 1);
+    if (s != 0)
+      return s;
+  }
+  if (reserve(c, w, r->length) < 0)
+    return send_error(c, r, NBD_ENOMEM, "out of memory") < 0 ? -1 : 1;
+  return 0;
+}
+
 static int
 read_simple(struct conn *c, struct worker *w, const struct request *r)
 {
@@ -413,12 +430,9 @@ read_simple(struct conn *c, struct worker *w, const struct request *r)
   put_be32(h, NBD_SIMPLE_REPLY_MAGIC);
   put_be32(h + 4, 0);
   put_be64(h + 8, r->handle);
-  struct iovec hdr = { h, sizeof h };
-  int s = nbd_splice_read(c, w, r, &hdr, 1);
+  int s = splice_or_reserve(c, w, r, h, sizeof h);
   if (s != 0)
     return s < 0 ? -1 : 0;
-  if (reserve(c, w, r->length) < 0)
-    return send_error(c, r, NBD_ENOMEM, "out of memory");
   int e = volume_pread(c->exp->vol, w->buf, r->length, r->offset);
   if (e < 0)
     return send_error(c, r, nbd_errno_to_wire(-e), error_message());
@@ -500,17 +514,16 @@ read_structured(struct conn *c, struct worker *w, const struct request *r)
       return send_error(c, r, NBD_ENOMEM, "out of memory");
   }
 
-  if (l->n == 1 && !(l->v[0].flags & EXTENT_ZERO)) {
-    uint8_t h[NBD_CHUNK_HEADER_SIZE + 8];
+  /* One data chunk: its bytes may be spliced. */
+  uint8_t h[NBD_CHUNK_HEADER_SIZE + 8];
+  bool one = l->n == 1 && !(l->v[0].flags & EXTENT_ZERO);
+  if (one) {
     chunk_header(h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, r->handle, 8 + r->length);
     put_be64(h + NBD_CHUNK_HEADER_SIZE, r->offset);
-    struct iovec hdr = { h, sizeof h };
-    int s = nbd_splice_read(c, w, r, &hdr, 1);
-    if (s != 0)
-      return s < 0 ? -1 : 0;
   }
-  if (reserve(c, w, r->length) < 0)
-    return send_error(c, r, NBD_ENOMEM, "out of memory");
+  int s = splice_or_reserve(c, w, r, one ? h : NULL, sizeof h);
+  if (s != 0)
+    return s < 0 ? -1 : 0;
 
   /* Read the data extents. */
   uint8_t *buf = w->buf;
@@ -737,33 +750,6 @@ nbd_errno_to_wire(int err)
     return NBD_ESHUTDOWN;
   default:
     return NBD_EIO;
-  }
-}
-
-const char *
-nbd_option_name(uint32_t opt)
-{
-  switch (opt) {
-  case NBD_OPT_EXPORT_NAME:
-    return "NBD_OPT_EXPORT_NAME";
-  case NBD_OPT_ABORT:
-    return "NBD_OPT_ABORT";
-  case NBD_OPT_LIST:
-    return "NBD_OPT_LIST";
-  case NBD_OPT_STARTTLS:
-    return "NBD_OPT_STARTTLS";
-  case NBD_OPT_INFO:
-    return "NBD_OPT_INFO";
-  case NBD_OPT_GO:
-    return "NBD_OPT_GO";
-  case NBD_OPT_STRUCTURED_REPLY:
-    return "NBD_OPT_STRUCTURED_REPLY";
-  case NBD_OPT_LIST_META_CONTEXT:
-    return "NBD_OPT_LIST_META_CONTEXT";
-  case NBD_OPT_SET_META_CONTEXT:
-    return "NBD_OPT_SET_META_CONTEXT";
-  default:
-    return "unknown option";
   }
 }
 
