@@ -30,6 +30,7 @@
 
 struct write_job {
   uint64_t region;
+  unsigned regions; /* consecutive, from region; buf holds them all */
   char *buf;
 };
 
@@ -38,6 +39,7 @@ struct clone_writer {
   pthread_cond_t work, idle;
   struct write_job *jobs; /* ring of cap entries */
   unsigned cap, head, count;
+  unsigned queued; /* regions in the queued jobs: at most cap */
   bool busy; /* a job taken off the ring is being written */
   bool stopping;
   pthread_t thread;
@@ -78,6 +80,16 @@ clone_lock_slot(struct clone_lock *l)
   }
   l->held = true;
   pthread_mutex_unlock(&l->m);
+}
+
+bool
+clone_trylock_slot(struct clone_lock *l)
+{
+  pthread_mutex_lock(&l->m);
+  bool got = !l->held;
+  l->held = true;
+  pthread_mutex_unlock(&l->m);
+  return got;
 }
 
 void
@@ -175,18 +187,22 @@ writer_main(void *opaque)
     w->count--;
     w->busy = true;
     pthread_mutex_unlock(&w->lock);
-    if (clone_store_fetched(c, j.region, j.buf) < 0) {
-      /* The reader has its bytes; the region stays on the source and is fetched again. */
-      char msg[600];
-      snprintf(msg, sizeof msg, "%s: region %" PRIu64 " fetched on demand not kept: %s", c->v.name,
-               j.region, error_message());
-      clone_set_error(c, false, msg);
-      log_warning("%s", msg);
-      error_clear();
+    for (unsigned i = 0; i < j.regions; i++) {
+      uint64_t region = j.region + i;
+      if (clone_store_fetched(c, region, j.buf + i * c->region_size) < 0) {
+        /* The reader has its bytes; the region stays on the source and is fetched again. */
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s: region %" PRIu64 " fetched on demand not kept: %s",
+                 c->v.name, region, error_message());
+        clone_set_error(c, false, msg);
+        log_warning("%s", msg);
+        error_clear();
+      }
+      clone_unlock_slot(clone_region_lock(c, region));
     }
-    clone_unlock_slot(clone_region_lock(c, j.region));
-    free(j.buf);
+    free(j.buf); /* its later regions were readable from it until their unlock */
     pthread_mutex_lock(&w->lock);
+    w->queued -= j.regions;
     w->busy = false;
     if (w->count == 0)
       pthread_cond_broadcast(&w->idle);
@@ -224,24 +240,28 @@ clone_writer_start(struct clone *c)
 }
 
 bool
-clone_write_behind(struct clone *c, uint64_t region, char *buf)
+clone_write_behind(struct clone *c, uint64_t region, unsigned regions, char *buf)
 {
   struct clone_writer *w = c->writer;
   if (!w)
     return false;
   pthread_mutex_lock(&w->lock);
-  bool queued = !w->stopping && w->count < w->cap;
+  /* Jobs are at most as many as regions: the ring of cap jobs cannot overflow. */
+  bool queued = !w->stopping && w->queued + regions <= w->cap;
   if (queued) {
-    /* Published before the job can run: the writer clears it when it releases the lock. */
-    struct clone_lock *l = clone_region_lock(c, region);
-    pthread_mutex_lock(&l->m);
-    l->region = region;
-    l->buf = buf;
-    if (l->waiters)
-      pthread_cond_broadcast(&l->cv); /* readers of this region can copy now */
-    pthread_mutex_unlock(&l->m);
-    w->jobs[(w->head + w->count) % w->cap] = (struct write_job){ region, buf };
+    /* Published before the job can run: the writer clears each when it releases the lock. */
+    for (unsigned i = 0; i < regions; i++) {
+      struct clone_lock *l = clone_region_lock(c, region + i);
+      pthread_mutex_lock(&l->m);
+      l->region = region + i;
+      l->buf = buf + i * c->region_size;
+      if (l->waiters)
+        pthread_cond_broadcast(&l->cv); /* readers of this region can copy now */
+      pthread_mutex_unlock(&l->m);
+    }
+    w->jobs[(w->head + w->count) % w->cap] = (struct write_job){ region, regions, buf };
     w->count++;
+    w->queued += regions;
     pthread_cond_signal(&w->work);
   }
   pthread_mutex_unlock(&w->lock);

@@ -10,9 +10,14 @@
 #include <stdint.h>
 
 /* Per-region locks are a hashed table: region r uses locks[r % CLONE_LOCKS].  A guest request
- * holds at most one at a time (requests are processed region by region); the hydrator takes
- * several in ascending index order; the write-behind thread holds the ones handed to it and
- * waits for nothing else: no deadlock is possible. */
+ * waits for at most one at a time (requests are processed region by region; an on-demand
+ * read that fetches several cold regions at once takes the ones after its first only with
+ * clone_trylock_slot, which never waits); the hydrator takes several in ascending index
+ * order; the write-behind thread holds the ones handed to it and waits for nothing else: no
+ * deadlock is possible. */
+/* Most regions, and bytes, one on-demand read fetches from the source in one request. */
+#define CLONE_FETCH_RUN 64
+#define CLONE_FETCH_BYTES (1u << 20)
 #define CLONE_LOCKS 1024
 /* Recent on-demand reads the hydrator should serve first. */
 #define CLONE_HINTS 64
@@ -142,6 +147,8 @@ void clone_locks_init(struct clone *c);
 void clone_locks_destroy(struct clone *c);
 void clone_lock_slot(struct clone_lock *l);
 void clone_unlock_slot(struct clone_lock *l);
+/* Take it only if nobody holds it: never waits (so any order is deadlock-free). */
+bool clone_trylock_slot(struct clone_lock *l);
 int clone_lock_region_until(struct clone *c, uint64_t region, double deadline);
 /* Take region's lock by deadline (0), or copy [off, off+len) of it from the buffer of its
  * destination write that is behind (1); EIO at the deadline. */
@@ -151,10 +158,11 @@ int clone_lock_or_copy(struct clone *c, uint64_t region, double deadline, void *
  * destination, mark it after the write, clear its on-demand bit.  0 or -errno. */
 int clone_store_fetched(struct clone *c, uint64_t region, const char *buf);
 int clone_writer_start(struct clone *c);
-/* Hand region's lock and its fetched bytes (malloc'd, freed by the writer) to the writer
- * thread, which stores, marks and unlocks.  false when there is no room (or no writer):
- * the caller still owns both. */
-bool clone_write_behind(struct clone *c, uint64_t region, char *buf);
+/* Hand the locks of `regions` consecutive regions from region and their fetched bytes (one
+ * malloc'd buffer, region_size bytes per region, freed by the writer) to the writer thread,
+ * which stores, marks and unlocks each.  false when there is no room (or no writer): the
+ * caller still owns them all. */
+bool clone_write_behind(struct clone *c, uint64_t region, unsigned regions, char *buf);
 void clone_writer_drain(struct clone *c); /* until every handed region is written */
 void clone_writer_stop(struct clone *c);  /* drains, joins, frees */
 
@@ -175,5 +183,7 @@ uint64_t hydrator_rate_limit(struct hydrator *h);
  * region from the source, wait for its copy to land instead of reading it again (until it is
  * hydrated, the hydrator's read failed, or `deadline`).  Call without the region's lock. */
 void hydrator_wait_region(struct hydrator *h, uint64_t region, double deadline);
+/* Is the hydrator reading region from the source right now? */
+bool hydrator_fetching(struct hydrator *h, uint64_t region);
 
 #endif

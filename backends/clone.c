@@ -165,17 +165,44 @@ mark(struct clone *c, uint64_t region)
   regionmap_mark(c->map, region);
 }
 
-/* With region's lock held and the region not hydrated: fill scratch with its source bytes. */
+/* With the locks of `count` regions from region held, none hydrated: fill scratch with
+ * their source bytes, in one request. */
 static int
-fill_from_source(struct clone *c, uint64_t region, char *scratch, double deadline)
+fill_from_source(struct clone *c, uint64_t region, unsigned count, char *scratch, double deadline)
 {
-  uint64_t rlen = clone_region_length(c, region);
-  /* Cleared by the caller once the region is stored and marked (or the fetch failed). */
-  clone_bit_set(c->ondemand, region);
-  int r = clone_fetch(c, scratch, rlen, clone_region_offset(c, region), deadline);
+  uint64_t off = clone_region_offset(c, region);
+  uint64_t len = clone_region_offset(c, region + count - 1)
+                 + clone_region_length(c, region + count - 1) - off;
+  /* Cleared by the caller once each region is stored and marked (or the fetch failed). */
+  for (unsigned i = 0; i < count; i++)
+    clone_bit_set(c->ondemand, region + i);
+  int r = clone_fetch(c, scratch, len, off, deadline);
   if (r == 0)
-    __atomic_fetch_add(&c->bytes_fetched, rlen, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->bytes_fetched, len, __ATOMIC_RELAXED);
   return r;
+}
+
+/* With region's lock held and it cold: how many cold regions from it (up to the request's
+ * end at `end`) one fetch takes.  The ones after the first are locked here, each only if
+ * its lock is free now, it is not hydrated and the hydrator is not reading it: the run ends
+ * at the first that is not so (it is read on its own, as before). */
+static unsigned
+lock_cold_run(struct clone *c, uint64_t region, uint64_t end)
+{
+  unsigned n = 1;
+  while (n < CLONE_FETCH_RUN && (uint64_t)(n + 1) * c->region_size <= CLONE_FETCH_BYTES
+         && region + n < c->regions && clone_region_offset(c, region + n) < end) {
+    uint64_t k = region + n;
+    if (regionmap_test(c->map, k) || (c->hydrator && hydrator_fetching(c->hydrator, k))
+        || !clone_trylock_slot(clone_region_lock(c, k)))
+      break;
+    if (regionmap_test(c->map, k)) { /* hydrated between the test and the lock */
+      clone_unlock_slot(clone_region_lock(c, k));
+      break;
+    }
+    n++;
+  }
+  return n;
 }
 
 static int
@@ -227,24 +254,36 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
         /* Held: the source may still change, so nothing read from it is kept. */
         r = clone_fetch(c, out, n, off, deadline);
       } else {
-        /* Copy-on-read: fetch the whole region and answer at once; the destination write
-         * and the mark follow on the write-behind thread, which holds the region's lock
-         * until they are done (or here, when it has no room). */
-        char *rbuf = malloc(rlen);
+        /* Copy-on-read: fetch the whole region, and the cold ones after it that the request
+         * also reads, in one request, and answer at once; the destination writes and the
+         * marks follow on the write-behind thread, which holds the regions' locks until
+         * they are done (or here, when it has no room). */
+        unsigned run = lock_cold_run(c, region, off + len);
+        uint64_t last = region + run - 1;
+        uint64_t fetched = clone_region_offset(c, last) + clone_region_length(c, last) - roff;
+        n = (size_t)min_u64(len, roff + fetched - off);
+        char *rbuf = malloc(fetched);
         if (!rbuf)
           r = error_set(ENOMEM, "%s: out of memory", v->name);
-        else if ((r = fill_from_source(c, region, rbuf, deadline)) == 0)
+        else if ((r = fill_from_source(c, region, run, rbuf, deadline)) == 0)
           memcpy(out, rbuf + (off - roff), n);
-        if (r == 0 && clone_write_behind(c, region, rbuf)) {
-          locked = false; /* the writer's now */
+        if (r == 0 && clone_write_behind(c, region, run, rbuf)) {
+          locked = false; /* the writer's now, all of them */
         } else {
-          if (r == 0)
-            r = clone_store_fetched(c, region, rbuf);
-          else
-            clone_bit_clear(c->ondemand, region);
+          for (unsigned i = 0; i < run; i++) {
+            int s = 0;
+            if (r == 0)
+              s = clone_store_fetched(c, region + i, rbuf + (uint64_t)i * c->region_size);
+            else
+              clone_bit_clear(c->ondemand, region + i);
+            if (i > 0) /* the first is unlocked below */
+              clone_unlock_slot(clone_region_lock(c, region + i));
+            if (s < 0 && r == 0)
+              r = s;
+          }
           free(rbuf);
         }
-        add_hint(c, region + 1);
+        add_hint(c, last + 1);
       }
       if (locked)
         clone_unlock_slot(clone_region_lock(c, region));
@@ -312,7 +351,7 @@ write_common(struct clone *c, enum write_kind k, const char *data, uint64_t len,
         if (!scratch && !(scratch = malloc(c->region_size)))
           r = error_set(ENOMEM, "%s: out of memory", c->v.name);
         if (r == 0)
-          r = fill_from_source(c, region, scratch, deadline);
+          r = fill_from_source(c, region, 1, scratch, deadline);
         if (r == 0) {
           if (k == WRITE_DATA)
             memcpy(scratch + (off - roff), data, n);

@@ -329,6 +329,12 @@ static const struct volume_ops view_ops = {
  * that the hydrator is held back (rate limit, a slow link) and the reader must not be. */
 #define WAIT_FOR_COPY 2.0
 
+bool
+hydrator_fetching(struct hydrator *h, uint64_t region)
+{
+  return clone_bit_test(h->fetching, region) && !regionmap_test(h->c->map, region);
+}
+
 void
 hydrator_wait_region(struct hydrator *h, uint64_t region, double deadline)
 {

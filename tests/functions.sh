@@ -13,8 +13,10 @@ _teardown() {
   trap - ERR # a test's ERR trap (lib-tm.sh) has nothing to say about the cleanup
   local i
   for ((i = ${#_cleanups[@]} - 1; i >= 0; i--)); do eval "${_cleanups[i]}"; done
-  for pid in "${_pids[@]}"; do
-    kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  # Newest first: a process started later may be a client of an earlier one (a clone of an
+  # nbdkit source), and a server stopped first can wait for ever for its client to go.
+  for ((i = ${#_pids[@]} - 1; i >= 0; i--)); do
+    kill "${_pids[i]}" 2>/dev/null && wait "${_pids[i]}" 2>/dev/null
   done
   rm -rf "$T"
   exit $rc

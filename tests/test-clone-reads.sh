@@ -4,7 +4,9 @@
 # served, exactly) and a small delay; the reader goes through the clone sequentially, which
 # is what the hydrator's "near recent on-demand reads" hints race with hardest.  Also: the
 # clone's counters tell the truth (bytes_copied + bytes_fetched = what the source served;
-# bytes_skipped only regions marked without a transfer).
+# bytes_skipped only regions marked without a transfer).  And a read of several cold regions
+# is one source request: the run of cold regions it covers, split where a region is already
+# hydrated.
 . "$TESTS_DIR/functions.sh"
 . "$TESTS_DIR/lib-nbd.sh"
 requires nbdkit
@@ -46,3 +48,25 @@ echo "source served $served bytes for $data of data (copied $copied, fetched $fe
 [ "$skipped" -eq $((8 << 20)) ] || fail "skipped $skipped, expected the 8 MiB hole"
 [ $((copied + fetched + skipped)) -le $((size + 4 * 65536)) ] || fail "the totals exceed the volume"
 echo "no double reads"
+
+# One request per run of cold regions (a paused clone: no hydrator, every read is on demand).
+truncate -s $size "$T/dst2"
+start_nbdkit "$T/src2.sock" --filter=log file "$T/src" logfile="$T/src2.log"
+start_ferry_nbd "$T/clone2.sock" --paused --source "nbd+unix:///?socket=$T/src2.sock" \
+  --map "$T/map2" "$T/dst2"
+/usr/bin/python3 - "$NBD_URI" "$T/src" <<'PY' || fail "reads through the paused clone differ"
+import sys, nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+data = open(sys.argv[2], "rb").read()
+M, K = 1 << 20, 1 << 10
+for off, n in ((2 * M + 128 * K, 64 * K), (2 * M, M), (4 * M + 32 * K, 200 * K)):
+    assert h.pread(n, off) == data[off:off + n], (off, n)
+PY
+reads=$(grep -o 'Read id=[0-9]* offset=0x[0-9a-f]* count=0x[0-9a-f]*' "$T/src2.log" | sed 's/ id=[0-9]*//' | tr '\n' ' ')
+# 64 KiB regions: region 34 alone; then 32-33 and 35-47 (34 is hydrated); then 64-67 for the
+# unaligned 200 KiB at 4 MiB + 32 KiB.
+expect="Read offset=0x220000 count=0x10000 Read offset=0x200000 count=0x20000 Read offset=0x230000 count=0xd0000 Read offset=0x400000 count=0x40000 "
+[ "$reads" = "$expect" ] || fail "source reads: '$reads', expected '$expect'"
+stop_ferry_nbd
+echo "ok: cold runs fetched in one request each: $reads"
