@@ -125,6 +125,14 @@ clone_region_length(const struct clone *c, uint64_t region)
   return c->v.size - off < c->region_size ? c->v.size - off : c->region_size;
 }
 
+/* Bytes of the `count` regions from region (the last one may be short). */
+static inline uint64_t
+clone_run_length(const struct clone *c, uint64_t region, uint64_t count)
+{
+  return clone_region_offset(c, region + count - 1) + clone_region_length(c, region + count - 1)
+         - clone_region_offset(c, region);
+}
+
 /* Flush the destination, then commit the map; converges when complete.  0 or -errno. */
 int clone_commit(struct clone *c);
 /* Record an error: state failed (when fatal) and last_error. */

@@ -170,9 +170,7 @@ mark(struct clone *c, uint64_t region)
 static int
 fill_from_source(struct clone *c, uint64_t region, unsigned count, char *scratch, double deadline)
 {
-  uint64_t off = clone_region_offset(c, region);
-  uint64_t len = clone_region_offset(c, region + count - 1)
-                 + clone_region_length(c, region + count - 1) - off;
+  uint64_t off = clone_region_offset(c, region), len = clone_run_length(c, region, count);
   /* Cleared by the caller once each region is stored and marked (or the fetch failed). */
   for (unsigned i = 0; i < count; i++)
     clone_bit_set(c->ondemand, region + i);
@@ -193,10 +191,10 @@ lock_cold_run(struct clone *c, uint64_t region, uint64_t end)
   while (n < CLONE_FETCH_RUN && (uint64_t)(n + 1) * c->region_size <= CLONE_FETCH_BYTES
          && region + n < c->regions && clone_region_offset(c, region + n) < end) {
     uint64_t k = region + n;
-    if (regionmap_test(c->map, k) || (c->hydrator && hydrator_fetching(c->hydrator, k))
+    if ((c->hydrator && hydrator_fetching(c->hydrator, k))
         || !clone_trylock_slot(clone_region_lock(c, k)))
       break;
-    if (regionmap_test(c->map, k)) { /* hydrated between the test and the lock */
+    if (regionmap_test(c->map, k)) { /* hydrated: read lock-free, on its own */
       clone_unlock_slot(clone_region_lock(c, k));
       break;
     }
@@ -259,8 +257,7 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
          * marks follow on the write-behind thread, which holds the regions' locks until
          * they are done (or here, when it has no room). */
         unsigned run = lock_cold_run(c, region, off + len);
-        uint64_t last = region + run - 1;
-        uint64_t fetched = clone_region_offset(c, last) + clone_region_length(c, last) - roff;
+        uint64_t fetched = clone_run_length(c, region, run);
         n = (size_t)min_u64(len, roff + fetched - off);
         char *rbuf = malloc(fetched);
         if (!rbuf)
@@ -283,7 +280,7 @@ clone_pread(struct volume *v, void *buf, size_t len, uint64_t off)
           }
           free(rbuf);
         }
-        add_hint(c, last + 1);
+        add_hint(c, region + run);
       }
       if (locked)
         clone_unlock_slot(clone_region_lock(c, region));
@@ -467,10 +464,9 @@ static int
 clone_file_range(struct volume *v, uint64_t len, uint64_t off, int *fd, uint64_t *foff)
 {
   struct clone *c = (struct clone *)v;
-  if (!__atomic_load_n(&c->converged, __ATOMIC_ACQUIRE))
-    for (uint64_t k = off >> c->shift, last = (off + len - 1) >> c->shift; k <= last; k++)
-      if (!regionmap_test(c->map, k))
-        return -EAGAIN;
+  if (!__atomic_load_n(&c->converged, __ATOMIC_ACQUIRE)
+      && regionmap_next_clear(c->map, off >> c->shift) <= (off + len - 1) >> c->shift)
+    return -EAGAIN;
   return volume_file_range(c->dst, len, off, fd, foff);
 }
 

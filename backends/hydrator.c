@@ -338,14 +338,13 @@ hydrator_fetching(struct hydrator *h, uint64_t region)
 void
 hydrator_wait_region(struct hydrator *h, uint64_t region, double deadline)
 {
-  struct clone *c = h->c;
-  if (!clone_bit_test(h->fetching, region) || regionmap_test(c->map, region))
+  if (!hydrator_fetching(h, region))
     return;
   double t0 = now_seconds();
   if (deadline > t0 + WAIT_FOR_COPY)
     deadline = t0 + WAIT_FOR_COPY;
   pthread_mutex_lock(&h->lock);
-  while (clone_bit_test(h->fetching, region) && !regionmap_test(c->map, region)) {
+  while (hydrator_fetching(h, region)) {
     double now = now_seconds();
     if (now >= deadline)
       break;

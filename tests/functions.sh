@@ -139,6 +139,32 @@ SSH
 # by key only, stream-local forwarding allowed; the session's PATH has the built ferry
 # programs).  Sets SSHD_PORT; writes $T/ssh, an ssh client for it (the key, the port, no
 # known_hosts prompts: "$T/ssh root@127.0.0.1 CMD"); checks that a login works.
+# write_sshd_config FILE PORT PIDFILE PATH [LINE...]: a test sshd's configuration: on
+# 127.0.0.1:PORT, root with $T/host_key's server and $T/authorized_keys only, unix socket
+# forwarding with stale sockets replaced, commands run with PATH; LINE... added.
+write_sshd_config() {
+  local file=$1 port=$2 pidf=$3 path=$4
+  shift 4
+  {
+    cat <<CFG
+ListenAddress 127.0.0.1
+Port $port
+HostKey $T/host_key
+PidFile $pidf
+AuthorizedKeysFile $T/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowStreamLocalForwarding yes
+StreamLocalBindUnlink yes
+SetEnv PATH=$path
+CFG
+    printf '%s\n' "$@"
+  } >"$file"
+}
+
 start_sshd() {
   requires ssh ssh-keygen
   [ -x /usr/sbin/sshd ] || skip "openssh-server not installed"
@@ -148,21 +174,8 @@ start_sshd() {
   ssh-keygen -q -t ed25519 -N '' -f "$T/user_key"
   cp "$T/user_key.pub" "$T/authorized_keys"
   mkdir -p /run/sshd
-  cat >"$T/sshd_config" <<CFG
-ListenAddress 127.0.0.1
-Port $SSHD_PORT
-HostKey $T/host_key
-PidFile $T/sshd.pid
-AuthorizedKeysFile $T/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-AllowStreamLocalForwarding yes
-StreamLocalBindUnlink yes
-SetEnv PATH=$(dirname "$FERRY"):$(dirname "$FERRY_NBD"):/usr/sbin:/usr/bin:/sbin:/bin
-CFG
+  write_sshd_config "$T/sshd_config" "$SSHD_PORT" "$T/sshd.pid" \
+    "$(dirname "$FERRY"):$(dirname "$FERRY_NBD"):/usr/sbin:/usr/bin:/sbin:/bin"
   /usr/sbin/sshd -D -e -f "$T/sshd_config" 2>"$T/sshd.log" &
   track_pid $!
   wait_for_pidfile "$T/sshd.pid" >/dev/null

@@ -118,24 +118,9 @@ _tm_master() {
 _tm_start_sshd() {
   local h=$1 port
   port=$(free_port)
-  cat >"$T/hosts/$h/sshd_config" <<CFG
-ListenAddress 127.0.0.1
-Port $port
-HostKey $T/host_key
-PidFile $T/hosts/$h/sshd.pid
-AuthorizedKeysFile $T/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-AllowStreamLocalForwarding yes
-AllowTcpForwarding yes
-StreamLocalBindUnlink yes
-MaxStartups 200
-MaxSessions 100
-SetEnv PATH=$T/bin:/usr/sbin:/usr/bin:/sbin:/bin
-CFG
+  write_sshd_config "$T/hosts/$h/sshd_config" "$port" "$T/hosts/$h/sshd.pid" \
+    "$T/bin:/usr/sbin:/usr/bin:/sbin:/bin" "AllowTcpForwarding yes" "MaxStartups 200" \
+    "MaxSessions 100"
   rm -f "$T/hosts/$h/sshd.pid"
   on_host "$h" /usr/sbin/sshd -D -e -f "$T/hosts/$h/sshd_config" 2>>"$T/hosts/$h/sshd.log" &
   _tm_sshd_pid[$h]=$!
@@ -225,6 +210,20 @@ vm_xml() {
 <HISTORY_RECORDS><HISTORY><SEQ>0</SEQ><HOSTNAME>hostA</HOSTNAME><DS_ID>0</DS_ID><TM_MAD><![CDATA[ferry]]></TM_MAD></HISTORY></HISTORY_RECORDS>
 </VM>
 EOF
+}
+
+# tm_make_vm ID SIZE_MIB DATA_MIB AT_MIB: VM ID's directory on hostA: disk.0 a sparse SIZE_MIB
+# image with DATA_MIB random at its start and 1 MiB more at AT_MIB, disk.1 (64 KiB, the
+# context CD), deployment.0; and the VM's XML (vm_xml).
+tm_make_vm() {
+  local id=$1 d=$T/hosts/hostA/ds/0/$1
+  mkdir -p "$d"
+  truncate -s "$2M" "$d/disk.0"
+  head -c $(($3 << 20)) /dev/urandom | dd of="$d/disk.0" conv=notrunc status=none
+  head -c $((1 << 20)) /dev/urandom | dd of="$d/disk.0" bs=1M seek="$4" conv=notrunc status=none
+  head -c 65536 /dev/urandom >"$d/disk.1"
+  echo "<domain>one-$id</domain>" >"$d/deployment.0"
+  vm_xml "$id"
 }
 
 # tm ACTION ARGS...: one line of a transfer file, run as one_tm.rb runs it (on the front-end).

@@ -13,13 +13,7 @@ tm_config FERRY_FRONTEND loop
 tm_config FERRY_RATE 4M
 
 d=$T/hosts/hostA/ds/0/70
-mkdir -p "$d"
-truncate -s 128M "$d/disk.0"
-head -c $((16 << 20)) /dev/urandom | dd of="$d/disk.0" conv=notrunc status=none
-head -c $((1 << 20)) /dev/urandom | dd of="$d/disk.0" bs=1M seek=100 conv=notrunc status=none
-head -c 65536 /dev/urandom >"$d/disk.1"
-echo "<domain>one-70</domain>" >"$d/deployment.0"
-vm_xml 70
+tm_make_vm 70 128 16 100
 cp "$d/disk.0" "$T/expected"
 tm_transfer_ok "MV.ferry ssh hostA:$DS/0/70/disk.0 hostB:$DS/0/70/disk.0 70 1" \
   "MV ferry hostA:$DS/0/70 hostB:$DS/0/70 70 0"

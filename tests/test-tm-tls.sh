@@ -24,18 +24,7 @@ tm_config FERRY_TLS_PORTS "$port0-$((port0 + 20))"
 tm_config FERRY_TLS_LISTEN 127.0.0.1
 tm_config FERRY_TLS_ADDRESS 127.0.0.1
 
-make_vm() {
-  local id=$1 d=$T/hosts/hostA/ds/0/$1
-  mkdir -p "$d"
-  truncate -s 256M "$d/disk.0"
-  head -c $((8 << 20)) /dev/urandom | dd of="$d/disk.0" conv=notrunc status=none
-  head -c $((1 << 20)) /dev/urandom | dd of="$d/disk.0" bs=1M seek=200 conv=notrunc status=none
-  head -c 65536 /dev/urandom >"$d/disk.1"
-  echo "<domain>one-$id</domain>" >"$d/deployment.0"
-  vm_xml "$id"
-}
-
-make_vm 60
+tm_make_vm 60 256 8 200
 before=$(tm_sha "$T/hosts/hostA/ds/0/60/disk.0")
 tm_transfer_ok "MV.ferry ssh hostA:$DS/0/60/disk.0 hostB:$DS/0/60/disk.0 60 1" \
   "MV ferry hostA:$DS/0/60 hostB:$DS/0/60 60 0"
@@ -72,7 +61,7 @@ echo "ok: the clone over TLS converged byte-exact, the source went, nothing runs
 
 # Certificates of another CA on the hosts: the move is refused and nothing is lost.
 tm_config FERRY_TLS_DIR "$T/badtls"
-make_vm 61
+tm_make_vm 61 256 8 200
 before=$(tm_sha "$T/hosts/hostA/ds/0/61/disk.0")
 tm_transfer_fails "gnutls_handshake: Error in the certificate verification" "MV.ferry ssh hostA:$DS/0/61/disk.0 hostB:$DS/0/61/disk.0 61 1" \
   "MV ferry hostA:$DS/0/61 hostB:$DS/0/61 61 0"
