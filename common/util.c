@@ -8,10 +8,35 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+
+static _Atomic int spin_slots = -1; /* free slots; -1 until first used */
+
+bool
+spin_slot_take(void)
+{
+  int n = atomic_load(&spin_slots);
+  if (n < 0) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int want = cpus > 1 ? (int)(cpus / 2) : 1;
+    atomic_compare_exchange_strong(&spin_slots, &n, want);
+    n = atomic_load(&spin_slots);
+  }
+  while (n > 0)
+    if (atomic_compare_exchange_weak(&spin_slots, &n, n - 1))
+      return true;
+  return false;
+}
+
+void
+spin_slot_put(void)
+{
+  atomic_fetch_add(&spin_slots, 1);
+}
 
 int
 parse_size(const char *what, const char *text, uint64_t *out)

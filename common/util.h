@@ -24,6 +24,12 @@ char *format_size(char *buf, size_t len, double bytes);
 /* Monotonic clock in seconds. */
 double now_seconds(void);
 
+/* Busy-polling slots, shared by the whole process: a thread that wants to spin on a socket
+ * instead of sleeping takes one first (false: all are taken, sleep).  Half the CPUs (at
+ * least one), so spinners never crowd out the threads doing the work they wait for. */
+bool spin_slot_take(void);
+void spin_slot_put(void);
+
 /* Full-length pread/pwrite (retrying short transfers and EINTR); 0 or -errno. */
 int full_pread(int fd, void *buf, size_t len, uint64_t off);
 int full_pwrite(int fd, const void *buf, size_t len, uint64_t off);

@@ -45,6 +45,9 @@ usage(FILE *f)
   frontend_help_line(f, "    --threads N", "worker threads per connection (default 16)");
   frontend_help_line(f, "    --handshake-timeout S",
                      "seconds a client gets to finish its handshake\n(default 10)");
+  frontend_help_line(f, "    --poll-us N",
+                     "spin up to N microseconds for the next request\nbefore sleeping "
+                     "(adaptive; default 50, 0 = never)");
   frontend_help_line(f, "    --buffer-memory SIZE",
                      "request buffers shared by all clients\n(default 2G)");
   fprintf(f, "TLS (as nbdkit and qemu-nbd; clients use nbds:// URIs):\n");
@@ -81,7 +84,7 @@ struct options {
   const char **tcp, **sockets;
   size_t ntcp, nsockets;
   bool readonly;
-  uint64_t max_clients, threads, min_block, buffer_memory;
+  uint64_t max_clients, threads, min_block, buffer_memory, poll_us;
   double handshake_timeout;
   const char *tls, *tls_certificates, *tls_psk;
 };
@@ -119,6 +122,7 @@ enum {
   OPT_TLS_PSK,
   OPT_HANDSHAKE_TIMEOUT,
   OPT_BUFFER_MEMORY,
+  OPT_POLL_US,
 };
 
 /* ferry-nbd's own flags; the clone, process and volume flags come from frontend/options.c. */
@@ -136,6 +140,7 @@ static const struct option long_options[] = {
   { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
   { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
   { "buffer-memory", required_argument, NULL, OPT_BUFFER_MEMORY },
+  { "poll-us", required_argument, NULL, OPT_POLL_US },
   { NULL, 0, NULL, 0 },
 };
 
@@ -189,6 +194,8 @@ take_option(void *opaque, int code, const char *arg)
     o->handshake_timeout = (double)v;
     return 0;
   }
+  case OPT_POLL_US:
+    return parse_uint("--poll-us", arg, 0, 1000, &o->poll_us);
   case OPT_BUFFER_MEMORY:
     if (parse_size("--buffer-memory", arg, &o->buffer_memory) < 0)
       return -1;
@@ -215,6 +222,7 @@ parse_options(int argc, char **argv, struct options *o)
   memset(o, 0, sizeof *o);
   o->max_clients = 128;
   o->threads = 16;
+  o->poll_us = 50;
   o->min_block = 0;
   frontend_options_init(&o->f);
   int rc = frontend_parse(&program, argc, argv, &o->f, o);
@@ -371,8 +379,11 @@ run(struct options *o)
   }
   struct nbd_export exp;
   export_init(o, vol, clone, tls, budget, &exp);
-  if (server_init(&srv, &exp, (unsigned)o->threads, (unsigned)o->max_clients, o->handshake_timeout)
-      < 0) {
+  struct server_params sp = { .threads = (unsigned)o->threads,
+                              .max_clients = (unsigned)o->max_clients,
+                              .handshake_timeout = o->handshake_timeout,
+                              .poll_us = (unsigned)o->poll_us };
+  if (server_init(&srv, &exp, &sp) < 0) {
     log_error("%s", error_message());
     goto out;
   }

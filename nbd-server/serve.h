@@ -8,11 +8,17 @@
 struct nbd_export;
 struct client;
 
-struct server {
-  const struct nbd_export *exp;
+struct server_params {
   unsigned threads;         /* worker threads per connection */
   unsigned max_clients;     /* 0: unlimited */
   double handshake_timeout; /* seconds from accept to the end of the handshake */
+  unsigned poll_us;         /* --poll-us: the reader's spin before it sleeps; 0: never */
+};
+
+struct server {
+  const struct nbd_export *exp;
+  unsigned threads, max_clients, poll_us;
+  double handshake_timeout;
   pthread_mutex_t lock;
   pthread_cond_t cond; /* nclients changed */
   struct client *clients;
@@ -21,8 +27,7 @@ struct server {
   int wake[2]; /* self-pipe: server_stop() ends server_run() */
 };
 
-int server_init(struct server *srv, const struct nbd_export *exp, unsigned threads,
-                unsigned max_clients, double handshake_timeout);
+int server_init(struct server *srv, const struct nbd_export *exp, const struct server_params *p);
 /* Serve until server_stop(); then stop reading requests, let in-flight ones finish and
  * wait for every connection to close. */
 int server_run(struct server *srv, const int *fds, size_t nfds);

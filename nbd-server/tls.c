@@ -321,6 +321,12 @@ tls_recv_some(struct tls_session *t, void *buf, size_t cap)
   }
 }
 
+bool
+tls_pending(struct tls_session *t)
+{
+  return gnutls_record_check_pending(t->s) > 0;
+}
+
 static int
 send_all(struct tls_session *t, const char *p, size_t len)
 {

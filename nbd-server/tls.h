@@ -12,6 +12,7 @@
 #ifndef FERRY_NBD_TLS_H
 #define FERRY_NBD_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/uio.h>
 
@@ -32,6 +33,8 @@ int tls_session_start(const struct tls_config *cfg, int fd, const char *peer,
 int tls_recv(struct tls_session *s, void *buf, size_t len);
 /* What one TLS record gives, at most cap bytes: the count (> 0), or -1. */
 long tls_recv_some(struct tls_session *s, void *buf, size_t cap);
+/* Decrypted bytes are buffered: a read returns without waiting for the socket. */
+bool tls_pending(struct tls_session *s);
 int tls_sendv(struct tls_session *s, const struct iovec *iov, int n);
 /* Send close_notify (best effort, bounded by the socket's send timeout) and free. */
 void tls_session_end(struct tls_session *s, int fd);

@@ -21,6 +21,8 @@ usage "unexpected argument" "$T/disk" "$T/disk"
 usage "option '--socket' needs a value" "$T/disk" --socket
 usage "--threads: 0 is out of range" --threads 0 "$T/disk"
 usage "--max-clients: 'lots' is not a number" --max-clients lots "$T/disk"
+usage "--poll-us: 1001 is out of range (0..1000)" --poll-us 1001 "$T/disk"
+usage "--poll-us: 'fast' is not a number" --poll-us fast "$T/disk"
 usage "--min-block-size: 3 is not a power of two" --min-block-size 3 "$T/disk"
 usage "--min-block-size: 128K is not a power of two between 1 and 64K" --min-block-size 128K "$T/disk"
 usage "--source needs --map" --source "$T/disk" "$T/disk"
