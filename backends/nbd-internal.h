@@ -27,14 +27,16 @@ struct connection {
   int wake_fd; /* eventfd: wakes the loop thread (stop, a handle died) */
   int kick_fd; /* eventfd: wakes the caller driving the socket (a request waits to be sent) */
   atomic_bool stop;
-  atomic_uint in_flight;   /* for picking the least busy connection, and the watchdog */
+  atomic_uint in_flight;    /* for picking the least busy connection, and the watchdog */
   _Atomic double last_life; /* now_seconds() of the socket's last sign of life */
-  atomic_int dropped;    /* why we shut the socket down: 0, DROP_SILENT, DROP_DEADLINE */
-  pthread_mutex_t lock;  /* protects command.done of commands on this connection, why, */
-  bool driving;          /* (lock) a thread is polling the socket (nbd-conn.c) */
-  struct command *waiting; /* (lock) commands whose callers wait for them */
-  enum conn_state state; /* under vol->state_lock */
-  char why[256];         /* (lock) why it died */
+  atomic_int dropped;       /* why we shut the socket down: 0, DROP_SILENT, DROP_DEADLINE */
+  pthread_mutex_t lock;     /* protects command.done of commands on this connection, why, */
+  bool driving;             /* (lock) a thread is polling the socket (nbd-conn.c) */
+  bool poll_on;             /* (driver) the adaptive spin for replies is on (nbd-conn.c) */
+  unsigned poll_misses;     /* (driver) spins in a row that ran out */
+  struct command *waiting;  /* (lock) commands whose callers wait for them */
+  enum conn_state state;    /* under vol->state_lock */
+  char why[256];            /* (lock) why it died */
 };
 
 enum { DROP_SILENT = 1, DROP_DEADLINE = 2 };
@@ -63,7 +65,7 @@ struct command {
   pthread_cond_t done_cond;
   bool done;
   struct command *next; /* in c->waiting */
-  int err; /* errno from the server or from libnbd (0 = success) */
+  int err;              /* errno from the server or from libnbd (0 = success) */
   /* block status only */
   uint64_t bs_off, bs_len;
   struct extent_list *bs_out;
