@@ -12,7 +12,11 @@ dump0=$(db_dump)
 
 # The damaged clone: the real server, reading a copy of the source with a byte changed.
 cp "$T/source.orig" "$T/damaged"
-printf '\x01' | dd of="$T/damaged" bs=1 seek=1500000 conv=notrunc status=none
+# A byte that differs for sure: the source is random, and a fixed value would be the source's
+# own byte once in 256 runs (the move then rightly succeeds and the test failed).
+old=$(od -An -tu1 -j1500000 -N1 "$T/source.orig" | tr -d ' ')
+printf "\\x$(printf %02x $(((old + 1) % 256)))" | dd of="$T/damaged" bs=1 seek=1500000 conv=notrunc status=none
+cmp -s "$T/damaged" "$T/source.orig" && fail "the damaged copy is not damaged"
 cat >"$T/bad-nbd" <<SH
 #!/usr/bin/env bash
 a=("\$@")
