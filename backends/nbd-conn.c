@@ -24,14 +24,14 @@
 /* Spinning for replies (issue 15), as ferry-nbd spins for requests (nbd-server/serve.c): a
  * caller that waits for its reply first polls the socket without sleeping for up to
  * POLL_SPIN seconds, because waking a thread asleep in poll() costs more than a reply from
- * a local server takes on a virtual machine whose idle vCPU halts.  Adaptive: after
- * POLL_MISSES spins in a row that ran out (a slow or distant server) it sleeps at once, until
- * a reply again comes within POLL_SPIN of the caller going to sleep.  Only a caller whose
- * command is the volume's only one spins: with more in flight, on any connection, the CPU is
- * better left to the threads producing them (bench/fuse's 4-job row lost a third to
- * spinning), and only while half the CPUs are not already spinning (spin_slot_take). */
+ * a local server takes on a virtual machine whose idle vCPU halts.  Adaptive (struct spin,
+ * common/util.h): after SPIN_MISSES spins in a row that ran out (a slow or distant server) it
+ * sleeps at once, until a reply again comes within POLL_SPIN of the caller going to sleep.
+ * Only a caller whose command is the volume's only one spins: with more in flight, on any
+ * connection, the CPU is better left to the threads producing them (bench/fuse's 4-job row
+ * lost a third to spinning), and only while half the CPUs are not already spinning
+ * (spin_slot_take). */
 #define POLL_SPIN 50e-6
-#define POLL_MISSES 4
 
 /* ---- handles ---- */
 
@@ -274,25 +274,21 @@ drive_once(struct connection *c, struct nbd_handle *h, int fd, int ms)
   };
   int n = 0;
   bool spun = false;
-  if (ms > 0 && c->poll_on && dir == LIBNBD_AIO_DIRECTION_READ && volume_in_flight(c->vol) <= 1
+  if (ms > 0 && c->spin.on && dir == LIBNBD_AIO_DIRECTION_READ && volume_in_flight(c->vol) <= 1
       && spin_slot_take()) {
     double end = now_seconds() + POLL_SPIN;
     while ((n = poll(fds, 2, 0)) == 0 && now_seconds() < end)
       ;
     spin_slot_put();
-    if (n > 0)
-      c->poll_misses = 0;
-    else if (n == 0 && ++c->poll_misses >= POLL_MISSES)
-      c->poll_on = false;
+    if (n >= 0)
+      spin_note(&c->spin, n > 0);
     spun = true;
   }
   if (n == 0) {
     double t0 = now_seconds();
     n = poll(fds, 2, ms);
-    if (!spun && n > 0 && ms > 0 && now_seconds() - t0 <= POLL_SPIN) {
-      c->poll_on = true; /* a spin would have caught this reply */
-      c->poll_misses = 0;
-    }
+    if (!spun && n > 0 && ms > 0)
+      spin_note_sleep(&c->spin, now_seconds() - t0, POLL_SPIN);
   }
   if (n < 0 && errno == EINTR)
     return -1;

@@ -7,6 +7,7 @@
 
 #include "backends/nbd-uri.h"
 #include "backends/volume.h"
+#include "common/util.h"
 
 #include <libnbd.h>
 #include <pthread.h>
@@ -32,8 +33,7 @@ struct connection {
   atomic_int dropped;       /* why we shut the socket down: 0, DROP_SILENT, DROP_DEADLINE */
   pthread_mutex_t lock;     /* protects command.done of commands on this connection, why, */
   bool driving;             /* (lock) a thread is polling the socket (nbd-conn.c) */
-  bool poll_on;             /* (driver) the adaptive spin for replies is on (nbd-conn.c) */
-  unsigned poll_misses;     /* (driver) spins in a row that ran out */
+  struct spin spin;         /* (driver) the adaptive spin for replies (nbd-conn.c) */
   struct command *waiting;  /* (lock) commands whose callers wait for them */
   enum conn_state state;    /* under vol->state_lock */
   char why[256];            /* (lock) why it died */

@@ -38,6 +38,24 @@ spin_slot_put(void)
   atomic_fetch_add(&spin_slots, 1);
 }
 
+void
+spin_note(struct spin *s, bool caught)
+{
+  if (caught)
+    s->misses = 0;
+  else if (++s->misses >= SPIN_MISSES)
+    s->on = false;
+}
+
+void
+spin_note_sleep(struct spin *s, double waited, double window)
+{
+  if (waited <= window) {
+    s->on = true;
+    s->misses = 0;
+  }
+}
+
 int
 parse_size(const char *what, const char *text, uint64_t *out)
 {

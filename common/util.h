@@ -30,6 +30,19 @@ double now_seconds(void);
 bool spin_slot_take(void);
 void spin_slot_put(void);
 
+/* An adaptive spin's state (ferry-nbd's spin for requests, the nbd driver's for replies): on
+ * until SPIN_MISSES spins in a row run out, on again when a wait that slept without spinning
+ * ended within the window (a spin would have caught it).  Zeroed: off. */
+#define SPIN_MISSES 4
+struct spin {
+  bool on;
+  unsigned misses;
+};
+/* After a spin: whether it caught what it waited for. */
+void spin_note(struct spin *s, bool caught);
+/* After a sleep that no spin preceded: how long it waited, against the window. */
+void spin_note_sleep(struct spin *s, double waited, double window);
+
 /* Full-length pread/pwrite (retrying short transfers and EINTR); 0 or -errno. */
 int full_pread(int fd, void *buf, size_t len, uint64_t off);
 int full_pwrite(int fd, const void *buf, size_t len, uint64_t off);

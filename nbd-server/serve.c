@@ -45,9 +45,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Spins in a row that may run out before spinning stops (a burst's end costs one). */
-#define POLL_MISSES 4
-
 /* Seconds in-flight requests get to finish at shutdown. */
 #define SHUTDOWN_GRACE 10
 
@@ -58,8 +55,7 @@ struct client {
   char peer[96];
   struct tls_session *tls; /* after NBD_OPT_STARTTLS */
   bool transmitting;       /* handshake done: polling applies */
-  bool poll_on;            /* the adaptive spin's state (under conn.read_lock) */
-  unsigned poll_misses;    /* spins in a row that ran out */
+  struct spin spin;        /* the adaptive spin's state (under conn.read_lock) */
   struct client *prev, *next;
   /* Handshake watchdog (under srv->lock). */
   bool handshaking, cut;
@@ -136,23 +132,18 @@ sock_recv_some(void *opaque, void *buf, size_t cap)
   if (window <= 0 || (cl->tls && tls_pending(cl->tls)))
     return recv_blocking(cl, buf, cap);
   bool spun = false;
-  if (cl->poll_on && atomic_load(&cl->busy) <= 1 && spin_slot_take()) {
+  if (cl->spin.on && atomic_load(&cl->busy) <= 1 && spin_slot_take()) {
     long n = recv_polled(cl, buf, cap, window);
     spin_slot_put();
-    if (n != 0) {
-      cl->poll_misses = 0;
+    spin_note(&cl->spin, n != 0);
+    if (n != 0)
       return n;
-    }
-    if (++cl->poll_misses >= POLL_MISSES)
-      cl->poll_on = false; /* the gaps outlast the window */
     spun = true;
   }
   double t0 = now_seconds();
   long n = recv_blocking(cl, buf, cap);
-  if (!spun && now_seconds() - t0 <= window) {
-    cl->poll_on = true; /* a spin would have caught this one */
-    cl->poll_misses = 0;
-  }
+  if (!spun)
+    spin_note_sleep(&cl->spin, now_seconds() - t0, window);
   return n;
 }
 
@@ -359,7 +350,7 @@ client_main(void *arg)
     pthread_mutex_lock(&srv->lock);
     cl->workers++; /* this thread is worker 0 */
     pthread_mutex_unlock(&srv->lock);
-    cl->transmitting = cl->poll_on = true; /* before any other worker exists */
+    cl->transmitting = cl->spin.on = true; /* before any other worker exists */
     work(cl);
     /* In-flight requests on other workers finish and answer before we close. */
     pthread_mutex_lock(&srv->lock);
