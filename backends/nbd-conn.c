@@ -285,9 +285,11 @@ drive_once(struct connection *c, struct nbd_handle *h, int fd, int ms)
     spun = true;
   }
   if (n == 0) {
-    double t0 = now_seconds();
+    /* Timed only where a spin could have been: a reply awaited, with time to wait. */
+    bool timed = !spun && ms > 0 && dir == LIBNBD_AIO_DIRECTION_READ;
+    double t0 = timed ? now_seconds() : 0;
     n = poll(fds, 2, ms);
-    if (!spun && n > 0 && ms > 0)
+    if (timed && n > 0)
       spin_note_sleep(&c->spin, now_seconds() - t0, POLL_SPIN);
   }
   if (n < 0 && errno == EINTR)

@@ -140,10 +140,11 @@ sock_recv_some(void *opaque, void *buf, size_t cap)
       return n;
     spun = true;
   }
+  if (spun)
+    return recv_blocking(cl, buf, cap);
   double t0 = now_seconds();
   long n = recv_blocking(cl, buf, cap);
-  if (!spun)
-    spin_note_sleep(&cl->spin, now_seconds() - t0, window);
+  spin_note_sleep(&cl->spin, now_seconds() - t0, window);
   return n;
 }
 

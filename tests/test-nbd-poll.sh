@@ -56,28 +56,18 @@ cp "$T/orig.want" "$T/orig"
 # 2. The spin is live: non-blocking receives (MSG_DONTWAIT) with --poll-us 1000, none with 0.
 traced() { # traced NAME ARGS...: run the client against ferry-nbd under strace
   local name=$1; shift
-  local pidf="$T/$name.pid"
-  ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 strace -f -qq -e trace=recvfrom \
-    -o "$T/strace.$name" "$FERRY_NBD" --foreground --socket "$T/$name.sock" --pidfile "$pidf" \
-    "$@" "$T/img" 2>>"$T/ferry-nbd.log" &
-  local tp=$!
-  track_pid "$tp"
-  wait_for_server "$tp" "$pidf" "$T/ferry-nbd.log" ferry-nbd
-  local sp
-  sp=$(cat "$pidf")
-  cleanup "kill -KILL $sp 2>/dev/null"
+  start_traced recvfrom "$T/$name.sock" "$@" "$T/img"
   out=$(client "nbd+unix:///?socket=$T/$name.sock") || fail "$name: client: $out"
   [ "$out" = "ok 679" ] || fail "$name: client printed '$out'"
   cp "$T/orig.want" "$T/orig"
-  kill -TERM "$sp"
-  wait "$tp" || fail "$name: ferry-nbd (under strace) did not exit cleanly"
+  stop_traced
   same_bytes "$T/img" "$T/orig"
 }
 traced spin --poll-us 1000
-spins=$(grep -c 'MSG_DONTWAIT' "$T/strace.spin" || true)
+spins=$(grep -c 'MSG_DONTWAIT' "$TRACE" || true)
 [ "$spins" -gt 0 ] || fail "--poll-us 1000: no non-blocking receive in the trace (the spin never ran)"
 traced nospin --poll-us 0
-nospins=$(grep -c 'MSG_DONTWAIT' "$T/strace.nospin" || true)
+nospins=$(grep -c 'MSG_DONTWAIT' "$TRACE" || true)
 [ "$nospins" -eq 0 ] || fail "--poll-us 0: $nospins non-blocking receives (the spin ran)"
 echo "ok: $spins non-blocking receives with --poll-us 1000, none with --poll-us 0"
 

@@ -15,29 +15,6 @@ head -c 6M /dev/urandom >"$T/img"
 truncate -s 8M "$T/img" # a hole at the end
 cp "$T/img" "$T/orig"
 
-# start_traced SOCK ARGS...: ferry-nbd under strace (the splice calls into $T/strace.N);
-# sets SRV_PID (ferry-nbd's) and TRACE_PID.
-n_trace=0
-start_traced() {
-  local sock=$1 pidf="$T/traced.$n_trace.pid"
-  shift
-  n_trace=$((n_trace + 1))
-  # LeakSanitizer cannot run under ptrace: no leak check for these runs (the other nbd
-  # tests check the same paths for leaks without strace).
-  ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 strace -f -qq -e trace=splice \
-    -o "$T/strace.$n_trace" "$FERRY_NBD" --foreground --socket "$sock" --pidfile "$pidf" "$@" 2>>"$T/ferry-nbd.log" &
-  TRACE_PID=$!
-  track_pid "$TRACE_PID"
-  wait_for_server "$TRACE_PID" "$pidf" "$T/ferry-nbd.log" ferry-nbd
-  SRV_PID=$(cat "$pidf")
-  # First at exit: strace killed first would leave it stopped, and running.
-  cleanup "kill -KILL $SRV_PID 2>/dev/null"
-  TRACE=$T/strace.$n_trace
-}
-stop_traced() {
-  kill -TERM "$SRV_PID"
-  wait "$TRACE_PID" || fail "ferry-nbd (under strace) did not exit cleanly"
-}
 splices() { grep -c 'splice(' "$TRACE" || true; }
 
 # reads.py URI STRUCTURED: reads of many sizes at many offsets, each compared with the file.
@@ -67,7 +44,7 @@ print("ok %d reads" % (n + 1))
 EOF
 
 for structured in 1 0; do
-  start_traced "$T/sock" "$T/img"
+  start_traced splice "$T/sock" "$T/img"
   $PY "$T/reads.py" "nbd+unix:///?socket=$T/sock" "$structured" "$T/img" || fail "reads differ (structured=$structured)"
   nbdcopy --request-size=1048576 --requests=16 "nbd+unix:///?socket=$T/sock" "$T/copy"
   same_bytes "$T/img" "$T/copy"
@@ -79,7 +56,7 @@ done
 
 # --direct: files opened O_DIRECT are read into buffers, never spliced (the export's
 # block size is then 4 KiB).
-start_traced "$T/sock" --direct "$T/img"
+start_traced splice "$T/sock" --direct "$T/img"
 $PY "$T/reads.py" "nbd+unix:///?socket=$T/sock" 1 "$T/img" 4096 >/dev/null || fail "--direct reads differ"
 stop_traced
 [ "$(splices)" = 0 ] || fail "an O_DIRECT file was spliced"
@@ -87,7 +64,7 @@ echo "ok: --direct: buffered replies"
 
 # The file shrinks under the server: the read past its new end fails with the buffered
 # path's error, and later replies on the same connection are right.
-start_traced "$T/sock" "$T/img"
+start_traced splice "$T/sock" "$T/img"
 cat >"$T/shrink.py" <<'EOF'
 import os, sys, nbd
 uri, path = sys.argv[1], sys.argv[2]
@@ -114,7 +91,7 @@ echo "ok: a file that shrank: $(echo "$out" | head -1)"
 
 # A clone: once converged its reads come from the destination file, spliced.
 truncate -s 8M "$T/dest"
-start_traced "$T/sock" --control "$T/ctl" --source "$T/orig" --map "$T/map" "$T/dest"
+start_traced splice "$T/sock" --control "$T/ctl" --source "$T/orig" --map "$T/map" "$T/dest"
 "$FERRY" wait --timeout 60 "$T/ctl" | grep -q converged || fail "the clone did not converge"
 $PY "$T/reads.py" "nbd+unix:///?socket=$T/sock" 1 "$T/orig" >/dev/null || fail "the converged clone's reads differ"
 stop_traced
