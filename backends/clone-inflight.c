@@ -75,6 +75,7 @@ clone_lock_slot(struct clone_lock *l)
   pthread_mutex_lock(&l->m);
   while (l->held) {
     l->waiters++;
+    wait_hook_run();
     pthread_cond_wait(&l->cv, &l->m);
     l->waiters--;
   }
@@ -120,6 +121,7 @@ lock_until(struct clone *c, uint64_t region, double deadline, void *copy_out, ui
       break;
     }
     l->waiters++;
+    wait_hook_run();
     int e = pthread_cond_timedwait(&l->cv, &l->m, &ts);
     l->waiters--;
     if (e == ETIMEDOUT && l->held) {

@@ -257,8 +257,10 @@ static struct handle *
 take_handle(struct http_volume *hv)
 {
   pthread_mutex_lock(&hv->lock);
-  while (hv->nfree == 0)
+  while (hv->nfree == 0) {
+    wait_hook_run();
     pthread_cond_wait(&hv->available, &hv->lock);
+  }
   struct handle *h = hv->free_list[--hv->nfree];
   pthread_mutex_unlock(&hv->lock);
   return h;
@@ -295,6 +297,7 @@ attempt(struct http_volume *hv, struct handle *h, bool head, uint64_t off, size_
     snprintf(range, sizeof range, "%" PRIu64 "-%" PRIu64, off, off + len - 1);
     curl_easy_setopt(c, CURLOPT_RANGE, range);
   }
+  wait_hook_run(); /* a network round trip: this thread will sleep */
   CURLcode rc = curl_easy_perform(c);
   long code = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);

@@ -288,6 +288,8 @@ drive_once(struct connection *c, struct nbd_handle *h, int fd, int ms)
     /* Timed only where a spin could have been: a reply awaited, with time to wait. */
     bool timed = !spun && ms > 0 && dir == LIBNBD_AIO_DIRECTION_READ;
     double t0 = timed ? now_seconds() : 0;
+    if (ms != 0)
+      wait_hook_run();
     n = poll(fds, 2, ms);
     if (timed && n > 0)
       spin_note_sleep(&c->spin, now_seconds() - t0, POLL_SPIN);
@@ -621,8 +623,10 @@ command_wait(struct command *cmd, double deadline, volatile int *cancel, bool ki
       drive(cmd, until);
     } else if (until > 0) {
       struct timespec ts = at(until);
+      wait_hook_run();
       pthread_cond_timedwait(&cmd->done_cond, &c->lock, &ts);
     } else {
+      wait_hook_run();
       pthread_cond_wait(&cmd->done_cond, &c->lock);
     }
     if (cmd->done || until <= 0 || now_seconds() < until)

@@ -306,6 +306,7 @@ cached_read(struct zst_volume *z, size_t i, uint8_t *buf, size_t len, uint32_t i
         s = &z->slots[k];
     if (!s || s->ready)
       break;
+    wait_hook_run();
     pthread_cond_wait(&z->loaded, &z->lock); /* another thread is decompressing it */
   }
   if (s) {

@@ -56,6 +56,26 @@ spin_note_sleep(struct spin *s, double waited, double window)
   }
 }
 
+static _Thread_local void (*wait_hook_fn)(void *);
+static _Thread_local void *wait_hook_arg;
+
+void
+wait_hook_set(void (*fn)(void *), void *arg)
+{
+  wait_hook_fn = fn;
+  wait_hook_arg = arg;
+}
+
+void
+wait_hook_run(void)
+{
+  void (*fn)(void *) = wait_hook_fn;
+  if (fn) {
+    wait_hook_fn = NULL;
+    fn(wait_hook_arg);
+  }
+}
+
 int
 parse_size(const char *what, const char *text, uint64_t *out)
 {

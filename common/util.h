@@ -43,6 +43,14 @@ void spin_note(struct spin *s, bool caught);
 /* After a sleep that no spin preceded: how long it waited, against the window. */
 void spin_note_sleep(struct spin *s, double waited, double window);
 
+/* A thread's notice that it is about to sleep waiting for the volume: called before an NBD
+ * reply is waited for past the spin, an HTTP request, a wait for a region another thread
+ * holds or a zst frame another thread decompresses.  ferry-fuse's solo FUSE reader
+ * (fuse-mount/devloop.c) sets one while it answers a request, to hand the device to another
+ * thread before it sleeps.  One-shot: wait_hook_run() clears it.  Thread-local. */
+void wait_hook_set(void (*fn)(void *), void *arg);
+void wait_hook_run(void);
+
 /* Full-length pread/pwrite (retrying short transfers and EINTR); 0 or -errno. */
 int full_pread(int fd, void *buf, size_t len, uint64_t off);
 int full_pwrite(int fd, const void *buf, size_t len, uint64_t off);

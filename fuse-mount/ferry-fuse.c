@@ -1,7 +1,7 @@
 /* ferry-fuse: a volume (or a hydrating clone) as MOUNTPOINT/disk, optionally loop-attached.
  *
  * Threads:  main (setup, then waits for a signal and runs the shutdown), the FUSE session
- * thread (fuse_session_loop_mt and its workers, which answer every request), the mount
+ * thread (devloop.c and its workers, which answer every request), the mount
  * watcher (only with --loop), and whatever the volume, clone and control server start.
  * SIGINT/SIGTERM/SIGHUP/SIGUSR1 are blocked everywhere and taken by main with sigwait, so
  * a signal never lands on a worker in the middle of a request.
@@ -24,6 +24,7 @@
 #include "common/util.h"
 #include "frontend/daemon.h"
 #include "frontend/options.h"
+#include "fuse-mount/devloop.h"
 #include "fuse-mount/fs.h"
 #include "fuse-mount/loop.h"
 #include "fuse-mount/mount.h"
@@ -301,12 +302,7 @@ static void *
 session_main(void *arg)
 {
   struct server *s = arg;
-  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-  if (cfg)
-    fuse_loop_cfg_set_max_threads(cfg, s->o->threads);
-  int r = fuse_session_loop_mt(s->se, cfg);
-  if (cfg)
-    fuse_loop_cfg_destroy(cfg);
+  int r = devloop_run(s->se, s->o->threads, s->handoff != NULL);
   debug("fuse", "session loop ended (%d)", r);
   atomic_store(&s->session_ended, true);
   pthread_kill(s->main_thread, SIGUSR1);
