@@ -114,21 +114,23 @@ static bool
 await_request(struct devloop *d, bool others_busy)
 {
   struct pollfd p = { .fd = d->fd, .events = POLLIN };
-  if (poll(&p, 1, 0) != 0)
-    return true; /* waiting already (or an error for read() to report) */
-  if (others_busy)
-    return false;
-  if (d->spin.on) {
-    if (!spin_slot_take())
-      return false;
+  int n;
+  if (!others_busy && d->spin.on && spin_slot_take()) {
     double end = now_seconds() + DEVICE_SPIN;
-    int n;
+    unsigned looks = 0;
     while ((n = poll(&p, 1, 0)) == 0 && now_seconds() < end)
-      ;
+      looks++;
     spin_slot_put();
+    if (n != 0 && looks == 0)
+      return true; /* waiting already (or an error for read() to report) */
     spin_note(&d->spin, n != 0);
     if (n != 0)
       return false;
+  } else {
+    if (poll(&p, 1, 0) != 0)
+      return true;
+    if (others_busy || d->spin.on)
+      return false; /* read() sleeps: no spin to account for */
   }
   /* Sleep in poll, not read: timed, to turn the spin back on when it would have caught it. */
   double t0 = now_seconds();
