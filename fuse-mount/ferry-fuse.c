@@ -102,6 +102,7 @@ usage(FILE *f)
                      "the destination\nfile; exit once the disk is no longer open");
   frontend_help_line(f, "    --supervise",
                      "keep the mount when the server dies and start\nit again on its map");
+  frontend_options_help(f, FRONTEND_VOLUME);
   fprintf(f, "Clone:\n");
   frontend_options_help(f, FRONTEND_CLONE);
   fprintf(f, "Process:\n");
@@ -183,7 +184,7 @@ fuse_getopt_error(int c, char **argv)
 
 static const struct frontend_program program = {
   .name = "ferry-fuse",
-  .groups = FRONTEND_CLONE | FRONTEND_SERVE | FRONTEND_DAEMON,
+  .groups = FRONTEND_CLONE | FRONTEND_SERVE | FRONTEND_DAEMON | FRONTEND_VOLUME,
   .stop_at_operand = true,
   .shortopts = "r",
   .longopts = long_options,
@@ -284,6 +285,7 @@ open_volume(struct server *s)
   struct volume_options vo;
   volume_options_init(&vo);
   vo.readonly = o->readonly;
+  vo.connections = o->f.connections;
   r = volume_open(o->volume, &vo, &s->vol);
   if (r == -EROFS && !o->readonly) { /* e.g. http://: serve it read-only */
     vo.readonly = true;

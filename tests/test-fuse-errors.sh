@@ -27,6 +27,8 @@ usage "--map needs --source" --map "$T/map" "$img" "$MNT"
 usage "need --source and --map" --rate 10M "$img" "$MNT"
 usage "--region-size: 3000 is not a power of two from 4K to 64M" --source "$img" --map "$T/m" --region-size 3000 "$img" "$MNT"
 usage "--threads" --threads 0 "$img" "$MNT"
+usage "--connections" --connections 0 "$img" "$MNT"
+usage "--connections" -C 65 "$img" "$MNT"
 usage "option '--control' is unknown or lacks its value" --control
 usage "option '-x' is unknown" -x "$img" "$MNT"
 "$FERRY_FUSE" --help | grep -q -- "--source SRC --map MAP" || fail "--help"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ferry-fuse over NBD (nbdkit file plugin on a unix socket): the disk's checksum equals the
-# source; writes + fsync reach the export and survive a remount; a read-only export is
+# source (over -C 3 connections too); writes + fsync reach the export and survive a remount; a read-only export is
 # served read-only without asking.
 . "$TESTS_DIR/functions.sh"
 . "$TESTS_DIR/lib-fuse.sh"
@@ -14,6 +14,12 @@ cp "$img" "$T/expect"
 sock="$T/nbd.sock"
 start_nbdkit "$sock" file "$img"
 uri="nbd+unix:///?socket=$sock"
+
+# -C: that many connections (nbdkit's file plugin allows multi-conn).
+FERRY_DEBUG=nbd fuse_start "$MNT" -C 3 "$uri"
+grep -q "3 connection(s) (multi-conn)" "$FUSE_ERR" || { cat "$FUSE_ERR" >&2; fail "-C 3 did not open 3 connections"; }
+[ "$(sha "$MNT/disk")" = "$(sha "$img")" ] || fail "disk checksum over 3 connections differs"
+fuse_stop "$MNT"
 
 fuse_start "$MNT" "$uri"
 [ "$(stat -c %s "$MNT/disk")" = $((24 << 20)) ] || fail "disk size"
