@@ -89,8 +89,10 @@ start_worker(struct devloop *d)
 static void
 hand_over(struct devloop *d)
 {
-  if (d->leader || d->reading > 0 || d->ended)
+  if (d->leader || d->reading > 0 || d->ended) {
+    debug("devloop", "the solo reader sleeps on the volume: another thread is reading already");
     return;
+  }
   debug("devloop", "the solo reader sleeps on the volume: another thread reads the device");
   if (d->idle > 0)
     pthread_cond_signal(&d->lead);
