@@ -19,7 +19,9 @@
  *    concurrent mode the first time a request is waiting when it comes back to the device,
  *    or another worker is still answering one.  The price of solo mode: a second request
  *    that comes while the leader answers from a file without sleeping on our side (a page
- *    cache miss) waits until the leader is done, once, before the mode changes.
+ *    cache miss) waits until the leader is done, once, before the mode changes.  And on a
+ *    loaded machine solo mode holds less: a worker preempted between its reply and its
+ *    busy count looks like overlap to the next request's reader.
  *
  * The spin uses a process-wide spin slot (spin_slot_take) and the adaptive state of
  * common/util.h; it runs only while no other request is being answered (their own spins for
