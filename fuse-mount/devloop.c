@@ -189,7 +189,8 @@ work(struct devloop *d)
       if (d->solo) {
         d->solo = false;
         pthread_cond_broadcast(&d->lead); /* everyone reads again */
-        debug("devloop", "concurrent mode after %u solo requests", d->stint);
+        debug("devloop", "concurrent mode after %u solo requests (%s)", d->stint,
+              waiting ? "a request was waiting" : "another was being answered");
         /* A short stint: the load is concurrent with gaps; ask for a longer quiet run. */
         if (d->stint < SOLO_LONG && d->solo_after < SOLO_MAX)
           d->solo_after *= 2;

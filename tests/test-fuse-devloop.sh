@@ -71,4 +71,5 @@ done
 for p in "${readers[@]}"; do wait "$p" || fail "a concurrent reader read wrong bytes"; done
 grep -q "concurrent mode after" "$FUSE_ERR" || fail "concurrent readers did not end solo mode"
 fuse_stop "$MNT"
+grep -o "devloop: .*" "$FUSE_ERR" | sort | uniq -c # the mode changes, for the log
 echo "ok"
