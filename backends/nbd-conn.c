@@ -621,13 +621,14 @@ command_wait(struct command *cmd, double deadline, volatile int *cancel, bool ki
     if (!c->driving) {
       c->driving = true;
       drive(cmd, until);
-    } else if (until > 0) {
-      struct timespec ts = at(until);
-      wait_hook_run();
-      pthread_cond_timedwait(&cmd->done_cond, &c->lock, &ts);
     } else {
-      wait_hook_run();
-      pthread_cond_wait(&cmd->done_cond, &c->lock);
+      wait_hook_run(); /* another caller drives: this one sleeps */
+      if (until > 0) {
+        struct timespec ts = at(until);
+        pthread_cond_timedwait(&cmd->done_cond, &c->lock, &ts);
+      } else {
+        pthread_cond_wait(&cmd->done_cond, &c->lock);
+      }
     }
     if (cmd->done || until <= 0 || now_seconds() < until)
       continue;
