@@ -16,12 +16,13 @@
  *    being answered, the leader keeps the device and answers the request itself.  It hands
  *    the device over when it is about to sleep on the volume (a cold fetch from a slow
  *    source, a region another thread holds: wait_hook in common/util.h).  It returns to
- *    concurrent mode the first time a request is waiting when it comes back to the device,
- *    or another worker is still answering one.  The price of solo mode: a second request
- *    that comes while the leader answers from a file without sleeping on our side (a page
- *    cache miss) waits until the leader is done, once, before the mode changes.  And on a
- *    loaded machine solo mode holds less: a worker preempted between its reply and its
- *    busy count looks like overlap to the next request's reader.
+ *    concurrent mode at the second request in a row that overlaps: one that is waiting when
+ *    the leader comes back to the device, or comes while another worker is still answering
+ *    one.  (A single overlap is not enough: on a loaded machine a leader preempted after its
+ *    reply finds the client's next request waiting, and a worker preempted between its
+ *    reply and its busy count looks busy.)  The price of solo mode: requests that come while
+ *    the leader answers from a file without sleeping on our side (a page cache miss) wait
+ *    until the leader is done, for up to two requests, before the mode changes.
  *
  * The spin uses a process-wide spin slot (spin_slot_take) and the adaptive state of
  * common/util.h; it runs only while no other request is being answered (their own spins for
@@ -46,6 +47,7 @@
 #define SOLO_AFTER 8   /* quiet requests in a row before solo mode, at first */
 #define SOLO_MAX 4096  /* ... at most, after short stints */
 #define SOLO_LONG 1024 /* a stint this long puts SOLO_AFTER back */
+#define SOLO_STRIKES 2 /* overlaps in a row that end solo mode */
 
 struct devloop {
   struct fuse_session *se;
@@ -63,6 +65,7 @@ struct devloop {
   unsigned quiet;      /* requests in a row that came with nothing else being answered */
   unsigned solo_after; /* quiet requests that turn solo mode on */
   unsigned stint;      /* requests answered in the current solo stint */
+  unsigned strikes;    /* overlaps in a row seen in solo mode */
   unsigned long solos;
   int error;        /* the first receive error, as libfuse's loop returns it */
   bool first;       /* the next receive is INIT, already read by the supervisor */
@@ -161,13 +164,16 @@ work(struct devloop *d)
     d->leader |= leading;
     d->reading++;
     bool others_busy = d->busy > 0;
+    /* Workers still in a read from concurrent mode can take the request the leader saw
+     * waiting, and the leader's read then returns a later one: no sign of overlap then. */
+    bool alone = d->reading == 1;
     pthread_mutex_unlock(&d->lock);
 
     bool waiting = false;
     if (d->first)
       d->first = false; /* before any other thread starts: no race */
     else if (leading)
-      waiting = await_request(d, others_busy);
+      waiting = await_request(d, others_busy) && alone;
     int r = fuse_session_receive_buf(d->se, &buf);
 
     pthread_mutex_lock(&d->lock);
@@ -186,7 +192,9 @@ work(struct devloop *d)
     }
     if (waiting || d->busy > 0) {
       d->quiet = 0;
-      if (d->solo) {
+      /* One overlap alone may be a solo reader preempted after its reply, or a late worker
+       * still counted busy: solo mode ends at the second in a row. */
+      if (d->solo && ++d->strikes >= SOLO_STRIKES) {
         d->solo = false;
         pthread_cond_broadcast(&d->lead); /* everyone reads again */
         debug("devloop", "concurrent mode after %u solo requests (%s)", d->stint,
@@ -196,11 +204,13 @@ work(struct devloop *d)
           d->solo_after *= 2;
       }
     } else if (d->solo) {
+      d->strikes = 0;
       if (++d->stint == SOLO_LONG)
         d->solo_after = SOLO_AFTER;
     } else if (++d->quiet >= d->solo_after) {
       d->solo = true;
       d->stint = 0;
+      d->strikes = 0;
       d->solos++;
       debug("devloop", "solo mode after %u quiet requests", d->quiet);
     }

@@ -22,7 +22,7 @@ FERRY_DEBUG=devloop fuse_start "$MNT" --control "$ctl" --source "nbd+unix:///?so
 # fetched once (3 s), then read 300 times one at a time (solo mode); then a cold read of a
 # region (3 s at the source) in a thread, and meanwhile a read of region 0, which must be
 # answered while the cold one is still outstanding.  On a loaded machine a late worker can
-# make the loop see overlap and leave solo mode before the cold read: up to 4 attempts, each
+# make the loop see overlap and leave solo mode before the cold read: up to 6 attempts, each
 # with a new cold region, until the log shows the solo reader handing over.
 /usr/bin/python3 - "$MNT/disk" "$src" "$FUSE_ERR" <<'PY' || fail "see above"
 import mmap, os, sys, threading, time
@@ -34,7 +34,7 @@ def pread(n, off):
     return bytes(buf)
 want = open(src, "rb").read()
 assert pread(65536, 0) == want[:65536], "region 0 read through the clone differs"
-for attempt in range(4):
+for attempt in range(6):
     for i in range(300):
         assert pread(4096, (i % 16) * 4096) == want[(i % 16) * 4096:(i % 16 + 1) * 4096]
     got = {}
