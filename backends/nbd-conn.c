@@ -54,15 +54,18 @@ handle_gone(struct nbd_handle *h)
   return nbd_aio_is_dead(h) || nbd_aio_is_closed(h);
 }
 
-/* A new handle with our settings: meta context, block size, TLS credentials. */
+/* A new handle with our settings: meta context (or, `plain`, simple replies only), block
+ * size, TLS credentials. */
 struct nbd_handle *
-nbdvol_make_handle(struct nbd_volume *nv)
+nbdvol_make_handle(struct nbd_volume *nv, bool plain)
 {
   struct nbd_handle *h = nbd_create();
   if (!h)
     return NULL;
   const struct nbd_uri *u = &nv->uri;
-  if (nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0
+  if ((plain ? nbd_set_request_structured_replies(h, false)
+             : nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION))
+          < 0
       || nbd_set_request_block_size(h, true) < 0
       /* No zeroing of every read buffer before the read (11% of ferry-fuse's CPU on 1 MiB
        * reads): a failed read's buffer is never used here, and libnbd fails a reply that
@@ -116,7 +119,7 @@ static int
 reconnect_once(struct connection *c, struct nbd_handle **out, char *why, size_t len)
 {
   struct nbd_volume *nv = c->vol;
-  struct nbd_handle *h = nbdvol_make_handle(nv);
+  struct nbd_handle *h = nbdvol_make_handle(nv, c->plain);
   if (!h) {
     snprintf(why, len, "%s", nbdvol_short_error());
     return -1;
@@ -505,10 +508,18 @@ nbdvol_cond_init(pthread_cond_t *c)
   pthread_condattr_destroy(&ca);
 }
 
-/* The least busy connection that is up, with its swap lock held for reading; waits for one
- * until `deadline` (or the thread's cancel flag).  0, or -errno with *why describing it. */
+enum acquire_for {
+  FOR_ANY,
+  FOR_READ,   /* preferably a plain connection: libnbd reads a simple reply in 2 recv calls,
+                 a structured one in 4 (header, its rest, the offset, the data) */
+  FOR_STATUS, /* a connection with the meta context */
+};
+
+/* The least busy connection that is up and fit for `what`, with its swap lock held for
+ * reading; waits for one until `deadline` (or the thread's cancel flag).  0, or -errno. */
 static int
-acquire(struct nbd_volume *nv, double deadline, volatile int *cancel, struct connection **out)
+acquire(struct nbd_volume *nv, double deadline, volatile int *cancel, enum acquire_for what,
+        struct connection **out)
 {
   pthread_mutex_lock(&nv->state_lock);
   for (;;) {
@@ -518,9 +529,10 @@ acquire(struct nbd_volume *nv, double deadline, volatile int *cancel, struct con
       struct connection *c = &nv->conns[i];
       if (c->state == CONN_GONE)
         gone++;
-      if (c->state != CONN_UP)
+      if (c->state != CONN_UP || (what == FOR_STATUS && c->plain))
         continue;
-      unsigned load = atomic_load(&c->in_flight);
+      /* Reads go to a structured connection only when it is two requests less busy. */
+      unsigned load = atomic_load(&c->in_flight) + (what == FOR_READ && !c->plain ? 2 : 0);
       if (!best || load < best_load) {
         best = c;
         best_load = load;
@@ -684,7 +696,11 @@ nbdvol_run_op(struct nbd_volume *nv, const struct op *op, const char *fmt, ...)
   char why[1200] = "";
   for (unsigned attempt = 0;; attempt++) {
     struct connection *c;
-    int r = acquire(nv, wait_end, b.cancel, &c);
+    int r = acquire(nv, wait_end, b.cancel,
+                    op->kind == OP_STATUS ? FOR_STATUS
+                    : op->kind == OP_READ ? FOR_READ
+                                          : FOR_ANY,
+                    &c);
     if (r < 0) {
       pthread_mutex_lock(&nv->state_lock);
       if (r == -ESTALE)

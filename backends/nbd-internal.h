@@ -22,6 +22,7 @@ struct connection {
   unsigned index;
   struct nbd_handle *h;  /* replaced by the loop thread, holding swap for writing */
   int fd;                /* h's socket */
+  bool plain;            /* simple replies only, no meta context: not for block status */
   pthread_rwlock_t swap; /* submitters hold it for reading around nbd_aio_* calls */
   pthread_t thread;
   bool thread_started;
@@ -86,8 +87,9 @@ struct op {
 
 /* "nbd_connect_uri: connect: ..." -> "connect: ..." (libnbd's last error in this thread). */
 const char *nbdvol_short_error(void);
-/* A new handle with the volume's settings: meta context, block size, TLS credentials. */
-struct nbd_handle *nbdvol_make_handle(struct nbd_volume *nv);
+/* A new handle with the volume's settings: meta context (`plain`: simple replies only, see
+ * nbd.c), block size, TLS credentials. */
+struct nbd_handle *nbdvol_make_handle(struct nbd_volume *nv, bool plain);
 void nbdvol_cond_init(pthread_cond_t *c);
 /* Change a connection's state (and the volume's count of connections up). */
 void nbdvol_set_state(struct connection *c, enum conn_state s, const char *why);

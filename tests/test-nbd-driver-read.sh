@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The nbd volume driver reads: whole volumes byte for byte with many requests in flight
 # (nbdkit and qemu-nbd, unix socket and TCP), extents equal to nbdinfo --map, capabilities,
-# and real concurrency (delayed server: parallel reads must overlap).
+# real concurrency (delayed server: parallel reads must overlap), and the plain connections
+# (simple replies) beside the one with structured replies.
 . "$TESTS_DIR/functions.sh"
 . "$TESTS_DIR/lib-drivers.sh"
 requires nbdkit nbdinfo nbdcopy qemu-nbd
@@ -27,6 +28,22 @@ diff "$T/map.nbdinfo" "$T/map.ours" || fail "extents differ from nbdinfo --map"
 dd if="$T/ref" of="$T/piece.ref" iflag=skip_bytes,count_bytes skip=12345 count=777777 bs=1M \
   status=none
 same_bytes "$T/piece.ref" "$T/piece"
+
+# Plain connections (backends/nbd.c): of four, only the first negotiates structured replies
+# (and the meta context); reads over all four are right, block status still works.
+nbdkit --exit-with-parent -v -U "$T/v.sock" -P "$T/v.pid" sparse-random size=64M seed=7 \
+  percent=30 runlength=65536 2>"$T/v.log" &
+track_pid $!
+wait_for_pidfile "$T/v.pid" >/dev/null
+wait_for_file "$T/v.sock"
+V="nbd+unix:///?socket=$T/v.sock"
+"$VOLTOOL" -c 4 -t 16 -r 64K cat "$V" >"$T/out.plain"
+same_bytes "$T/ref" "$T/out.plain"
+"$VOLTOOL" -c 4 extents "$V" >"$T/map.plain"
+diff "$T/map.nbdinfo" "$T/map.plain" || fail "extents over plain connections differ"
+n=$(grep -c 'client requested structured replies' "$T/v.log")
+[ "$n" -eq 2 ] || fail "$n connections asked for structured replies, expected 1 per volume (2)"
+[ "$(grep -c 'NBD_OPT_GO' "$T/v.log")" -ge 8 ] || fail "not 4 connections per volume"
 
 # Multi-conn: nbdkit memory advertises it; the driver opens the connections asked.
 PORT=$(free_port)
