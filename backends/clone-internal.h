@@ -78,6 +78,14 @@ struct clone {
   /* What the source's block status said of each region (clone-source.c): known, and then
    * whether it reads as zeroes.  Its holes do not change while it is not held. */
   uint64_t *src_known, *src_zero;
+  /* The source's size when opened: past it (a clone --size larger than its source) the
+   * source may still grow (a qcow2 image a running guest allocates in), so its block status
+   * there is never remembered. */
+  uint64_t source_size;
+  /* The thread that learns them for the whole volume at the start (clone-source.c). */
+  pthread_t mapper;
+  bool mapper_running;
+  volatile int mapper_stop; /* also its wait bounds' cancel flag */
 
   struct hydrator *hydrator;
   struct clone_writer *writer; /* NULL: on-demand fetches are written by their readers */
@@ -149,6 +157,10 @@ int clone_fetch(struct clone *c, void *buf, uint64_t len, uint64_t off, double d
 /* Whether region reads as zeroes on the source (its block status, asked once per window of
  * regions and remembered); false when unknown.  Not for a held clone. */
 bool clone_source_zero(struct clone *c, uint64_t region);
+/* Learn the source's block status for every region in the background, so that no read pays
+ * the round trip for a window; stopped (and joined) by clone_mapper_stop.  0 or -errno. */
+int clone_mapper_start(struct clone *c);
+void clone_mapper_stop(struct clone *c);
 
 /* clone-inflight.c: region locks and the write-behind of on-demand fetches. */
 void clone_locks_init(struct clone *c);

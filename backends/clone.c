@@ -578,6 +578,7 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
   if ((r = volume_open(source_uri, &so, &c->src)) < 0)
     goto fail;
   uint64_t source_size = c->src->size;
+  c->source_size = source_size;
   if (o->size > source_size && (r = volume_extend_zero(c->src, o->size, &c->src)) < 0)
     goto fail;
   struct volume_options dso = o->dest;
@@ -656,6 +657,9 @@ clone_open(const char *source_uri, const char *map_path, const char *dest_uri,
     goto fail;
   if (o->hydrate && !c->converged && (r = hydrator_start(c, &c->hydrator)) < 0)
     goto fail;
+  /* A held source may still change its holes: its extents are asked for each read then. */
+  if (!c->converged && !c->held && (r = clone_mapper_start(c)) < 0)
+    goto fail;
   debug("clone",
         "%s: source %s, map %s, %" PRIu64 "/%" PRIu64 " regions of %" PRIu64 " bytes hydrated",
         dest_uri, source_uri, map_path, regionmap_count(c->map), c->regions, c->region_size);
@@ -678,6 +682,7 @@ clone_close(struct clone *c)
   if (!c)
     return 0;
   int r = 0;
+  clone_mapper_stop(c);
   if (c->hydrator)
     hydrator_stop(c->hydrator);
   c->hydrator = NULL;
@@ -749,6 +754,7 @@ clone_release_source(struct clone *c)
    * it started before, so stop it before closing. */
   if (c->hydrator)
     hydrator_halt(c->hydrator);
+  clone_mapper_stop(c);
   struct volume *src = __atomic_exchange_n(&c->src, NULL, __ATOMIC_ACQ_REL);
   if (src)
     debug("clone", "%s: converged: source %s closed", c->v.name, src->name);
