@@ -132,8 +132,9 @@ clone_source_zero(struct clone *c, uint64_t region)
  * (a round trip, and on nbdkit's file plugin a walk of the window's holes): 300-600 us more
  * for the first read of each 256 MiB, which put bench/clone's hop p99 behind nbdkit's cow
  * filter, and a guest's first reads after a move are the ones it waits on most.  So the
- * clone asks for the whole volume at once, window by window, as soon as it opens.  A source
- * that fails (lost, no answer) ends the walk: reads then learn as before. */
+ * clone asks for the whole volume at once, window by window, as soon as it opens (a held
+ * clone: when released, its source final).  A source that fails (lost, no answer) ends the
+ * walk: reads then learn as before. */
 static void *
 mapper_main(void *opaque)
 {
@@ -155,21 +156,31 @@ mapper_main(void *opaque)
   return NULL;
 }
 
+/* Started at open, or at release for a clone opened held (from the control thread): under
+ * state_lock, and never again once stopped. */
 int
 clone_mapper_start(struct clone *c)
 {
-  if (pthread_create(&c->mapper, NULL, mapper_main, c) != 0)
-    return error_set(EAGAIN, "%s: cannot start the source map thread", c->v.name);
-  c->mapper_running = true;
-  return 0;
+  int r = 0;
+  pthread_mutex_lock(&c->state_lock);
+  if (!c->mapper_running && !c->mapper_stop) {
+    if (pthread_create(&c->mapper, NULL, mapper_main, c) != 0)
+      r = error_set(EAGAIN, "%s: cannot start the source map thread", c->v.name);
+    else
+      c->mapper_running = true;
+  }
+  pthread_mutex_unlock(&c->state_lock);
+  return r;
 }
 
 void
 clone_mapper_stop(struct clone *c)
 {
-  if (!c->mapper_running)
-    return;
+  pthread_mutex_lock(&c->state_lock);
   __atomic_store_n(&c->mapper_stop, 1, __ATOMIC_RELAXED);
-  pthread_join(c->mapper, NULL);
+  bool running = c->mapper_running;
   c->mapper_running = false;
+  pthread_mutex_unlock(&c->state_lock);
+  if (running)
+    pthread_join(c->mapper, NULL);
 }

@@ -742,6 +742,11 @@ clone_release(struct clone *c)
   debug("clone", "%s: released: the copy starts", c->v.name);
   if (c->hydrator)
     hydrator_resume(c->hydrator);
+  /* The source is final now: its holes may be learned once for all. */
+  if (!__atomic_load_n(&c->converged, __ATOMIC_ACQUIRE) && clone_mapper_start(c) < 0) {
+    log_warning("%s", error_message());
+    error_clear();
+  }
 }
 
 int

@@ -6,7 +6,7 @@
 # clone's counters tell the truth (bytes_copied + bytes_fetched = what the source served;
 # bytes_skipped only regions marked without a transfer).  And a read of several cold regions
 # is one source request: the run of cold regions it covers, split where a region is already
-# hydrated.
+# hydrated; the source's block status is asked once, at open, for the whole volume.
 . "$TESTS_DIR/functions.sh"
 . "$TESTS_DIR/lib-nbd.sh"
 requires nbdkit
@@ -57,6 +57,14 @@ truncate -s $size "$T/dst2"
 start_nbdkit "$T/src2.sock" --filter=log file "$T/src" logfile="$T/src2.log"
 start_ferry_nbd "$T/clone2.sock" --paused --source "nbd+unix:///?socket=$T/src2.sock" \
   --map "$T/map2" "$T/dst2"
+# The source's block status is learned once, for the whole volume, as the clone opens (not by
+# the first read of each window): one request, before any read, and none after the reads.
+for ((i = 0; i < 100; i++)); do
+  grep -q 'Extents id=' "$T/src2.log" && break
+  sleep 0.05
+done
+grep -q 'Extents id=[0-9]* offset=0x0 count=0x2000000 ' "$T/src2.log" ||
+  fail "no block status of the whole volume at open: $(grep Extents "$T/src2.log")"
 /usr/bin/python3 - "$NBD_URI" "$T/src" <<'PY' || fail "reads through the paused clone differ"
 import sys, nbd
 h = nbd.NBD()
@@ -71,5 +79,7 @@ reads=$(grep -o 'Read id=[0-9]* offset=0x[0-9a-f]* count=0x[0-9a-f]*' "$T/src2.l
 # unaligned 200 KiB at 4 MiB + 32 KiB.
 expect="Read offset=0x220000 count=0x10000 Read offset=0x200000 count=0x20000 Read offset=0x230000 count=0xd0000 Read offset=0x400000 count=0x40000 "
 [ "$reads" = "$expect" ] || fail "source reads: '$reads', expected '$expect'"
+n=$(grep -c 'connection=[0-9]* Extents id=' "$T/src2.log")
+[ "$n" -eq 1 ] || fail "$n block status requests, expected the one at open: $(grep Extents "$T/src2.log")"
 stop_ferry_nbd
 echo "ok: cold runs fetched in one request each: $reads"
