@@ -129,7 +129,7 @@ clone_source_zero(struct clone *c, uint64_t region)
 }
 
 /* The mapper: the first read of each window used to ask the source for its block status
- * (a round trip, and on nbdkit's file plugin a walk of the window's holes): 300-600 us more
+ * (a round trip, and on nbdkit's file plugin a walk of the window's holes): 300-850 us more
  * for the first read of each 256 MiB, which put bench/clone's hop p99 behind nbdkit's cow
  * filter, and a guest's first reads after a move are the ones it waits on most.  So the
  * clone asks for the whole volume at once, window by window, as soon as it opens (a held

@@ -7,8 +7,10 @@
  * calls (the simple header, the rest of the structured one, the chunk's offset, the data)
  * and a simple one in two: bench/fuse's 4 KiB QD32 row went from 1.2x to 1.4-1.6x nbdfuse,
  * with the server's CPU per request down a third (docs/PERFORMANCE.md).  What a simple reply
- * gives up, a hole sent as a chunk without data, no read of ours needs: the clone reads only
- * what block status says is data.
+ * gives up is a hole sent as a chunk without data: a read of a hole carries its zeroes.  The
+ * copy engine and the hydrator skip holes by block status before they read; a ferry-nbd
+ * clone read through this driver answers a cold hole without its source only for a
+ * structured read (its hole lookup), so through a plain connection it fetches the zeroes.
  *
  * Concurrency: the volume ops are synchronous and called from many threads at once, while
  * libnbd's synchronous calls hold the handle lock for the whole round trip (one request in
