@@ -22,8 +22,9 @@ FERRY_DEBUG=devloop fuse_start "$MNT" --control "$ctl" --source "nbd+unix:///?so
 # fetched once (3 s), then read 300 times one at a time (solo mode); then a cold read of a
 # region (3 s at the source) in a thread, and meanwhile a read of region 0, which must be
 # answered while the cold one is still outstanding.  On a loaded machine a late worker can
-# make the loop see overlap and leave solo mode before the cold read: up to 6 attempts, each
-# with a new cold region, until the log shows the solo reader handing over.
+# make the loop see overlap and leave solo mode before the cold read: each attempt reads until
+# the log says solo mode is on, then starts a new cold region; up to 12 attempts, until the
+# log shows the solo reader handing over.
 /usr/bin/python3 - "$MNT/disk" "$src" "$FUSE_ERR" <<'PY' || fail "see above"
 import mmap, os, sys, threading, time
 disk, src, log = sys.argv[1:]
@@ -34,9 +35,17 @@ def pread(n, off):
     return bytes(buf)
 want = open(src, "rb").read()
 assert pread(65536, 0) == want[:65536], "region 0 read through the clone differs"
-for attempt in range(6):
-    for i in range(300):
+def solo_now():
+    modes = [l for l in open(log).read().splitlines() if "devloop: solo mode after" in l
+             or "devloop: concurrent mode after" in l]
+    return bool(modes) and "solo mode after" in modes[-1]
+for attempt in range(12):
+    # Reads one at a time until the log says solo mode is on (a loaded machine breaks it off
+    # and the loop asks for longer quiet runs each time, up to 4096: read up to 3 times that).
+    for i in range(12288):
         assert pread(4096, (i % 16) * 4096) == want[(i % 16) * 4096:(i % 16 + 1) * 4096]
+        if i % 32 == 31 and solo_now():
+            break
     got = {}
     off = (64 + attempt) << 16
     def cold():
