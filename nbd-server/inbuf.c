@@ -5,6 +5,8 @@
  * the buffer or more go straight into the worker's buffer after what was already received.
  * Without the transport's recv_some (the fuzzer) every read is the transport's exact recv. */
 #include "nbd-server/nbd.h"
+#include "nbd-server/protocol.h"
+#include "common/util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -46,4 +48,16 @@ nbd_conn_recv_free(struct conn *c)
   free(c->in);
   c->in = NULL;
   c->in_pos = c->in_len = 0;
+}
+
+bool
+nbd_conn_request_buffered(const struct conn *c)
+{
+  size_t have = c->in_len - c->in_pos;
+  if (!c->in || have < NBD_REQUEST_SIZE)
+    return false;
+  const uint8_t *h = c->in + c->in_pos;
+  if (get_be16(h + 6) != NBD_CMD_WRITE)
+    return true;
+  return have - NBD_REQUEST_SIZE >= get_be32(h + 24);
 }

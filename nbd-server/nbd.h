@@ -95,6 +95,13 @@ struct conn {
   uint8_t *in;
   size_t in_pos, in_len;
 
+  /* Replies held back while the reader runs pipelined requests itself (nbd_replies_hold;
+   * under read_lock). */
+  uint8_t *held;
+  size_t held_len;
+  unsigned held_n;
+  bool no_nowait; /* the file refuses RWF_NOWAIT reads */
+
   /* Request buffers held by this connection's workers (see NBD_CONN_FLOOR). */
   pthread_mutex_t mem_lock;
   pthread_cond_t mem_freed;
@@ -149,6 +156,20 @@ int nbd_read_request(struct conn *c, struct worker *w, struct request *req);
  * as conn_io.recv.  Call with c->read_lock held. */
 int nbd_conn_recv(struct conn *c, void *buf, size_t len);
 void nbd_conn_recv_free(struct conn *c);
+/* Whether the receive buffer holds the next request whole (header, and a write's payload):
+ * reading it will not wait for the client.  Call with c->read_lock held. */
+bool nbd_conn_request_buffered(const struct conn *c);
+/* Held replies (the reader running pipelined requests itself, serve.c): while this thread
+ * holds c's replies, the short replies it sends are kept and leave together with the next
+ * nbd_replies_flush, in one send.  nbd_replies_hold(NULL) stops holding (flush first).  0, or
+ * -1 when the client is gone.  Call with c->read_lock held. */
+void nbd_replies_hold(struct conn *c);
+int nbd_replies_flush(struct conn *c);
+/* Run a request in the reading thread when it is quick: a write into a file's page cache
+ * (its reply held), or a small read whose bytes are all cached (answered into the held
+ * buffer without waiting).  1 = it ran, 0 = it did not (run it as usual), -1 = the
+ * connection failed.  Call with c->read_lock held. */
+int nbd_run_while_reading(struct conn *c, struct worker *w, const struct request *req);
 /* Check, execute and answer one request.  Returns -1 when the reply could not be sent. */
 int nbd_handle_request(struct conn *c, struct worker *w, const struct request *req);
 /* The NBD error for an invalid request, 0 when it may be executed (pure, no I/O). */

@@ -23,6 +23,7 @@
  * (spin_slot_take, shared with the nbd driver). */
 #include "nbd-server/serve.h"
 #include "nbd-server/nbd.h"
+#include "nbd-server/protocol.h"
 #include "nbd-server/tls.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -257,6 +258,34 @@ spawn_worker(struct client *cl)
   pthread_attr_destroy(&a);
 }
 
+/* Quick requests run by the reader itself: a request that needs no waiting
+ * (nbd_run_while_reading: a write into a file's page cache, a small read it has cached) is
+ * executed by the thread holding the read lock, its reply held back, and the next request
+ * read at once; the held replies leave in one send before the reader would wait for the
+ * client, or hands the lock on.  So a client that keeps many requests in flight is answered
+ * without a worker wake-up and a send per request, and one that keeps one in flight without
+ * a hand-over of the read lock.  Requests that may wait (a clone's region still on its
+ * source, FUA, flush, block status, large reads) go to a worker as before.  A request run
+ * here that is about to sleep on the volume anyway (a region another request holds:
+ * wait_hook in common/util.h) first lets the read lock go, as ferry-fuse's solo reader does. */
+struct reading {
+  struct conn *c;
+  bool locked; /* this thread still holds c->read_lock */
+};
+
+/* The wait hook of a request run while reading.  Called with the volume's own locks held, so
+ * it sends nothing (a client that does not read its replies would block it): the held
+ * replies stay with the read lock, and its next holder sends them before it reads from the
+ * client. */
+static void
+let_reading_go(void *arg)
+{
+  struct reading *rd = arg;
+  nbd_replies_hold(NULL);
+  rd->locked = false;
+  pthread_mutex_unlock(&rd->c->read_lock);
+}
+
 /* The loop every worker runs; returns when the connection is finished. */
 static void
 work(struct client *cl)
@@ -267,26 +296,53 @@ work(struct client *cl)
   for (;;) {
     struct request req;
     pthread_mutex_lock(&c->read_lock);
-    int r = nbd_read_request(c, &w, &req);
-    if (r <= 0) {
-      c->quit = true;
+    struct reading rd = { c, true };
+    int r, s = 0;
+    bool pending = false; /* req is read and left to run below */
+    for (;;) {
+      if (c->held_len && !nbd_conn_request_buffered(c))
+        nbd_replies_flush(c); /* before a read that may wait for the client */
+      r = nbd_read_request(c, &w, &req);
+      if (r <= 0)
+        break;
+      /* Nobody left to read the next request: add a worker, up to the limit (workers only
+       * grows here, under read_lock, so the check cannot race with another spawn). */
+      if (atomic_fetch_add(&cl->busy, 1) + 1 >= cl->workers && cl->workers < srv->threads) {
+        pthread_mutex_lock(&srv->lock);
+        spawn_worker(cl);
+        pthread_mutex_unlock(&srv->lock);
+      }
+      wait_hook_set(let_reading_go, &rd);
+      int ran = nbd_run_while_reading(c, &w, &req);
+      wait_hook_set(NULL, NULL);
+      if (ran == 0) { /* nothing ran: the read lock is still ours */
+        pending = true;
+        break;
+      }
+      atomic_fetch_sub(&cl->busy, 1);
+      if (ran < 0) {
+        s = -1;
+        break;
+      }
+      if (!rd.locked)
+        break;
+    }
+    if (rd.locked) {
+      if (nbd_replies_flush(c) < 0)
+        s = -1;
+      if (r <= 0)
+        c->quit = true;
       pthread_mutex_unlock(&c->read_lock);
+    }
+    if (r <= 0) {
       if (r < 0)
         sock_shutdown(cl);
       break;
     }
-    /* Nobody left to read the next request: add a worker, up to the limit (workers only
-     * grows here, under read_lock, so the check cannot race with another spawn). */
-    if (atomic_fetch_add(&cl->busy, 1) + 1 >= cl->workers && cl->workers < srv->threads) {
-      pthread_mutex_lock(&srv->lock);
-      spawn_worker(cl);
-      pthread_mutex_unlock(&srv->lock);
-    }
-    pthread_mutex_unlock(&c->read_lock);
-
-    int s = nbd_handle_request(c, &w, &req);
-
-    atomic_fetch_sub(&cl->busy, 1);
+    if (s >= 0 && pending)
+      s = nbd_handle_request(c, &w, &req);
+    if (pending)
+      atomic_fetch_sub(&cl->busy, 1);
     if (s < 0)
       break;
   }

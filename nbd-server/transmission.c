@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 
 /* Reads at least this large look for holes (volume_known_extents: no remote query, so a
@@ -327,19 +328,81 @@ nbd_validate_request(const struct conn *c, const struct request *r)
 
 /* ---- replies ---- */
 
+/* Held replies: the most bytes kept before they are sent. */
+#define HELD_MAX (64u * 1024)
+
+/* The connection whose short replies this thread holds back (nbd_replies_hold). */
+static _Thread_local struct conn *holding;
+
+static void
+send_failed(struct conn *c)
+{
+  /* The client is gone: stop reading too, so the connection winds down. */
+  c->broken = true;
+  c->quit = true;
+  if (c->io->shutdown)
+    c->io->shutdown(c->io_opaque);
+}
+
+void
+nbd_replies_hold(struct conn *c)
+{
+  holding = c;
+}
+
+int
+nbd_replies_flush(struct conn *c)
+{
+  if (c->held_len == 0)
+    return 0;
+  struct iovec iov = { c->held, c->held_len };
+  if (c->held_n > 1)
+    debug("nbd", "%s: %u replies in one send", c->peer, c->held_n);
+  c->held_len = 0;
+  c->held_n = 0;
+  pthread_mutex_lock(&c->write_lock);
+  int r = c->io->sendv(c->io_opaque, &iov, 1);
+  pthread_mutex_unlock(&c->write_lock);
+  if (r < 0)
+    send_failed(c);
+  return r;
+}
+
+/* Keep a short reply with the held ones: true when it was kept. */
+static bool
+hold(struct conn *c, const struct iovec *iov, int n)
+{
+  size_t len = 0;
+  for (int i = 0; i < n; i++)
+    len += iov[i].iov_len;
+  if (len > HELD_MAX)
+    return false;
+  if (c->held_len + len > HELD_MAX && nbd_replies_flush(c) < 0)
+    return true; /* the client is gone: nothing to keep */
+  if (!c->held && !(c->held = malloc(HELD_MAX)))
+    return false;
+  for (int i = 0; i < n; i++) {
+    memcpy(c->held + c->held_len, iov[i].iov_base, iov[i].iov_len);
+    c->held_len += iov[i].iov_len;
+  }
+  c->held_n++;
+  return true;
+}
+
 static int
 send_locked(struct conn *c, const struct iovec *iov, int n)
 {
+  if (holding == c) {
+    if (hold(c, iov, n))
+      return c->broken ? -1 : 0;
+    if (nbd_replies_flush(c) < 0)
+      return -1;
+  }
   pthread_mutex_lock(&c->write_lock);
   int r = c->io->sendv(c->io_opaque, iov, n);
   pthread_mutex_unlock(&c->write_lock);
-  if (r < 0) {
-    /* The client is gone: stop reading too, so the connection winds down. */
-    c->broken = true;
-    c->quit = true;
-    if (c->io->shutdown)
-      c->io->shutdown(c->io_opaque);
-  }
+  if (r < 0)
+    send_failed(c);
   return r;
 }
 
@@ -692,6 +755,72 @@ nbd_handle_request(struct conn *c, struct worker *w, const struct request *r)
   return send_ok(c, r);
 }
 
+/* ---- requests run by the reading thread (serve.c) ---- */
+
+/* Reads up to this size may be answered from the held buffer. */
+#define HELD_READ_MAX (16u * 1024)
+
+/* A small read whose bytes are all in the page cache of a file: its reply (header and bytes,
+ * the bytes read with RWF_NOWAIT straight into the held buffer) joins the held replies.
+ * 1 answered, 0 not (not a file, or not all cached: nothing held, the request runs as
+ * usual and says what is wrong, if anything), -1 the connection failed. */
+static int
+read_held(struct conn *c, const struct request *r)
+{
+  int fd;
+  uint64_t foff;
+  if (c->no_nowait || r->length == 0 || r->length > HELD_READ_MAX
+      || volume_file_range(c->exp->vol, r->length, r->offset, &fd, &foff) < 0
+      || foff > (uint64_t)INT64_MAX - r->length)
+    return 0;
+  size_t hlen = c->structured ? NBD_CHUNK_HEADER_SIZE + 8 : NBD_SIMPLE_REPLY_SIZE;
+  if (c->held_len + hlen + r->length > HELD_MAX && nbd_replies_flush(c) < 0)
+    return -1;
+  if (!c->held && !(c->held = malloc(HELD_MAX)))
+    return 0;
+  uint8_t *h = c->held + c->held_len;
+  struct iovec iov = { h + hlen, r->length };
+  ssize_t n;
+  do
+    n = preadv2(fd, &iov, 1, (off_t)foff, RWF_NOWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL))
+    c->no_nowait = true; /* this file cannot say: do not ask again */
+  if (n != (ssize_t)r->length)
+    return 0;
+  if (c->structured) {
+    chunk_header(h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, r->handle, r->length + 8);
+    put_be64(h + NBD_CHUNK_HEADER_SIZE, r->offset);
+  } else {
+    put_be32(h, NBD_SIMPLE_REPLY_MAGIC);
+    put_be32(h + 4, 0);
+    put_be64(h + 8, r->handle);
+  }
+  c->held_len += hlen + r->length;
+  c->held_n++;
+  return 1;
+}
+
+int
+nbd_run_while_reading(struct conn *c, struct worker *w, const struct request *r)
+{
+  if (nbd_validate_request(c, r) != 0)
+    return 0;
+  if (r->type == NBD_CMD_READ)
+    return read_held(c, r);
+  int fd;
+  uint64_t foff;
+  /* Writes into a file's page cache (not FUA: a sync is better shared by the workers, not
+   * a clone's region still on its source: that is a fetch). */
+  if (r->type != NBD_CMD_WRITE || (r->flags & NBD_CMD_FLAG_FUA)
+      || volume_file_range(c->exp->vol, r->length, r->offset, &fd, &foff) < 0)
+    return 0;
+  holding = c;
+  int s = nbd_handle_request(c, w, r);
+  holding = NULL;
+  return s < 0 ? -1 : 1;
+}
+
 void
 conn_init(struct conn *c, const struct nbd_export *exp, const struct conn_io *io, void *opaque,
           const char *peer)
@@ -718,6 +847,8 @@ conn_destroy(struct conn *c)
   free(c->meta_export);
   c->meta_export = NULL;
   nbd_conn_recv_free(c);
+  free(c->held);
+  c->held = NULL;
   pthread_mutex_destroy(&c->read_lock);
   pthread_mutex_destroy(&c->write_lock);
   pthread_mutex_destroy(&c->mem_lock);

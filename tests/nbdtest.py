@@ -5,6 +5,8 @@ import atexit
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -113,3 +115,75 @@ def expect_error(errno_value, fn, *args, **kw):
             fail("%s: expected errno %d, got %r" % (getattr(fn, "__name__", fn), errno_value, e))
         return e
     fail("%s%r succeeded, expected errno %d" % (getattr(fn, "__name__", fn), args, errno_value))
+
+
+# The protocol's numbers, for RawClient users (doc/proto.md of NetworkBlockDevice/nbd).
+MAGIC, IHAVEOPT, REPLY_MAGIC = 0x4e42444d41474943, 0x49484156454F5054, 0x3e889045565a9
+REQ_MAGIC, SIMPLE_MAGIC, CHUNK_MAGIC = 0x25609513, 0x67446698, 0x668e33ef
+OPT_GO, REP_ACK, REP_INFO = 7, 1, 3
+
+
+class Closed(Exception):
+    pass
+
+
+class RawClient:
+    """A client on a raw unix socket, for requests libnbd would not send (or not that way)."""
+
+    def __init__(self, sock, flags=3):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.settimeout(20)
+        self.s.connect(sock)
+        g = self.recv(18)
+        magic, opt, hflags = struct.unpack(">QQH", g)
+        assert magic == MAGIC and opt == IHAVEOPT and hflags == 3, g
+        if flags is not None:
+            self.s.sendall(struct.pack(">I", flags))
+
+    def recv(self, n):
+        b = b""
+        while len(b) < n:
+            x = self.s.recv(n - len(b))
+            if not x:
+                raise Closed()
+            b += x
+        return b
+
+    def option(self, opt, data=b"", length=None):
+        ln = len(data) if length is None else length
+        self.s.sendall(struct.pack(">QII", IHAVEOPT, opt, ln) + data)
+
+    def reply(self):
+        magic, opt, typ, ln = struct.unpack(">QIII", self.recv(20))
+        assert magic == REPLY_MAGIC, hex(magic)
+        return opt, typ, self.recv(ln)
+
+    def go(self, name=b"vol"):
+        self.option(OPT_GO, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+        while True:
+            _, typ, _ = self.reply()
+            if typ == REP_ACK:
+                return
+            assert typ == REP_INFO, hex(typ)
+
+    def request(self, cmd, off, ln, flags=0, handle=1, payload=b""):
+        self.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, handle, off, ln) + payload)
+
+    def simple(self):
+        magic, err, handle = struct.unpack(">IIQ", self.recv(16))
+        assert magic == SIMPLE_MAGIC, hex(magic)
+        return err, handle
+
+    def closed_by_server(self):
+        try:
+            self.s.settimeout(10)
+            while self.s.recv(65536):
+                pass
+            return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.s.close()

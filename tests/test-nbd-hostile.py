@@ -11,15 +11,14 @@ import struct
 import sys
 
 sys.path.insert(0, os.environ["TESTS_DIR"])
-from nbdtest import T, Server, fail, make_file, read_file, skip  # noqa: E402
+from nbdtest import T, Closed, RawClient, Server, fail, make_file, read_file, skip  # noqa: E402
 
 try:
     import nbd
 except ImportError:
     skip("python3-libnbd not installed")
 
-MAGIC, IHAVEOPT, REPLY_MAGIC = 0x4e42444d41474943, 0x49484156454F5054, 0x3e889045565a9
-REQ_MAGIC, SIMPLE_MAGIC, CHUNK_MAGIC = 0x25609513, 0x67446698, 0x668e33ef
+from nbdtest import IHAVEOPT, REQ_MAGIC, SIMPLE_MAGIC  # noqa: E402
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO = 1, 2, 3, 6, 7
 OPT_STRUCTURED, OPT_LIST_META, OPT_SET_META = 8, 9, 10
 REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
@@ -35,68 +34,8 @@ digest = hashlib.sha256(content).hexdigest()
 srv = Server("--export-name", "vol", disk)
 
 
-class Closed(Exception):
-    pass
-
-
-class Raw:
-    def __init__(self, flags=3):
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.settimeout(20)
-        self.s.connect(srv.sock)
-        g = self.recv(18)
-        magic, opt, hflags = struct.unpack(">QQH", g)
-        assert magic == MAGIC and opt == IHAVEOPT and hflags == 3, g
-        if flags is not None:
-            self.s.sendall(struct.pack(">I", flags))
-
-    def recv(self, n):
-        b = b""
-        while len(b) < n:
-            x = self.s.recv(n - len(b))
-            if not x:
-                raise Closed()
-            b += x
-        return b
-
-    def option(self, opt, data=b"", length=None):
-        ln = len(data) if length is None else length
-        self.s.sendall(struct.pack(">QII", IHAVEOPT, opt, ln) + data)
-
-    def reply(self):
-        magic, opt, typ, ln = struct.unpack(">QIII", self.recv(20))
-        assert magic == REPLY_MAGIC, hex(magic)
-        return opt, typ, self.recv(ln)
-
-    def go(self, name=b"vol"):
-        self.option(OPT_GO, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
-        while True:
-            _, typ, _ = self.reply()
-            if typ == REP_ACK:
-                return
-            assert typ == REP_INFO, hex(typ)
-
-    def request(self, cmd, off, ln, flags=0, handle=1, payload=b""):
-        self.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, handle, off, ln) + payload)
-
-    def simple(self):
-        magic, err, handle = struct.unpack(">IIQ", self.recv(16))
-        assert magic == SIMPLE_MAGIC, hex(magic)
-        return err, handle
-
-    def closed_by_server(self):
-        try:
-            self.s.settimeout(10)
-            while self.s.recv(65536):
-                pass
-            return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
-
-    def close(self):
-        self.s.close()
+def Raw(flags=3):
+    return RawClient(srv.sock, flags)
 
 
 def check_healthy(case):
