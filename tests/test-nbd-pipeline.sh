@@ -98,8 +98,14 @@ for structured in (False, True):
     r.close()
     print("ok: 40 reads right, structured" if structured else "ok: 40 reads right, simple")
 EOF
-tail -n +$((before + 1)) "$T/ferry-nbd.log" | grep -Eq "replies in one send" \
-  || { cat "$T/ferry-nbd.log" >&2; fail "no read replies were sent together"; }
+# Held reads need RWF_NOWAIT reads of the file (ext4, xfs, tmpfs have them); where the file
+# system has none, reads go to the workers and only the bytes are checked.
+if $PY -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.preadv(fd, [bytearray(4096)], 0, os.RWF_NOWAIT)' "$T/plain" 2>/dev/null; then
+  tail -n +$((before + 1)) "$T/ferry-nbd.log" | grep -Eq "replies in one send" \
+    || { cat "$T/ferry-nbd.log" >&2; fail "no read replies were sent together"; }
+else
+  echo "this file system has no RWF_NOWAIT reads: read replies not checked for batching"
+fi
 stop_ferry_nbd
 
 # 2. A clone whose source takes 2 s a read, the hydrator paused: region 0 read (hydrated),
