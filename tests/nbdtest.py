@@ -180,10 +180,10 @@ class RawClient:
             while self.s.recv(65536):
                 pass
             return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
         except socket.timeout:
             return False
+        except OSError:  # reset, broken pipe, a TLS session cut (ssl.SSLError)
+            return True
 
     def close(self):
         self.s.close()

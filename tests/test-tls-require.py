@@ -6,16 +6,14 @@ certificate) a second STARTTLS is invalid, options negotiated in clear are forgo
 the export is served; a client that answers the ACK with plaintext gets nothing.  The
 server survives all of it."""
 import os
-import socket
 import ssl
 import struct
 import subprocess
 import sys
 
 sys.path.insert(0, os.environ["TESTS_DIR"])
-from nbdtest import T, Server, fail, make_file  # noqa: E402
+from nbdtest import IHAVEOPT, T, RawClient, Server, fail, make_file  # noqa: E402
 
-IHAVEOPT, REPLY_MAGIC = 0x49484156454F5054, 0x3e889045565a9
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_STARTTLS, OPT_GO, OPT_STRUCTURED = 1, 2, 3, 5, 7, 8
 REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
 ERR_INVALID, ERR_TLS_REQD = 0x80000003, 0x80000005
@@ -32,45 +30,8 @@ content = make_file(disk, 1 << 20, [(0, 1 << 20)])
 srv = Server("--tls", "require", "--tls-certificates", os.path.join(TLS, "server"), disk)
 
 
-class Closed(Exception):
-    pass
-
-
-class Raw:
-    def __init__(self):
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.settimeout(20)
-        self.s.connect(srv.sock)
-        self.recv(18)
-        self.s.sendall(struct.pack(">I", 3))
-
-    def recv(self, n):
-        b = b""
-        while len(b) < n:
-            x = self.s.recv(n - len(b))
-            if not x:
-                raise Closed()
-            b += x
-        return b
-
-    def option(self, opt, data=b""):
-        self.s.sendall(struct.pack(">QII", IHAVEOPT, opt, len(data)) + data)
-
-    def reply(self):
-        magic, opt, typ, ln = struct.unpack(">QIII", self.recv(20))
-        if magic != REPLY_MAGIC:
-            fail("bad reply magic %x" % magic)
-        return opt, typ, self.recv(ln)
-
-    def closed_by_server(self):
-        try:
-            while self.s.recv(65536):
-                pass
-            return True
-        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
-            return True
-        except socket.timeout:
-            return False
+def Raw():
+    return RawClient(srv.sock)
 
 
 def expect(cond, what):
