@@ -95,7 +95,7 @@ struct conn {
   uint8_t *in;
   size_t in_pos, in_len;
 
-  /* Replies held back while the reader runs pipelined requests itself (nbd_replies_hold;
+  /* Replies held back while the reader runs quick requests itself (nbd_replies_hold;
    * under read_lock). */
   uint8_t *held;
   size_t held_len;
@@ -159,10 +159,10 @@ void nbd_conn_recv_free(struct conn *c);
 /* Whether the receive buffer holds the next request whole (header, and a write's payload):
  * reading it will not wait for the client.  Call with c->read_lock held. */
 bool nbd_conn_request_buffered(const struct conn *c);
-/* Held replies (the reader running pipelined requests itself, serve.c): while this thread
- * holds c's replies, the short replies it sends are kept and leave together with the next
- * nbd_replies_flush, in one send.  nbd_replies_hold(NULL) stops holding (flush first).  0, or
- * -1 when the client is gone.  Call with c->read_lock held. */
+/* Held replies (the reader running quick requests itself, serve.c): while this thread holds
+ * c's replies, the short replies it sends are kept and leave together with the next
+ * nbd_replies_flush, in one send.  nbd_replies_hold(NULL) stops holding; what is held stays
+ * for the next flush.  Flush: 0, or -1 when the client is gone.  Call with c->read_lock held. */
 void nbd_replies_hold(struct conn *c);
 int nbd_replies_flush(struct conn *c);
 /* Run a request in the reading thread when it is quick: a write into a file's page cache

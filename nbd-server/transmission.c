@@ -810,8 +810,9 @@ nbd_run_while_reading(struct conn *c, struct worker *w, const struct request *r)
     return read_held(c, r);
   int fd;
   uint64_t foff;
-  /* Writes into a file's page cache (not FUA: a sync is better shared by the workers, not
-   * a clone's region still on its source: that is a fetch). */
+  /* Writes into a file's page cache; not FUA (its sync would keep the reader waiting, while
+   * workers' syncs run at once and the kernel joins them), not a clone's region still on its
+   * source (that is a fetch). */
   if (r->type != NBD_CMD_WRITE || (r->flags & NBD_CMD_FLAG_FUA)
       || volume_file_range(c->exp->vol, r->length, r->offset, &fd, &foff) < 0)
     return 0;
