@@ -193,8 +193,10 @@ reconnect(struct connection *c)
   pthread_mutex_lock(&c->lock);
   snprintf(lost, sizeof lost, "%s", c->why[0] ? c->why : "the server closed it");
   pthread_mutex_unlock(&c->lock);
-  snprintf(why, sizeof why, "connection %u lost: %s", c->index + 1, lost);
-  log_warning("%s: %s; reconnecting", nv->v.name, why);
+  /* The state's reason (status "last error") says what happens next from the start, not
+   * only once the first attempt has failed. */
+  snprintf(why, sizeof why, "connection %u lost: %s; reconnecting", c->index + 1, lost);
+  log_warning("%s: %s", nv->v.name, why);
   nbdvol_set_state(c, CONN_DOWN, why);
   double t0 = now_seconds(), backoff = BACKOFF_FIRST;
   for (unsigned attempt = 1;; attempt++) {
