@@ -689,22 +689,11 @@ block_status(struct conn *c, struct worker *w, const struct request *r)
   return send_locked(c, &iov, 1);
 }
 
-int
-nbd_handle_request(struct conn *c, struct worker *w, const struct request *r)
+/* Execute and answer a request nbd_validate_request accepted. */
+static int
+execute(struct conn *c, struct worker *w, const struct request *r)
 {
   struct volume *v = c->exp->vol;
-  /* Nobody will see the reply: do not spend memory and I/O on it (an unacknowledged write
-   * may or may not happen, as after any dropped connection). */
-  if (c->broken)
-    return -1;
-  uint32_t err = nbd_validate_request(c, r);
-  if (err) {
-    /* Keep the message: the client sees why. */
-    char msg[200];
-    snprintf(msg, sizeof msg, "%s at %" PRIu64 "+%" PRIu32 ": %s", nbd_command_name(r->type),
-             r->offset, r->length, reason(err));
-    return send_error(c, r, err, msg);
-  }
   unsigned fua = (r->flags & NBD_CMD_FLAG_FUA) ? VOLUME_FUA : 0;
   int e = 0;
   int rc;
@@ -753,6 +742,24 @@ nbd_handle_request(struct conn *c, struct worker *w, const struct request *r)
     return send_error(c, r, we, error_message());
   }
   return send_ok(c, r);
+}
+
+int
+nbd_handle_request(struct conn *c, struct worker *w, const struct request *r)
+{
+  /* Nobody will see the reply: do not spend memory and I/O on it (an unacknowledged write
+   * may or may not happen, as after any dropped connection). */
+  if (c->broken)
+    return -1;
+  uint32_t err = nbd_validate_request(c, r);
+  if (err) {
+    /* Keep the message: the client sees why. */
+    char msg[200];
+    snprintf(msg, sizeof msg, "%s at %" PRIu64 "+%" PRIu32 ": %s", nbd_command_name(r->type),
+             r->offset, r->length, reason(err));
+    return send_error(c, r, err, msg);
+  }
+  return execute(c, w, r);
 }
 
 /* ---- requests run by the reading thread (serve.c) ---- */
@@ -816,8 +823,10 @@ nbd_run_while_reading(struct conn *c, struct worker *w, const struct request *r)
   if (r->type != NBD_CMD_WRITE || (r->flags & NBD_CMD_FLAG_FUA)
       || volume_file_range(c->exp->vol, r->length, r->offset, &fd, &foff) < 0)
     return 0;
+  if (c->broken)
+    return -1;
   holding = c;
-  int s = nbd_handle_request(c, w, r);
+  int s = execute(c, w, r); /* validated above */
   holding = NULL;
   return s < 0 ? -1 : 1;
 }
